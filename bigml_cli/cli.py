@@ -1,0 +1,257 @@
+"""The `bigml` command: each command parses its arguments, calls one function, renders the result."""
+
+import functools
+import json
+import os
+import sys
+from typing import List, Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the output
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bigml_cli.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, evaluate, run and export deep-learning models (TensorFlow + Keras 3).")
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _quiet_tensorflow_import():
+    """TensorFlow's C++ start-up logs (CUDA probing) bypass TF_CPP_MIN_LOG_LEVEL: mute fd 2 while it loads."""
+    if "tensorflow" in sys.modules or os.environ.get("BIGML_DEBUG"):
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+EXIT_USER, EXIT_INTERNAL = 2, 1
+
+DataDir = typer.Option(None, "--data-dir", help="Dataset folder [default: $BIGML_DATA_DIR, else ~/.cache/bigml-data].")
+Json = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+
+
+def handle_errors(fn):
+    """User mistakes: one line and exit 2. Anything else: one line and exit 1 (BIGML_DEBUG=1 re-raises)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USER)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130)
+        except Exception as e:
+            if os.environ.get("BIGML_DEBUG"):
+                raise
+            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (set BIGML_DEBUG=1 for the traceback)",
+                      highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def metrics_table(title, metrics):
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def _config(model, dataset, recipe, target, overrides):
+    from bigml_cli import config
+
+    overrides = list(overrides or [])
+    if target:
+        overrides.append(f"data.target={json.dumps(target)}")
+    return config.load(model, dataset, recipe, overrides)
+
+
+@app.command()
+@handle_errors
+def train(
+    model: str = typer.Argument(..., help="Model family: see `bigml list models`."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted recipe overrides, e.g. train.epochs=3."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name, image folder, or .csv file."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML file [default: MODEL_DATASET if shipped]."),
+    target: Optional[str] = typer.Option(None, "--target", help="CSV datasets: the column to predict."),
+    data_dir: Optional[str] = DataDir,
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run [default: runs/MODEL-DATASET[-N]]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
+    as_json: bool = Json,
+):
+    """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
+    from bigml_cli import train as training
+
+    cfg = _config(model, dataset, recipe, target, overrides)
+    command = "bigml " + " ".join(sys.argv[1:]) if sys.argv and "bigml" in sys.argv[0] else None
+    metrics = training.run(cfg, run_dir=run_dir, data_root=data_dir, overwrite=overwrite, console=err,
+                           command=command)
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        out.print(metrics_table(f"test metrics: {metrics['run']}", {k: v for k, v in metrics.items() if k != "run"}))
+
+
+@app.command("config")
+@handle_errors
+def show_config(
+    model: str = typer.Argument(..., help="Model family."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Dotted recipe overrides."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r"),
+    target: Optional[str] = typer.Option(None, "--target"),
+):
+    """Print the resolved config (recipe + overrides) as YAML, without training."""
+    cfg = _config(model, dataset, recipe, target, overrides)
+    print(f"# recipe: {cfg.recipe or '(none: defaults)'}\n" + cfg.dump(), end="")
+
+
+@app.command("eval")
+@handle_errors
+def evaluate_cmd(
+    run: str = typer.Argument(..., help="Run directory."),
+    split: str = typer.Option("test", "--split", help="test, val or train."),
+    data_dir: Optional[str] = DataDir,
+    as_json: bool = Json,
+):
+    """Evaluate a run: accuracy, loss, per-class precision/recall/F1, confusion matrix (CSV and PNG)."""
+    from bigml_cli.evaluate import evaluate
+
+    report = evaluate(run, split, data_dir)
+    if as_json:
+        print(json.dumps({k: v for k, v in report.items() if k != "predictions"}))
+        return
+    table = Table(title=f"{report['split']} split of {report['run']}: accuracy {report['accuracy']:.4f}, "
+                        f"loss {report['loss']:.4f}, {report['examples']} examples")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for row in report["per_class"]:
+        table.add_row(row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
+                      str(row["support"]))
+    out.print(table)
+    out.print(f"report and confusion matrix saved in {run}/eval/{split}/")
+
+
+@app.command()
+@handle_errors
+def predict(
+    run: str = typer.Argument(..., help="Run directory."),
+    files: List[str] = typer.Argument(..., help="PNG/JPEG images, .npy arrays, or CSV files for table models."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per input."),
+    as_json: bool = Json,
+):
+    """Predict the classes of your own files."""
+    from bigml_cli.predict import predict as run_predict
+
+    results = run_predict(run, files, top_k)
+    if as_json:
+        print(json.dumps({"predictions": results}))
+        return
+    table = Table()
+    table.add_column("input")
+    for i in range(len(results[0]["top_k"])):
+        table.add_column(f"#{i + 1}")
+    for r in results:
+        table.add_row(r["input"], *[f"{t['label']} ({t['probability']:.1%})" for t in r["top_k"]])
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def export(
+    run: str = typer.Argument(..., help="Run directory."),
+    fmt: str = typer.Option("savedmodel", "--format", help="Export format: savedmodel."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Target folder [default: RUN/export/FORMAT]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing target."),
+    data_dir: Optional[str] = DataDir,
+    as_json: bool = Json,
+):
+    """Export a SavedModel taking raw inputs; it is reloaded and checked against the Keras model."""
+    from bigml_cli.export import export as run_export
+
+    result = run_export(run, fmt, out_dir, overwrite, data_dir)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print(metrics_table(f"exported {result['path']}", {k: v for k, v in result.items() if k != "path"}))
+
+
+LISTABLE = ("models", "datasets", "recipes", "runs")
+
+
+@app.command("list")
+@handle_errors
+def list_cmd(
+    what: str = typer.Argument("models", help="models, datasets, recipes or runs."),
+    runs_root: str = typer.Option("runs", "--runs-root", help="Where to look for runs."),
+    as_json: bool = Json,
+):
+    """List the models, datasets, recipes or runs."""
+    from bigml_cli.errors import unknown
+
+    if what not in LISTABLE:
+        raise unknown("list", what, LISTABLE)
+    rows = list_rows(what, runs_root)
+    if as_json:
+        print(json.dumps({what: rows}))
+        return
+    table = Table(title=what)
+    for col in (rows[0] if rows else {"": ""}):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*["" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+    out.print(table)
+
+
+def list_rows(what, runs_root="runs"):
+    if what == "models":
+        from bigml_cli.models import MODELS
+
+        return [{"model": n, "description": MODELS.doc(n)} for n in MODELS.names()]
+    if what == "datasets":
+        from bigml_cli.data import DATASETS
+
+        return [{"dataset": n, "description": DATASETS.doc(n)} for n in DATASETS.names()] + [
+            {"dataset": "PATH/", "description": "an image folder: one sub-folder per class, optional train/ test/"},
+            {"dataset": "FILE.csv", "description": "a CSV table; --target COLUMN names the class column"}]
+    if what == "recipes":
+        import yaml
+
+        from bigml_cli.config import RECIPES_DIR, recipe_names
+
+        rows = []
+        for name in recipe_names():
+            text = (RECIPES_DIR / f"{name}.yaml").read_text()
+            first = text.splitlines()[0].lstrip("# ") if text.startswith("#") else ""
+            data = yaml.safe_load(text) or {}
+            rows.append({"recipe": name, "model": data.get("model", {}).get("name"),
+                         "dataset": data.get("data", {}).get("name"), "command": first})
+        return rows
+    from bigml_cli.runs import list_runs
+
+    return list_runs(runs_root)
+
+
+def main():
+    _quiet_tensorflow_import()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Config: dataclasses read once at the edge. load(model, dataset, recipe, overrides) -> Config.
+
+A recipe is YAML with three sections, `model` (name + builder parameters), `data` and `train`.
+Command-line overrides are dotted (`train.epochs=3 model.dropout=0.2`), parsed as YAML values,
+and checked as strictly as the recipe: unknown keys and wrong types are user errors.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bigml_cli.errors import UserError, did_you_mean, unknown
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class DataConfig:
+    name: str = ""  # a registered dataset, an image folder, or a .csv file
+    target: str = ""  # CSV tables: the column to predict
+    val_fraction: float = 0.1  # of train, held out for model selection
+    test_fraction: float = 0.2  # for datasets that ship no test split
+    augment: str = "auto"  # auto (the dataset's choice) | none | crop_flip | shift
+    crop_padding: int = 4  # crop_flip and shift: pixels of padding before the random crop
+    image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = first image's
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128  # global: split across replicas
+    seed: int = 0
+    optimizer: str = "adamw"  # adamw | sgd (momentum, optionally Nesterov)
+    learning_rate: float = 1e-3  # peak, reached after warmup
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4  # decoupled
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"  # cosine | constant (after warmup)
+    label_smoothing: float = 0.0
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+    jit_compile: bool = True  # XLA
+    deterministic: bool = False  # enable_op_determinism: bitwise-reproducible, somewhat slower
+    steps_per_execution: int = 1
+
+
+CHOICES = {
+    "data.augment": ("auto", "none", "crop_flip", "shift"),
+    "train.optimizer": ("adamw", "sgd"),
+    "train.schedule": ("cosine", "constant"),
+    "train.precision": ("float32", "mixed_float16", "mixed_bfloat16"),
+}
+POSITIVE = ("train.epochs", "train.batch_size", "train.learning_rate", "train.steps_per_execution")
+
+
+@dataclass
+class Config:
+    model: dict  # {"name": ..., builder parameters...}
+    data: DataConfig
+    train: TrainConfig
+    recipe: str = ""  # where it came from, for the record
+
+    def to_dict(self):
+        return {
+            "model": dict(self.model),
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+        }
+
+    def dump(self):
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _type_name(default):
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "a string"
+    if isinstance(default, (list, tuple)):
+        return "a list"
+    return "a value"
+
+
+def check_value(key, value, default):
+    """Return `value` converted to the type of `default`, or raise a UserError naming the key."""
+    ok = True
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value
+    if not ok:
+        raise UserError(f"{key} must be {_type_name(default)}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise unknown(f"value for {key}", value, CHOICES[key])
+    if key in POSITIVE and value <= 0:
+        raise UserError(f"{key} must be positive, got {value!r}")
+    return value
+
+
+def _apply(section_name, target: dict, values: dict, defaults: dict):
+    for key, value in values.items():
+        if key not in defaults:
+            raise UserError(
+                f"unknown recipe key '{section_name}.{key}'{did_you_mean(key, defaults)}; "
+                f"{section_name} takes: {', '.join(defaults)}"
+            )
+        target[key] = check_value(f"{section_name}.{key}", value, defaults[key])
+
+
+def recipe_names():
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def find_recipe(recipe, model, dataset):
+    """The recipe file: `recipe` as a path or a recipe name; else MODEL_DATASET if shipped; else None."""
+    if recipe:
+        path = Path(recipe)
+        if path.is_file():
+            return path
+        shipped = RECIPES_DIR / f"{path.stem}.yaml"
+        if os.sep not in recipe and shipped.is_file():
+            return shipped
+        raise UserError(
+            f"recipe '{recipe}' is neither a file nor a shipped recipe{did_you_mean(recipe, recipe_names())}; "
+            "see `bigml list recipes`"
+        )
+    if dataset:
+        shipped = RECIPES_DIR / f"{model}_{dataset}.yaml"
+        if os.sep not in dataset and shipped.is_file():
+            return shipped
+    return None
+
+
+def read_recipe(path):
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise UserError(f"recipe {path} is not valid YAML{where}; fix the syntax") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path} must be a mapping with sections model, data, train")
+    for section in data:
+        if section not in ("model", "data", "train"):
+            raise UserError(
+                f"unknown recipe section '{section}'{did_you_mean(section, ('model', 'data', 'train'))} "
+                f"in {path}; sections are: model, data, train"
+            )
+        if not isinstance(data[section] or {}, dict):
+            raise UserError(f"recipe section '{section}' in {path} must be a mapping of keys to values")
+    return data
+
+
+def parse_overrides(overrides):
+    """['train.epochs=3', ...] -> {'train': {'epochs': 3}, ...} (values parsed as YAML)."""
+    parsed = {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise UserError(f"override '{item}' must look like SECTION.KEY=VALUE, e.g. train.epochs=3")
+        if section not in ("model", "data", "train"):
+            raise UserError(
+                f"unknown recipe section '{section}'{did_you_mean(section, ('model', 'data', 'train'))} "
+                f"in override '{item}'; sections are: model, data, train"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.setdefault(section, {})[name] = value
+    return parsed
+
+
+def load(model, dataset=None, recipe=None, overrides=()):
+    """Resolve the config for `bigml train MODEL --dataset DATASET [--recipe R] [KEY=VALUE...]`."""
+    from bigml_cli.models import MODELS  # the model registry defines what model.* may hold
+
+    path = find_recipe(recipe, model, dataset)
+    raw = read_recipe(path) if path else {}
+    recipe_model = (raw.get("model") or {}).get("name", model)
+    if model and recipe_model != model:
+        raise UserError(f"recipe {path} is for model '{recipe_model}', not '{model}'; drop --recipe or the model")
+    model = model or recipe_model
+    MODELS.get(model)
+
+    model_defaults = MODELS.params(model, skip=2)
+    model_cfg = {"name": model, **{k: list(v) if isinstance(v, tuple) else v for k, v in model_defaults.items()}}
+    data_cfg = dataclasses.asdict(DataConfig())
+    train_cfg = dataclasses.asdict(TrainConfig())
+    data_defaults, train_defaults = dict(data_cfg), dict(train_cfg)
+
+    for source in (raw, parse_overrides(overrides)):
+        model_values = {k: v for k, v in (source.get("model") or {}).items() if k != "name"}
+        if "name" in (source.get("model") or {}) and source is not raw:
+            raise UserError("model.name cannot be overridden; give the model as the first argument")
+        _apply("model", model_cfg, model_values, model_defaults)
+        _apply("data", data_cfg, source.get("data") or {}, data_defaults)
+        _apply("train", train_cfg, source.get("train") or {}, train_defaults)
+    if dataset:
+        data_cfg["name"] = dataset
+    if not data_cfg["name"]:
+        raise UserError("no dataset given; pass --dataset NAME (see `bigml list datasets`)")
+    return Config(model=model_cfg, data=DataConfig(**data_cfg), train=TrainConfig(**train_cfg),
+                  recipe=str(path or ""))
+
+
+def from_dict(d):
+    """Rebuild a Config saved in a run directory (already checked when it was written)."""
+    return Config(model=dict(d["model"]), data=DataConfig(**d["data"]), train=TrainConfig(**d["train"]))

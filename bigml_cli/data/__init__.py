@@ -1,0 +1,32 @@
+"""Datasets registered by name; a folder or a .csv file given as the dataset name works too.
+
+Every loader returns a `Dataset` of in-memory NumPy arrays with train/val/test splits; the tf.data
+steps they share live in pipeline.py.
+"""
+
+import os
+from pathlib import Path
+
+from bigml_cli.data.base import DATASETS, Dataset, data_dir  # noqa: F401
+from bigml_cli.data import images, table  # noqa: F401  (registers the datasets)
+from bigml_cli.errors import UserError, did_you_mean
+
+
+def load_dataset(cfg, data_root=None):
+    """Load the dataset a DataConfig names: registered name, image folder, or CSV file."""
+    name = cfg.name
+    if name in DATASETS.names():
+        return DATASETS.get(name)(cfg, data_dir(data_root))
+    path = Path(name).expanduser()
+    if name.lower().endswith(".csv"):
+        if not path.is_file():
+            raise UserError(f"CSV file {name} does not exist; check the path")
+        return table.load_csv(path, cfg)
+    if path.is_dir():
+        return images.load_image_folder(path, cfg)
+    if os.sep in name or path.suffix:
+        raise UserError(f"dataset path {name} does not exist; give an image folder or a .csv file")
+    raise UserError(
+        f"unknown dataset '{name}'{did_you_mean(name, DATASETS.names())}; choose one of: "
+        f"{', '.join(DATASETS.names())}, or give an image folder or a .csv file"
+    )

@@ -1,0 +1,78 @@
+"""The Dataset record every loader returns, the dataset registry, and split helpers."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bigml_cli.registry import Registry
+
+DATASETS = Registry("dataset")
+
+
+def data_dir(explicit=None):
+    """--data-dir, else $BIGML_DATA_DIR, else the per-user cache."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("BIGML_DATA_DIR"):
+        return Path(os.environ["BIGML_DATA_DIR"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "bigml-data"
+
+
+@dataclass
+class Dataset:
+    name: str
+    kind: str  # "image" (uint8 arrays, N x H x W x C) or "table" (dict of column arrays)
+    class_names: list
+    x_train: object
+    y_train: np.ndarray
+    x_val: object
+    y_val: np.ndarray
+    x_test: object
+    y_test: np.ndarray
+    augment: str = "none"  # what data.augment=auto means for this dataset
+    input_info: dict = field(default_factory=dict)  # what the model's preprocessing needs
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+def take(x, idx):
+    """Rows `idx` of an array or of every column of a table."""
+    if isinstance(x, dict):
+        return {k: v[idx] for k, v in x.items()}
+    return x[idx]
+
+
+def length(x):
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def split(x, y, fraction, seed):
+    """Seeded split of (x, y) into (rest, held-out) with `fraction` of the rows held out."""
+    n = length(x)
+    order = np.random.default_rng(seed).permutation(n)
+    k = int(round(n * fraction))
+    held, rest = np.sort(order[:k]), np.sort(order[k:])
+    return take(x, rest), y[rest], take(x, held), y[held]
+
+
+def image_info(x_train):
+    """Per-channel mean and std of the training images, for the model's normalization layer."""
+    x = x_train.reshape(-1, x_train.shape[-1]).astype(np.float64) / 255.0
+    return {
+        "shape": list(x_train.shape[1:]),
+        "mean": x.mean(axis=0).round(6).tolist(),
+        "std": np.maximum(x.std(axis=0), 1e-3).round(6).tolist(),
+    }
+
+
+def make_image_dataset(name, class_names, x_train, y_train, x_test, y_test, cfg, augment):
+    """Hold out the validation split and compute normalization stats from what remains of train."""
+    y_train, y_test = np.asarray(y_train, np.int64), np.asarray(y_test, np.int64)
+    x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
+    return Dataset(name, "image", list(class_names), x_tr, y_tr, x_val, y_val, x_test, y_test,
+                   augment=augment, input_info={"kind": "image", **image_info(x_tr)})

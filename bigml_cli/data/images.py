@@ -1,0 +1,220 @@
+"""Image datasets: MNIST, Fashion-MNIST, CIFAR-10/100 (official layouts), sklearn digits, image folders."""
+
+import gzip
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from bigml_cli.data.base import DATASETS, make_image_dataset, split
+from bigml_cli.data.download import fetch
+from bigml_cli.errors import UserError
+
+KERAS_DATA = "https://storage.googleapis.com/tensorflow/tf-keras-datasets"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def corrupt(path, err):
+    return UserError(f"{path} is corrupt or truncated ({type(err).__name__}); delete it and download "
+                     "or copy it again")
+
+
+@DATASETS.register
+def mnist(cfg, root):
+    """MNIST handwritten digits, 28x28 grayscale, 10 classes (Keras layout: mnist.npz)."""
+    path = root / "mnist.npz"
+    if not path.exists():
+        fetch(f"{KERAS_DATA}/mnist.npz", path,
+              "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1", "sha256", "mnist.npz",
+              f"put mnist.npz (Keras layout: x_train, y_train, x_test, y_test) in {root} or pass --data-dir")
+    try:
+        with np.load(path) as d:
+            x_train, y_train, x_test, y_test = d["x_train"], d["y_train"], d["x_test"], d["y_test"]
+    except Exception as e:  # zipfile.BadZipFile, EOFError, KeyError, ValueError...
+        raise corrupt(path, e) from None
+    return make_image_dataset("mnist", [str(i) for i in range(10)], x_train[..., None], y_train,
+                              x_test[..., None], y_test, cfg, augment="none")
+
+
+def read_idx(path):
+    """An IDX file (the MNIST family's format), gzip-compressed."""
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+        ndim = raw[3]
+        dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int)
+        return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except Exception as e:
+        raise corrupt(path, e) from None
+
+
+FASHION_FILES = {  # md5s published in github.com/zalandoresearch/fashion-mnist
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+
+@DATASETS.register
+def fashion_mnist(cfg, root):
+    """Fashion-MNIST clothing images, 28x28 grayscale, 10 classes (fashion-mnist/*-ubyte.gz)."""
+    folder = root / "fashion-mnist"
+    for name, md5 in FASHION_FILES.items():
+        if not (folder / name).exists():
+            fetch(f"{KERAS_DATA}/fashion-mnist/{name}", folder / name, md5, "md5", f"fashion-mnist/{name}",
+                  f"put the four official files ({', '.join(FASHION_FILES)}) in {folder}")
+    x_train, y_train, x_test, y_test = (read_idx(folder / n) for n in FASHION_FILES)
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot"]
+    return make_image_dataset("fashion_mnist", names, x_train[..., None], y_train, x_test[..., None],
+                              y_test, cfg, augment="none")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR batches are pickled dicts of bytes, lists and NumPy arrays: allow only what rebuilds those."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_pickle(path):
+    try:
+        with open(path, "rb") as f:
+            return _ArraysOnly(f, encoding="bytes").load()
+    except Exception as e:
+        raise corrupt(path, e) from None
+
+
+def cifar_arrays(batch, path, label_key):
+    try:
+        data = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(data), np.asarray(batch[label_key], np.int64)
+    except Exception as e:
+        raise corrupt(path, e) from None
+
+
+def fetch_cifar(root, folder, archive, md5, files):
+    """Download and unpack an official CIFAR tarball when its folder is missing."""
+    if all((root / folder / f).exists() for f in files):
+        return
+    tar_path = fetch(f"https://www.cs.toronto.edu/~kriz/{archive}", root / archive, md5, "md5",
+                     f"{folder}/", f"put the official {folder}/ ({', '.join(files)}) in {root}, "
+                     f"or pass --data-dir")
+    with tarfile.open(tar_path) as t:
+        t.extractall(root, filter="data")
+    tar_path.unlink()
+
+
+@DATASETS.register
+def cifar10(cfg, root):
+    """CIFAR-10, 32x32 colour images, 10 classes (official cifar-10-batches-py/)."""
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+    fetch_cifar(root, "cifar-10-batches-py", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+                files)
+    folder = root / "cifar-10-batches-py"
+    parts = [cifar_arrays(read_pickle(folder / f), folder / f, b"labels") for f in files[:5]]
+    x_test, y_test = cifar_arrays(read_pickle(folder / "test_batch"), folder / "test_batch", b"labels")
+    names = [n.decode() for n in read_pickle(folder / "batches.meta")[b"label_names"]]
+    return make_image_dataset("cifar10", names, np.concatenate([p[0] for p in parts]),
+                              np.concatenate([p[1] for p in parts]), x_test, y_test, cfg, augment="crop_flip")
+
+
+@DATASETS.register
+def cifar100(cfg, root):
+    """CIFAR-100, 32x32 colour images, 100 classes (official cifar-100-python/)."""
+    files = ["train", "test", "meta"]
+    fetch_cifar(root, "cifar-100-python", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", files)
+    folder = root / "cifar-100-python"
+    x_train, y_train = cifar_arrays(read_pickle(folder / "train"), folder / "train", b"fine_labels")
+    x_test, y_test = cifar_arrays(read_pickle(folder / "test"), folder / "test", b"fine_labels")
+    names = [n.decode() for n in read_pickle(folder / "meta")[b"fine_label_names"]]
+    return make_image_dataset("cifar100", names, x_train, y_train, x_test, y_test, cfg, augment="crop_flip")
+
+
+@DATASETS.register
+def digits(cfg, root):
+    """scikit-learn's 8x8 handwritten digits (1,797 images, ships with the package: no download)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images * (255.0 / 16.0)).round().astype(np.uint8)[..., None]  # 0..16 -> 0..255
+    x_train, y_train, x_test, y_test = split(x, d.target, cfg.test_fraction, seed=0)
+    return make_image_dataset("digits", [str(i) for i in range(10)], x_train, y_train, x_test, y_test, cfg,
+                              augment="none")
+
+
+def read_image(path, size=None, channels=None, convert=False):
+    """An image file as uint8 (H, W, C), resized to `size` (H, W) when given.
+
+    With `channels`, an image with another number of channels is a user error, unless `convert`
+    (training on a folder of mixed images), which converts it to grayscale or RGB.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "RGB", "RGBA"):
+                img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else
+                                  "L" if img.mode in ("1", "I", "I;16", "F") else "RGB")
+            if channels is not None and len(img.getbands()) != channels:
+                if not convert:
+                    raise UserError(
+                        f"{path} has {len(img.getbands())} channel(s) but the model expects {channels}; "
+                        f"convert it to {'grayscale' if channels == 1 else 'RGB'} first")
+                img = img.convert("L" if channels == 1 else "RGB")
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(img, np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"{path} is not a readable image ({type(e).__name__}); give a PNG or JPEG file") from None
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _read_folder(folder, size, channels):
+    """(class names, images, labels) of a folder with one sub-folder per class."""
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in ("train", "test"))
+    xs, ys = [], []
+    for label, name in enumerate(classes):
+        for f in sorted((folder / name).iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                xs.append(read_image(f, size, channels, convert=True))
+                ys.append(label)
+    return classes, xs, ys
+
+
+def load_image_folder(path: Path, cfg):
+    """An image folder: one sub-folder per class, optionally split into train/ and test/."""
+    train_dir = path / "train" if (path / "train").is_dir() else path
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and p.name not in ("train", "test"))
+    if len(classes) < 2:
+        raise UserError(f"image folder {train_dir} needs one sub-folder per class, at least two; found "
+                        f"{len(classes)}")
+    first = next((f for c in classes for f in sorted((train_dir / c).iterdir())
+                  if f.suffix.lower() in IMAGE_SUFFIXES), None)
+    if first is None:
+        raise UserError(f"image folder {train_dir} holds no .png/.jpg images in its class sub-folders")
+    probe = read_image(first)
+    size = tuple(cfg.image_size) if cfg.image_size else probe.shape[:2]
+    channels = 1 if probe.shape[2] == 1 else 3
+    _, xs, ys = _read_folder(train_dir, size, channels)
+    x, y = np.stack(xs), np.asarray(ys)
+    if train_dir != path and (path / "test").is_dir():
+        test_classes, xt, yt = _read_folder(path / "test", size, channels)
+        if test_classes != classes:
+            raise UserError(f"{path / 'test'} has classes {test_classes} but {train_dir} has {classes}; "
+                            "make them match")
+        x_train, y_train, x_test, y_test = x, y, np.stack(xt), np.asarray(yt)
+    else:
+        x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
+    return make_image_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg, augment="none")

@@ -1,0 +1,81 @@
+"""The tf.data steps every dataset shares: in-memory tensors, seeded shuffling, per-batch augmentation.
+
+The arrays stay in memory as tensors; a batch is a gather of shuffled indices, so an epoch costs
+no copy of the data. Augmentation runs on whole uint8 batches with stateless random ops seeded by
+(seed, step): the same seed gives the same stream, and it never touches the eval splits.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from bigml_cli.data.base import length
+
+
+def _to_tensors(x):
+    if isinstance(x, dict):
+        return {k: tf.constant(v) for k, v in x.items()}
+    return tf.constant(x)
+
+
+def _gather(x, idx):
+    if isinstance(x, dict):
+        return {k: tf.gather(v, idx) for k, v in x.items()}
+    return tf.gather(x, idx)
+
+
+def random_crop(images, seed, padding, mode, flip):
+    """Per-image random crop of `padding`-padded images (and a horizontal flip), vectorized over the batch.
+
+    images: (batch, height, width, channels) uint8
+    """
+    b, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode=mode)
+    offsets = tf.random.stateless_uniform((2, b), seed, 0, 2 * padding + 1, dtype=tf.int32)
+    rows = offsets[0][:, None] + tf.range(h)[None, :]  # (batch, height)
+    cols = offsets[1][:, None] + tf.range(w)[None, :]  # (batch, width)
+    out = tf.gather(padded, rows, axis=1, batch_dims=1)  # (batch, height, width + 2p, channels)
+    out = tf.gather(out, cols, axis=2, batch_dims=1)  # (batch, height, width, channels)
+    if flip:
+        do_flip = tf.random.stateless_uniform((b, 1, 1, 1), seed + [0, 1]) < 0.5
+        out = tf.where(do_flip, tf.reverse(out, axis=[2]), out)
+    return out
+
+
+AUGMENTATIONS = {
+    "none": None,
+    "crop_flip": lambda x, seed, p: random_crop(x, seed, p, "REFLECT", flip=True),  # CIFAR
+    "shift": lambda x, seed, p: random_crop(x, seed, p, "CONSTANT", flip=False),  # digits: no flips
+}
+
+
+def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4):
+    """Endless shuffled batches of (inputs, one-hot labels); returns (dataset, steps per epoch)."""
+    n = length(x)
+    batch_size = min(batch_size, n)
+    xs, ys = _to_tensors(x), tf.constant(y)
+    augment_fn = AUGMENTATIONS[augment]
+
+    def make_batch(step, idx):
+        inputs = _gather(xs, idx)
+        if augment_fn is not None:
+            inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding)
+        return inputs, tf.one_hot(tf.gather(ys, idx), num_classes)
+
+    ds = (tf.data.Dataset.range(n)
+          .shuffle(n, seed=seed, reshuffle_each_iteration=True)
+          .repeat()
+          .batch(batch_size, drop_remainder=True)
+          .enumerate()
+          .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
+    return ds, max(1, n // batch_size)
+
+
+def eval_dataset(x, y, num_classes, batch_size):
+    """Batches of (inputs, one-hot labels) in order, every example once."""
+    ds = tf.data.Dataset.from_tensor_slices((_to_tensors(x), tf.one_hot(np.asarray(y), num_classes)))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def inputs_dataset(x, batch_size):
+    return tf.data.Dataset.from_tensor_slices(_to_tensors(x)).batch(batch_size).prefetch(tf.data.AUTOTUNE)

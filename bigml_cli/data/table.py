@@ -1,0 +1,105 @@
+"""CSV tables: numeric and categorical columns with missing values; one column is the class to predict."""
+
+import csv
+import re
+
+import numpy as np
+
+from bigml_cli.data.base import Dataset, split
+from bigml_cli.errors import UserError, did_you_mean
+
+MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
+MAX_VOCAB = 100  # most frequent categories kept per column; the rest share the out-of-vocabulary slot
+
+
+def is_missing(value):
+    return value.strip().lower() in MISSING
+
+
+def input_key(column):
+    """A column name as a SavedModel input name: letters, digits and underscores."""
+    key = re.sub(r"\W+", "_", column.strip()).strip("_") or "column"
+    return key if not key[0].isdigit() else f"c_{key}"
+
+
+def read_rows(path):
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path} is not a readable CSV file ({e}); save it as UTF-8 CSV with a header row") from None
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if len(rows) < 2:
+        raise UserError(f"{path} has no data rows; a CSV needs a header row and at least one row of values")
+    header = [h.strip() for h in rows[0]]
+    for i, r in enumerate(rows[1:], start=2):
+        if len(r) != len(header):
+            raise UserError(f"{path} line {i} has {len(r)} fields but the header has {len(header)}; fix that row")
+    return header, rows[1:]
+
+
+def column_is_numeric(values):
+    try:
+        for v in values:
+            if not is_missing(v):
+                float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def columns_to_arrays(header, rows, columns):
+    """Raw cells -> {input key: float32 (NaN = missing) or str array}, following `columns` (input_info)."""
+    index = {h: i for i, h in enumerate(header)}
+    out = {}
+    for col in columns:
+        if col["name"] not in index:
+            raise UserError(f"CSV is missing the column '{col['name']}'{did_you_mean(col['name'], header)}; "
+                            f"the model needs: {', '.join(c['name'] for c in columns)}")
+        cells = [r[index[col["name"]]].strip() for r in rows]
+        if col["type"] == "numeric":
+            try:
+                out[col["key"]] = np.array([np.nan if is_missing(c) else float(c) for c in cells], np.float32)
+            except ValueError as e:
+                raise UserError(f"column '{col['name']}' must hold numbers ({e})") from None
+        else:
+            out[col["key"]] = np.array(["" if is_missing(c) else c for c in cells], dtype=object).astype(str)
+    return out
+
+
+def load_csv(path, cfg):
+    """A CSV table with a header row; `data.target` (--target) names the class column."""
+    header, rows = read_rows(path)
+    if not cfg.target:
+        raise UserError(f"a CSV dataset needs the column to predict: pass --target COLUMN (one of: "
+                        f"{', '.join(header)})")
+    if cfg.target not in header:
+        raise UserError(f"target column '{cfg.target}' is not in {path}{did_you_mean(cfg.target, header)}; "
+                        f"columns are: {', '.join(header)}")
+    t = header.index(cfg.target)
+    rows = [r for r in rows if not is_missing(r[t])]
+    labels = [r[t].strip() for r in rows]
+    class_names = sorted(set(labels))
+    if len(class_names) < 2:
+        raise UserError(f"target column '{cfg.target}' has {len(class_names)} distinct value(s); "
+                        "a classifier needs at least two classes")
+    y = np.array([class_names.index(v) for v in labels], np.int64)
+    columns = [{"name": h, "key": input_key(h),
+                "type": "numeric" if column_is_numeric(r[i] for r in rows) else "categorical"}
+               for i, h in enumerate(header) if i != t]
+    if not columns:
+        raise UserError(f"{path} has no feature columns besides the target '{cfg.target}'")
+    x = columns_to_arrays(header, rows, columns)
+    x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
+    x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
+    for col in columns:  # statistics from the training rows only
+        values = x_tr[col["key"]]
+        if col["type"] == "numeric":
+            finite = values[~np.isnan(values)]
+            col["mean"] = float(finite.mean()) if finite.size else 0.0
+            col["std"] = float(max(finite.std(), 1e-6)) if finite.size else 1.0
+        else:
+            names, counts = np.unique(values[values != ""], return_counts=True)
+            col["vocab"] = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_VOCAB]]
+    return Dataset(str(path), "table", class_names, x_tr, y_tr, x_val, y_val, x_test, y_test,
+                   augment="none", input_info={"kind": "table", "columns": columns})

@@ -1,0 +1,19 @@
+"""The user-error type. Anything a user can fix raises UserError; the CLI prints its one line, exits 2."""
+
+import difflib
+
+
+class UserError(Exception):
+    """A mistake the user can fix: the message names the problem and what to do."""
+
+
+def did_you_mean(word, choices):
+    """' (did you mean X?)' for the closest choice, else ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown(what, word, choices):
+    """UserError for a name that is not among `choices`."""
+    listed = ", ".join(sorted(str(c) for c in choices))
+    return UserError(f"unknown {what} '{word}'{did_you_mean(word, choices)}; choose one of: {listed}")

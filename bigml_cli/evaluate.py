@@ -1,0 +1,114 @@
+"""Evaluation: accuracy, loss, per-class precision/recall/F1 and the confusion matrix, from probabilities."""
+
+import csv
+import json
+
+import numpy as np
+
+from bigml_cli import runs
+from bigml_cli.data import load_dataset
+from bigml_cli.data.pipeline import inputs_dataset
+from bigml_cli.errors import UserError
+
+SPLITS = ("test", "val", "train")
+
+
+def predict_probs(model, x, batch_size=512):
+    """Class probabilities (N, classes) for in-memory inputs, in order."""
+    return np.concatenate([np.asarray(model(batch, training=False)) for batch in inputs_dataset(x, batch_size)])
+
+
+def metrics_from_probs(probs, y, class_names):
+    """The report: accuracy, loss (mean negative log-likelihood, nats), per-class P/R/F1, confusion matrix."""
+    k = len(class_names)
+    pred = probs.argmax(axis=1)
+    confusion = np.zeros((k, k), np.int64)  # rows: true class, columns: predicted class
+    np.add.at(confusion, (y, pred), 1)
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(axis=0), out=np.zeros(k), where=confusion.sum(axis=0) > 0)
+    recall = np.divide(tp, confusion.sum(axis=1), out=np.zeros(k), where=confusion.sum(axis=1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+    return {
+        "accuracy": float((pred == y).mean()),
+        "loss": loss,
+        "examples": int(len(y)),
+        "per_class": [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for c, p, r, f, s in zip(class_names, precision, recall, f1, confusion.sum(axis=1))],
+        "confusion_matrix": confusion.tolist(),
+        "predictions": pred.tolist(),
+    }
+
+
+def split_arrays(ds, split):
+    return {"test": (ds.x_test, ds.y_test), "val": (ds.x_val, ds.y_val), "train": (ds.x_train, ds.y_train)}[split]
+
+
+def save_report(report, class_names, out_dir, y):
+    """report.json, confusion_matrix.csv/.png and predictions.csv in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in report.items() if k != "predictions"}
+    (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
+    with open(out_dir / "confusion_matrix.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true \\ predicted", *class_names])
+        for name, row in zip(class_names, report["confusion_matrix"]):
+            w.writerow([name, *row])
+    with open(out_dir / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "label", "predicted"])
+        for i, (t, p) in enumerate(zip(y, report["predictions"])):
+            w.writerow([i, class_names[t], class_names[p]])
+    plot_confusion(np.array(report["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png")
+
+
+def plot_confusion(confusion, class_names, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(class_names)
+    size = min(4 + 0.45 * k, 30)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(k), class_names, rotation=90)
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, confusion[i, j], ha="center", va="center", fontsize=8,
+                        color="white" if confusion[i, j] > confusion.max() / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def load_model(run):
+    import keras
+
+    import bigml_cli.models  # noqa: F401  (registers the custom layers)
+
+    try:
+        return keras.models.load_model(run.model_file)
+    except Exception as e:
+        raise UserError(f"{run.model_file} could not be loaded ({type(e).__name__}); it is corrupt: "
+                        "train the run again") from None
+
+
+def evaluate(run_path, split="test", data_root=None):
+    """`bigml eval`: evaluate a finished run on one split; saves RUN/eval/SPLIT/."""
+    if split not in SPLITS:
+        from bigml_cli.errors import unknown
+
+        raise unknown("split", split, SPLITS)
+    run = runs.open_run(run_path)
+    cfg = run.config
+    ds = load_dataset(cfg.data, data_root)
+    model = load_model(run)
+    x, y = split_arrays(ds, split)
+    report = metrics_from_probs(predict_probs(model, x), y, ds.class_names)
+    save_report(report, ds.class_names, run.eval_dir(split), y)
+    return {"run": str(run.path), "split": split, **report}

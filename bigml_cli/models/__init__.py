@@ -1,0 +1,17 @@
+"""Model builders registered by name. A builder takes the preprocessed features and the number of
+classes, and returns class probabilities; its keyword parameters are the recipe's `model.*` keys."""
+
+import keras
+
+from bigml_cli.models.base import MODELS, model_inputs  # noqa: F401
+from bigml_cli.models import cnn, mlp  # noqa: F401  (registers the builders)
+
+
+def build_model(model_cfg: dict, input_info: dict, num_classes: int):
+    """A Keras model from raw inputs (uint8 images or raw table columns) to class probabilities."""
+    name = model_cfg["name"]
+    params = {k: v for k, v in model_cfg.items() if k != "name"}
+    MODELS.check_params(name, params, skip=2)
+    inputs, features = model_inputs(input_info)
+    outputs = MODELS.get(name)(features, num_classes, **params)
+    return keras.Model(inputs, outputs, name=name)

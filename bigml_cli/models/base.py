@@ -1,0 +1,69 @@
+"""The model registry and the preprocessing every model starts with, so exported models take raw inputs."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from bigml_cli.registry import Registry
+
+MODELS = Registry("model")
+
+
+@keras.saving.register_keras_serializable(package="bigml")
+class TableEncoder(layers.Layer):
+    """Raw table columns -> one float vector per row.
+
+    Numeric columns: standardized with the training mean/std, missing (NaN) filled with the mean,
+    plus a was-missing flag. Categorical columns: one-hot over the training vocabulary plus one
+    slot for unseen or missing values. String comparison needs `tf` (keras.ops has no strings).
+    """
+
+    def __init__(self, columns, **kwargs):
+        super().__init__(**kwargs)
+        self.columns = columns
+
+    def call(self, inputs):
+        parts = []
+        for col in self.columns:
+            value = inputs[col["key"]]  # (batch,)
+            if col["type"] == "numeric":
+                value = tf.cast(value, "float32")
+                missing = tf.math.is_nan(value)
+                filled = tf.where(missing, tf.cast(col["mean"], "float32"), value)
+                parts += [(filled - col["mean"]) / col["std"], tf.cast(missing, "float32")]
+            else:
+                vocab = tf.constant(col["vocab"] or [""], tf.string)
+                one_hot = tf.cast(tf.equal(value[:, None], vocab[None, :]), "float32")  # (batch, vocab)
+                unseen = 1.0 - tf.reduce_sum(one_hot, axis=1, keepdims=True)
+                parts += [one_hot, unseen]
+        parts = [p if len(p.shape) == 2 else p[:, None] for p in parts]
+        return tf.cast(tf.concat(parts, axis=1), self.compute_dtype)  # (batch, features)
+
+    def compute_output_shape(self, input_shape):
+        width = sum(2 if c["type"] == "numeric" else len(c["vocab"] or [""]) + 1 for c in self.columns)
+        return (None, width)
+
+    def get_config(self):
+        return {**super().get_config(), "columns": self.columns}
+
+
+def model_inputs(info):
+    """(raw Keras inputs, preprocessed features) for a dataset's input_info."""
+    if info["kind"] == "image":
+        inputs = keras.Input(shape=tuple(info["shape"]), dtype="uint8", name="image")
+        x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+        x = layers.Normalization(mean=info["mean"], variance=np.square(info["std"]).tolist(),
+                                 name="normalize")(x)  # (batch, height, width, channels)
+        return inputs, x
+    inputs = {c["key"]: keras.Input(shape=(), dtype="float32" if c["type"] == "numeric" else "string",
+                                    name=c["key"]) for c in info["columns"]}
+    return inputs, TableEncoder(info["columns"], name="encode_table")(inputs)  # (batch, features)
+
+
+def classifier_head(x, num_classes, dropout=0.0):
+    """Dropout, a dense layer and a float32 softmax (kept in float32 under mixed precision)."""
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    x = layers.Dense(num_classes, name="logits")(x)
+    return layers.Activation("softmax", dtype="float32", name="probabilities")(x)

@@ -1,0 +1,42 @@
+"""CNN: an airbench-style convolutional net (Keller Jordan's CIFAR-10 speedruns, David Page's ResNet-9).
+
+Each stage is conv -> max-pool -> BN -> act -> conv -> BN -> act, halving the resolution once, so
+most of the compute runs at low resolution; a global max-pool feeds the classifier.
+"""
+
+from keras import layers
+
+from bigml_cli.errors import UserError
+from bigml_cli.models.base import MODELS, classifier_head
+
+
+def conv_bn(x, width, activation, bn_momentum, pool=False):
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+    if pool:
+        x = layers.MaxPooling2D(2, padding="same")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5)(x)
+    return layers.Activation(activation)(x)
+
+
+@MODELS.register
+def cnn(x, num_classes, widths=(64, 128, 256), stem_width=32, convs_per_stage=2, dropout=0.0,
+        activation="gelu", bn_momentum=0.9):
+    """Convolutional classifier for images.
+
+    Args:
+        widths: channels of each stage; each stage halves height and width.
+        stem_width: channels of the first 3x3 conv, at full resolution.
+        convs_per_stage: 3x3 convs per stage (the first one is followed by the max-pool).
+        dropout: dropout before the classifier.
+        activation: Keras activation name.
+        bn_momentum: BatchNormalization moving-average momentum (lower adapts faster in short runs).
+    """
+    if len(x.shape) != 4:
+        raise UserError("model 'cnn' needs image data; use 'mlp' for tables")
+    x = conv_bn(x, stem_width, activation, bn_momentum)  # (batch, H, W, stem_width)
+    for width in widths:
+        x = conv_bn(x, width, activation, bn_momentum, pool=True)  # (batch, H/2, W/2, width)
+        for _ in range(convs_per_stage - 1):
+            x = conv_bn(x, width, activation, bn_momentum)
+    x = layers.GlobalMaxPooling2D()(x)  # (batch, widths[-1])
+    return classifier_head(x, num_classes, dropout)

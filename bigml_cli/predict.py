@@ -1,0 +1,78 @@
+"""Prediction on the user's own files: PNG/JPEG images of any size, .npy arrays, CSV rows for tables."""
+
+from pathlib import Path
+
+import numpy as np
+
+from bigml_cli import runs
+from bigml_cli.data.images import read_image
+from bigml_cli.data.table import columns_to_arrays, read_rows
+from bigml_cli.errors import UserError
+from bigml_cli.evaluate import load_model, predict_probs
+
+
+def read_npy(path, shape):
+    """A .npy file as a batch of images of `shape` (H, W, C); accepts (H, W) when C is 1."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable .npy array ({type(e).__name__}); save it with numpy.save") from None
+    shape = tuple(shape)
+    if shape[-1] == 1 and arr.shape[-2:] == shape[:2]:
+        arr = arr[..., None]
+    if arr.shape == shape:
+        arr = arr[None]
+    if arr.shape[1:] != shape:
+        raise UserError(f"{path} has shape {arr.shape} but the model expects images of shape {shape} "
+                        f"(or a batch: (N, {', '.join(map(str, shape))}))")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise UserError(f"{path} holds {arr.dtype} values; give raw pixel values 0-255")
+    return np.clip(np.round(arr), 0, 255).astype(np.uint8)
+
+
+def load_inputs(files, info):
+    """(names, model inputs) for the files given to `bigml predict`."""
+    for f in files:
+        if not Path(f).is_file():
+            raise UserError(f"input file {f} does not exist")
+    if info["kind"] == "table":
+        names, columns = [], None
+        parts = []
+        for f in files:
+            if not str(f).lower().endswith(".csv"):
+                raise UserError(f"{f} is not a CSV file; this run's model takes table rows (.csv with a header)")
+            header, rows = read_rows(f)
+            parts.append(columns_to_arrays(header, rows, info["columns"]))
+            names += [f"{f}:{i + 2}" for i in range(len(rows))]  # the row's line number in the file
+        columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return names, columns
+    shape = info["shape"]
+    names, images = [], []
+    for f in files:
+        if str(f).lower().endswith(".npy"):
+            batch = read_npy(f, shape)
+            names += [f if len(batch) == 1 else f"{f}[{i}]" for i in range(len(batch))]
+            images += list(batch)
+        else:
+            names.append(str(f))
+            images.append(read_image(f, size=shape[:2], channels=shape[2]))
+    return names, np.stack(images)
+
+
+def predict(run_path, files, top_k=5):
+    """`bigml predict`: the top-k classes and probabilities for each input."""
+    if not files:
+        raise UserError("give at least one input file to predict on")
+    if top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {top_k}")
+    run = runs.open_run(run_path)
+    info = run.info
+    names, x = load_inputs(files, info["input"])
+    probs = predict_probs(load_model(run), x)
+    classes = info["class_names"]
+    k = min(top_k, len(classes))
+    results = []
+    for name, p in zip(names, probs):
+        best = np.argsort(-p, kind="stable")[:k]
+        results.append({"input": name, "top_k": [{"label": classes[i], "probability": float(p[i])} for i in best]})
+    return results

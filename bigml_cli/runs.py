@@ -1,0 +1,104 @@
+"""The run directory: the one place that decides what a run holds and where.
+
+    RUN/config.yaml          resolved config (the recipe plus overrides), as trained
+    RUN/run.json             what predict/export need without the data: classes, input spec, dataset
+    RUN/model.keras          the selected model (best validation accuracy)
+    RUN/checkpoints/         last.weights.h5 (every epoch) and best.weights.h5
+    RUN/history.csv          per-epoch loss, accuracy, val_loss, val_accuracy, learning rate
+    RUN/logs/                TensorBoard event files
+    RUN/metrics.json         test metrics measured at the end of training
+    RUN/eval/<split>/        written by `bigml eval`: report.json, confusion_matrix.csv/.png, predictions.csv
+    RUN/export/savedmodel/   written by `bigml export`
+"""
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bigml_cli.errors import UserError
+
+RUNS_ROOT = Path("runs")
+
+
+@dataclass
+class Run:
+    path: Path
+
+    config_file = property(lambda self: self.path / "config.yaml")
+    info_file = property(lambda self: self.path / "run.json")
+    model_file = property(lambda self: self.path / "model.keras")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    history_file = property(lambda self: self.path / "history.csv")
+    logs = property(lambda self: self.path / "logs")
+    metrics_file = property(lambda self: self.path / "metrics.json")
+
+    def eval_dir(self, split):
+        return self.path / "eval" / split
+
+    def default_export(self, fmt):
+        return self.path / "export" / fmt
+
+    @property
+    def info(self):
+        return json.loads(self.info_file.read_text())
+
+    @property
+    def config(self):
+        from bigml_cli import config
+
+        return config.from_dict(yaml.safe_load(self.config_file.read_text()))
+
+
+def slug(text):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(text)).stem if "/" in str(text) else str(text)).strip("_")
+
+
+def default_run_dir(model, dataset, root=RUNS_ROOT):
+    """runs/MODEL-DATASET, then -2, -3, ... so a new run never lands on an old one."""
+    base = Path(root) / f"{model}-{slug(dataset)}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def create(path, overwrite=False):
+    """Make a new run directory; an existing non-empty one is refused unless `overwrite`."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if not overwrite:
+            raise UserError(f"run directory {path} already exists; pick another --run-dir or pass --overwrite "
+                            "to replace it")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+    return Run(path)
+
+
+def open_run(path):
+    """An existing, finished run directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"run directory {path} does not exist; see `bigml list runs`")
+    run = Run(path)
+    if not run.info_file.exists() or not run.config_file.exists():
+        raise UserError(f"{path} is not a bigml run directory (no run.json/config.yaml); see `bigml list runs`")
+    if not run.model_file.exists():
+        raise UserError(f"run {path} has no model.keras: its training did not finish; train it again")
+    return run
+
+
+def list_runs(root=RUNS_ROOT):
+    """Every run under `root`, with its test accuracy when training finished."""
+    rows = []
+    for info_file in sorted(Path(root).glob("**/run.json")):
+        run = Run(info_file.parent)
+        info = run.info
+        metrics = json.loads(run.metrics_file.read_text()) if run.metrics_file.exists() else {}
+        rows.append({"run": str(run.path), "model": info.get("model"), "dataset": info.get("dataset"),
+                     "test_accuracy": metrics.get("accuracy"), "finished": run.model_file.exists()})
+    return rows
