@@ -192,6 +192,26 @@ def export(
         out.print(metrics_table(f"exported {result['path']}", {k: v for k, v in result.items() if k != "path"}))
 
 
+@app.command()
+@handle_errors
+def samples(
+    dataset: str = typer.Argument(..., help="Image dataset name or folder."),
+    out_dir: str = typer.Option("samples", "--out", help="Folder to write the PNG files to."),
+    count: int = typer.Option(10, "--count", "-n", help="How many images."),
+    split: str = typer.Option("test", "--split", help="test, val or train."),
+    data_dir: Optional[str] = DataDir,
+):
+    """Write images of a dataset split as PNG files (NNNNN_LABEL.png), e.g. to try `bigml predict`."""
+    from bigml_cli.config import DataConfig
+    from bigml_cli.data.samples import write_samples
+    from bigml_cli.errors import unknown
+
+    if split not in ("test", "val", "train"):
+        raise unknown("split", split, ("test", "val", "train"))
+    paths = write_samples(DataConfig(name=dataset), out_dir, count, split, data_dir)
+    out.print(f"wrote {len(paths)} images to {out_dir}/")
+
+
 LISTABLE = ("models", "datasets", "recipes", "runs")
 
 

@@ -25,7 +25,7 @@ class DataConfig:
     test_fraction: float = 0.2  # for datasets that ship no test split
     augment: str = "auto"  # auto (the dataset's choice) | none | crop_flip | shift
     crop_padding: int = 4  # crop_flip and shift: pixels of padding before the random crop
-    image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = first image's
+    image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = the most common size
 
 
 @dataclass

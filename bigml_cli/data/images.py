@@ -193,6 +193,23 @@ def _read_folder(folder, size, channels):
     return classes, xs, ys
 
 
+def _common_size_and_channels(files):
+    """The most common (height, width) among the images (headers only), and 1 or 3 channels."""
+    from collections import Counter
+
+    from PIL import Image
+
+    sizes, gray = Counter(), 0
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                sizes[(img.height, img.width)] += 1
+                gray += img.mode in ("L", "1", "I", "I;16", "F")
+        except Exception:
+            read_image(f)  # raises the user error naming the file
+    return sizes.most_common(1)[0][0], 1 if gray > len(files) / 2 else 3
+
+
 def load_image_folder(path: Path, cfg):
     """An image folder: one sub-folder per class, optionally split into train/ and test/."""
     train_dir = path / "train" if (path / "train").is_dir() else path
@@ -200,13 +217,11 @@ def load_image_folder(path: Path, cfg):
     if len(classes) < 2:
         raise UserError(f"image folder {train_dir} needs one sub-folder per class, at least two; found "
                         f"{len(classes)}")
-    first = next((f for c in classes for f in sorted((train_dir / c).iterdir())
-                  if f.suffix.lower() in IMAGE_SUFFIXES), None)
-    if first is None:
+    files = [f for c in classes for f in sorted((train_dir / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
         raise UserError(f"image folder {train_dir} holds no .png/.jpg images in its class sub-folders")
-    probe = read_image(first)
-    size = tuple(cfg.image_size) if cfg.image_size else probe.shape[:2]
-    channels = 1 if probe.shape[2] == 1 else 3
+    size, channels = _common_size_and_channels(files)
+    size = tuple(cfg.image_size) if cfg.image_size else size
     _, xs, ys = _read_folder(train_dir, size, channels)
     x, y = np.stack(xs), np.asarray(ys)
     if train_dir != path and (path / "test").is_dir():

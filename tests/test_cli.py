@@ -1,0 +1,205 @@
+"""End to end through the CLI on scikit-learn's digits (real data, no download), and every bad input."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from bigml_cli.cli import app
+from conftest import assert_user_error
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """One short mlp run on digits, shared by the tests that only read it."""
+    run_dir = tmp_path_factory.mktemp("runs") / "digits"
+    result = CliRunner().invoke(app, ["train", "mlp", "--dataset", "digits", "--run-dir", str(run_dir), "--json",
+                                      "train.epochs=4", "model.hidden_units=[64]", "train.learning_rate=0.01"])
+    assert result.exit_code == 0, result.output
+    return run_dir, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_train_writes_the_run_directory(digits_run):
+    run_dir, metrics = digits_run
+    assert metrics["accuracy"] > 0.85, "4 epochs on digits learn something real"
+    for name in ("config.yaml", "run.json", "model.keras", "history.csv", "metrics.json",
+                 "checkpoints/best.weights.h5", "checkpoints/last.weights.h5", "eval/test/confusion_matrix.png"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "logs").rglob("*tfevents*")), "TensorBoard logs"
+    with open(run_dir / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert "epochs: 4" in (run_dir / "config.yaml").read_text()
+
+
+def test_eval_json_reproduces_training_accuracy(cli, digits_run):
+    run_dir, metrics = digits_run
+    result = cli("eval", run_dir, "--json")
+    assert result.exit_code == 0, result.text
+    report = json.loads(result.stdout)
+    assert report["accuracy"] == metrics["accuracy"]
+    assert report["loss"] == pytest.approx(metrics["loss"], abs=1e-6)
+    assert len(report["per_class"]) == 10 and {"precision", "recall", "f1"} <= set(report["per_class"][0])
+    confusion = np.array(report["confusion_matrix"])
+    assert confusion.sum() == 359 and np.trace(confusion) / 359 == pytest.approx(report["accuracy"])
+    assert (run_dir / "eval/test/confusion_matrix.csv").exists()
+
+
+def test_predict_on_png_files_agrees_with_eval(cli, digits_run, tmp_path):
+    run_dir, _ = digits_run
+    assert cli("samples", "digits", "--out", tmp_path, "-n", 20).exit_code == 0
+    files = sorted(tmp_path.glob("*.png"))
+    assert len(files) == 20
+    result = cli("predict", run_dir, *files, "--json", "--top-k", 2)
+    assert result.exit_code == 0, result.text
+    predictions = json.loads(result.stdout)["predictions"]
+    with open(run_dir / "eval/test/predictions.csv") as f:
+        eval_rows = list(csv.DictReader(f))[:20]
+    assert [p["top_k"][0]["label"] for p in predictions] == [r["predicted"] for r in eval_rows]
+    assert all(len(p["top_k"]) == 2 and p["top_k"][0]["probability"] >= p["top_k"][1]["probability"]
+               for p in predictions)
+
+
+def test_predict_resizes_large_images_and_reads_npy(cli, digits_run, tmp_path):
+    run_dir, _ = digits_run
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.full((64, 48), 200, np.uint8)).save(big)
+    arr = tmp_path / "batch.npy"
+    np.save(arr, np.zeros((3, 8, 8), np.uint8))
+    result = cli("predict", run_dir, big, arr, "--json")
+    assert result.exit_code == 0, result.text
+    assert len(json.loads(result.stdout)["predictions"]) == 4
+
+
+def test_export_savedmodel_matches_keras_in_a_fresh_process(cli, digits_run, tmp_path):
+    run_dir, _ = digits_run
+    out = tmp_path / "sm"
+    result = cli("export", run_dir, "--out", out, "--json")
+    assert result.exit_code == 0, result.text
+    check = json.loads(result.stdout)
+    assert check["top1_agreement"] == 1.0 and check["max_abs_diff"] <= 1e-4
+    script = f"""
+import json, numpy as np, tensorflow as tf, keras
+import bigml_cli.models
+from bigml_cli.config import DataConfig
+from bigml_cli.data import load_dataset
+x = load_dataset(DataConfig(name="digits")).x_test
+serve = tf.saved_model.load({str(out)!r}).signatures["serving_default"]
+got = serve(image=tf.constant(x))["probabilities"].numpy()
+want = keras.models.load_model({str(run_dir / 'model.keras')!r}).predict(x, verbose=0)
+print(json.dumps({{"diff": float(abs(got - want).max()), "agree": float((got.argmax(1) == want.argmax(1)).mean())}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    fresh = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fresh["agree"] == 1.0 and fresh["diff"] <= 1e-4
+    cli_tool = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run([str(cli_tool), "show", "--dir", str(out), "--all"], capture_output=True, text=True).stdout
+    assert "signature_def['serving_default']" in shown and "DT_UINT8" in shown
+    assert_user_error(cli("export", run_dir, "--out", out), "already exists", "--overwrite")
+
+
+def test_export_refuses_a_mismatching_model(digits_run, tmp_path, monkeypatch):
+    from bigml_cli import export as export_mod
+
+    run_dir, _ = digits_run
+    real = export_mod.predict_probs
+    monkeypatch.setattr(export_mod, "predict_probs", lambda m, x: real(m, x) + 0.01)
+    with pytest.raises(export_mod.ExportMismatch):
+        export_mod.export(run_dir, out=tmp_path / "sm")
+    assert not (tmp_path / "sm").exists() and not (tmp_path / ".sm.partial").exists()
+
+
+def test_list_and_config_commands(cli, digits_run):
+    assert "cnn" in cli("list", "models").stdout
+    assert "cifar10" in cli("list", "datasets").stdout
+    assert "cnn_cifar10" in cli("list", "recipes").stdout
+    runs = json.loads(cli("list", "runs", "--runs-root", digits_run[0].parent, "--json").stdout)["runs"]
+    assert runs[0]["model"] == "mlp" and runs[0]["test_accuracy"] > 0.85
+    shown = cli("config", "cnn", "--dataset", "cifar10", "train.epochs=2")
+    assert shown.exit_code == 0 and "epochs: 2" in shown.stdout and "cnn_cifar10.yaml" in shown.stdout
+
+
+# --- every bad input: one line, exit code 2, no traceback, nothing lost ----------------------------------
+
+
+def test_unknown_model_dataset_and_recipe_key(cli, tmp_path):
+    assert_user_error(cli("train", "resnet", "--dataset", "digits"), "unknown model 'resnet'")
+    assert_user_error(cli("train", "mlp", "--dataset", "mnsit"), "unknown dataset 'mnsit'", "did you mean 'mnist'")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epoch=1"), "did you mean 'epochs'")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epochs=1.5"),
+                      "train.epochs must be an integer")
+    assert_user_error(cli("config", "mlp", "--dataset", "digits", "--recipe", "nope"), "shipped recipe")
+    assert not Path("runs").exists() or not list(Path("runs").glob("mlp-mnsit*"))
+
+
+def test_missing_and_corrupt_data_dir(cli, mnist_dir, tmp_path):
+    assert_user_error(cli("train", "mlp", "--dataset", "mnist", "--data-dir", tmp_path / "nowhere",
+                          "--run-dir", tmp_path / "r"), "put mnist.npz", "nowhere")
+    (mnist_dir / "mnist.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert_user_error(cli("train", "mlp", "--dataset", "mnist", "--data-dir", mnist_dir,
+                          "--run-dir", tmp_path / "r"), "corrupt or truncated")
+    assert not (tmp_path / "r").exists(), "a failed start leaves no run directory"
+
+
+def test_existing_run_directory_is_refused_and_kept(cli, digits_run):
+    run_dir, _ = digits_run
+    before = (run_dir / "model.keras").read_bytes()
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", run_dir, "train.epochs=1"),
+                      "already exists", "--overwrite")
+    assert (run_dir / "model.keras").read_bytes() == before
+
+
+def test_predict_bad_inputs(cli, digits_run, tmp_path):
+    run_dir, _ = digits_run
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    assert_user_error(cli("predict", run_dir, text), "not a readable image")
+    rgb = tmp_path / "colour.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(rgb)
+    assert_user_error(cli("predict", run_dir, rgb), "has 3 channel(s) but the model expects 1")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((5, 5), np.uint8))
+    assert_user_error(cli("predict", run_dir, wrong), "has shape (5, 5)")
+    assert_user_error(cli("predict", run_dir, tmp_path / "missing.png"), "does not exist")
+    assert_user_error(cli("predict", tmp_path, rgb), "not a bigml run directory")
+
+
+def test_image_folder_end_to_end(cli, image_folder, tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli("train", "cnn", "--dataset", image_folder, "--run-dir", run_dir, "--json", "train.epochs=2",
+                 "model.widths=[8]", "model.stem_width=4", "train.batch_size=8", "data.val_fraction=0.1")
+    assert result.exit_code == 0, result.text
+    png = next((image_folder / "test" / "class_1").glob("*.png"))
+    result = cli("predict", run_dir, png, "--json")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["predictions"][0]["top_k"][0]["label"].startswith("class_")
+
+
+def test_csv_table_end_to_end(cli, table_csv, tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli("train", "mlp", "--dataset", table_csv, "--target", "label", "--run-dir", run_dir, "--json",
+                 "train.epochs=15", "model.hidden_units=[32]", "train.learning_rate=0.01")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] >= 0.7
+    rows = tmp_path / "rows.csv"
+    rows.write_text("label,income,colour,age\n?,70,red,30\n?,,purple,\n")  # any column order, unseen/missing values
+    result = cli("predict", run_dir, rows, "--json")
+    assert result.exit_code == 0, result.text
+    assert len(json.loads(result.stdout)["predictions"]) == 2
+    result = cli("export", run_dir, "--json")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["top1_agreement"] == 1.0
+    assert_user_error(cli("train", "mlp", "--dataset", table_csv, "--run-dir", tmp_path / "r2"), "--target")
+    assert_user_error(cli("train", "mlp", "--dataset", table_csv, "--target", "lable", "--run-dir", tmp_path / "r2"),
+                      "did you mean 'label'")
+    assert_user_error(cli("train", "cnn", "--dataset", table_csv, "--target", "label", "--run-dir", tmp_path / "r2"),
+                      "needs image data")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("age,colour\n30,red\n")
+    assert_user_error(cli("predict", run_dir, bad), "missing the column 'income'")

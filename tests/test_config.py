@@ -1,0 +1,66 @@
+import pytest
+import yaml
+
+from bigml_cli import config
+from bigml_cli.config import RECIPES_DIR, recipe_names
+from bigml_cli.errors import UserError
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_loads_and_states_every_hyperparameter(name):
+    text = (RECIPES_DIR / f"{name}.yaml").read_text()
+    assert text.startswith("# bigml train"), "first line: the command that runs it"
+    raw = yaml.safe_load(text)
+    cfg = config.load(raw["model"]["name"], recipe=name)
+    resolved = cfg.to_dict()
+    for section in ("model", "data", "train"):
+        assert set(raw[section]) == set(resolved[section]), f"{name}: {section} must state every key"
+    assert cfg.data.name == raw["data"]["name"]
+
+
+def test_model_dataset_pair_uses_its_recipe_else_defaults():
+    cfg = config.load("cnn", "cifar10")
+    assert cfg.recipe.endswith("cnn_cifar10.yaml") and cfg.train.optimizer == "sgd"
+    cfg = config.load("cnn", "fashion_mnist")
+    assert cfg.recipe == "" and cfg.train == config.TrainConfig() and cfg.data.name == "fashion_mnist"
+
+
+def test_overrides_are_typed_and_applied():
+    cfg = config.load("mlp", "mnist", overrides=["train.epochs=3", "model.hidden_units=[8,4]",
+                                                  "train.learning_rate=1", "data.augment=none"])
+    assert cfg.train.epochs == 3 and cfg.model["hidden_units"] == [8, 4]
+    assert cfg.train.learning_rate == 1.0 and isinstance(cfg.train.learning_rate, float)
+    assert cfg.data.augment == "none"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown recipe key 'train.epoch' (did you mean 'epochs'?)"),
+    ("train.epochs=three", "train.epochs must be an integer, got 'three'"),
+    ("train.epochs=0", "train.epochs must be positive"),
+    ("train.nesterov=3", "train.nesterov must be true or false"),
+    ("model.dropuot=0.1", "unknown recipe key 'model.dropuot' (did you mean 'dropout'?)"),
+    ("trian.epochs=3", "unknown recipe section 'trian' (did you mean 'train'?)"),
+    ("train.optimizer=adam", "unknown value for train.optimizer 'adam' (did you mean 'adamw'?)"),
+    ("epochs", "must look like SECTION.KEY=VALUE"),
+])
+def test_bad_overrides_are_user_errors(override, message):
+    with pytest.raises(UserError) as e:
+        config.load("mlp", "mnist", overrides=[override])
+    assert message in str(e.value)
+
+
+def test_bad_recipe_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [1\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        config.load("mlp", "mnist", recipe=str(bad))
+    bad.write_text("model:\n  name: cnn\n")
+    with pytest.raises(UserError, match="is for model 'cnn', not 'mlp'"):
+        config.load("mlp", "mnist", recipe=str(bad))
+    with pytest.raises(UserError, match="neither a file nor a shipped recipe"):
+        config.load("mlp", "mnist", recipe="cnn_cifar11")
+
+
+def test_unknown_model_suggests():
+    with pytest.raises(UserError, match="unknown model 'cnnn' \\(did you mean 'cnn'\\?\\)"):
+        config.load("cnnn", "mnist")

@@ -1,0 +1,118 @@
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bigml_cli.config import DataConfig
+from bigml_cli.data import load_dataset
+from bigml_cli.data.pipeline import eval_dataset, random_crop, train_dataset
+from bigml_cli.errors import UserError
+
+
+def test_mnist_npz_layout(mnist_dir):
+    ds = load_dataset(DataConfig(name="mnist", val_fraction=0.1), mnist_dir)
+    assert ds.x_train.shape == (270, 28, 28, 1) and ds.x_train.dtype == np.uint8
+    assert len(ds.y_val) == 30 and ds.x_test.shape == (100, 28, 28, 1)
+    assert ds.input_info["shape"] == [28, 28, 1] and ds.num_classes == 10
+
+
+def test_cifar10_pickled_layout(cifar_dir):
+    ds = load_dataset(DataConfig(name="cifar10", val_fraction=0.2), cifar_dir)
+    assert ds.x_train.shape == (160, 32, 32, 3) and ds.x_test.shape == (50, 32, 32, 3)
+    assert ds.class_names[0] == "airplane" and ds.augment == "crop_flip"
+
+
+def test_fashion_mnist_idx_layout(fashion_dir):
+    ds = load_dataset(DataConfig(name="fashion_mnist", val_fraction=0.0), fashion_dir)
+    assert ds.x_train.shape == (60, 28, 28, 1) and ds.class_names[-1] == "Ankle boot"
+
+
+def test_cifar_unpickler_refuses_code(cifar_dir):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(cifar_dir / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Evil()}, f)
+    with pytest.raises(UserError, match="data_batch_1 is corrupt"):
+        load_dataset(DataConfig(name="cifar10"), cifar_dir)
+
+
+def test_digits_ships_with_scikit_learn():
+    ds = load_dataset(DataConfig(name="digits", val_fraction=0.1, test_fraction=0.2))
+    assert ds.x_train.shape[1:] == (8, 8, 1) and len(ds.y_test) == 359 and ds.x_train.max() > 200
+
+
+def test_split_is_seeded_and_disjoint(mnist_dir):
+    a = load_dataset(DataConfig(name="mnist"), mnist_dir)
+    b = load_dataset(DataConfig(name="mnist"), mnist_dir)
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    rows = {r.tobytes() for r in a.x_train}
+    assert not any(r.tobytes() in rows for r in a.x_val)
+
+
+def test_image_folder_with_train_and_test(image_folder):
+    ds = load_dataset(DataConfig(name=str(image_folder), val_fraction=0.0))
+    assert ds.class_names == ["class_0", "class_1", "class_2"]
+    assert ds.x_train.shape[1:] == (16, 16, 3) and len(ds.y_test) == 12 and len(ds.y_train) == 36
+
+
+def test_csv_with_missing_values_and_categories(table_csv):
+    ds = load_dataset(DataConfig(name=str(table_csv), target="label"))
+    cols = {c["name"]: c for c in ds.input_info["columns"]}
+    assert cols["age"]["type"] == "numeric" and cols["colour"]["type"] == "categorical"
+    assert set(cols["colour"]["vocab"]) == {"red", "green", "blue"}
+    assert np.isnan(ds.x_train["age"]).any() or np.isnan(ds.x_test["age"]).any()
+    assert ds.class_names == ["no", "yes"]
+
+
+def test_training_stream_is_seeded_and_augmented_only_in_training():
+    x = np.arange(8 * 6 * 6 * 1, dtype=np.uint8).reshape(8, 6, 6, 1)
+    y = np.arange(8) % 2
+    a, steps = train_dataset(x, y, 2, 4, seed=3, augment="crop_flip", crop_padding=2)
+    b, _ = train_dataset(x, y, 2, 4, seed=3, augment="crop_flip", crop_padding=2)
+    c, _ = train_dataset(x, y, 2, 4, seed=4, augment="crop_flip", crop_padding=2)
+    first = [bx.numpy() for bx, _ in a.take(3)]
+    assert steps == 2
+    assert all((f == s.numpy()).all() for f, (s, _) in zip(first, b.take(3)))
+    assert any((f != s.numpy()).any() for f, (s, _) in zip(first, c.take(3)))
+    assert not any(np.array_equal(f, x[:4]) for f in first[:1])
+    ex = np.concatenate([bx.numpy() for bx, _ in eval_dataset(x, y, 2, 3)])
+    np.testing.assert_array_equal(ex, x)  # eval splits: every example once, untouched
+
+
+def test_random_crop_keeps_pixels_and_shape():
+    x = tf.constant(np.random.default_rng(0).integers(1, 255, (5, 8, 8, 3)), tf.uint8)
+    out = random_crop(x, tf.constant([1, 2], tf.int64), 0, "REFLECT", flip=False)
+    np.testing.assert_array_equal(out.numpy(), x.numpy())  # no padding: identity
+    out = random_crop(x, tf.constant([1, 2], tf.int64), 2, "CONSTANT", flip=True)
+    assert out.shape == x.shape
+
+
+def test_missing_data_says_where_to_put_files(tmp_path):
+    with pytest.raises(UserError, match=f"put mnist.npz .* in {tmp_path}"):
+        load_dataset(DataConfig(name="mnist"), tmp_path)
+    with pytest.raises(UserError, match="cifar-10-batches-py"):
+        load_dataset(DataConfig(name="cifar10"), tmp_path)
+
+
+def test_download_failure_is_a_user_error(tmp_path, monkeypatch):
+    import urllib.request
+
+    monkeypatch.delenv("BIGML_OFFLINE")
+
+    def refuse(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    with pytest.raises(UserError, match="downloading .*mnist.npz failed .*network unreachable"):
+        load_dataset(DataConfig(name="mnist"), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no partial download left behind
+
+
+def test_truncated_file_is_a_user_error(mnist_dir):
+    path = mnist_dir / "mnist.npz"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UserError, match="mnist.npz is corrupt or truncated"):
+        load_dataset(DataConfig(name="mnist"), mnist_dir)
