@@ -112,7 +112,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
             optimizer=make_optimizer(t, steps),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            jit_compile=t.jit_compile, steps_per_execution=t.steps_per_execution)
+            jit_compile=t.jit_compile and ds.kind != "table",  # XLA cannot compile string lookups
+            steps_per_execution=t.steps_per_execution)
         run_.checkpoints.mkdir(exist_ok=True)
         has_val = len(ds.y_val) > 0
         callbacks = [

@@ -4,7 +4,9 @@ Nothing here downloads: BIGML_OFFLINE=1 makes a missing dataset an immediate use
 """
 
 import gzip
+import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +15,20 @@ from typer.testing import CliRunner
 from bigml_cli.cli import app
 
 
+REAL_DATA_DIR = os.environ.get("BIGML_DATA_DIR")
+
+
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("BIGML_OFFLINE", "1")
     monkeypatch.setenv("BIGML_DATA_DIR", str(tmp_path / "empty-data-dir"))
+
+
+@pytest.fixture
+def real_data_dir():
+    """The real datasets (`make test-data` sets BIGML_DATA_DIR); missing data fails, never skips."""
+    assert REAL_DATA_DIR, "set BIGML_DATA_DIR to the folder prepare.py wrote (make test-data does)"
+    return Path(REAL_DATA_DIR)
 
 
 class Cli:

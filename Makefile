@@ -1,0 +1,43 @@
+# bigml: `make demo` then `make test` on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BIGML := $(BIN)/bigml
+DATA_DIR ?= $(or $(BIGML_DATA_DIR),$(HOME)/.cache/bigml-data)
+SHARED_PREPARE := ../shared/datasets/prepare.py
+
+.PHONY: install demo test test-data data bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# Train, evaluate, predict and export on scikit-learn's digits: real data that needs no download.
+demo: install
+	$(BIGML) train mlp --dataset digits --run-dir runs/demo --overwrite
+	$(BIGML) eval runs/demo
+	$(BIGML) samples digits --out runs/demo-samples --count 5
+	$(BIGML) predict runs/demo runs/demo-samples/*.png
+	$(BIGML) export runs/demo --overwrite
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# The real datasets, in their official layouts, from ../shared/datasets when it is there.
+data:
+	@if [ -f $(SHARED_PREPARE) ]; then $(BIN)/python $(SHARED_PREPARE) $(DATA_DIR); \
+	else echo "put the datasets in $(DATA_DIR) (see README: Datasets)"; fi
+
+test-data: install data
+	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest -q -m data
+
+# Train every shipped recipe with its defaults; writes bench/results.json and prints the table.
+bench: install data
+	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/recipes.py
+
+clean:
+	rm -rf runs .pytest_cache
