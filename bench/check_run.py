@@ -1,0 +1,80 @@
+"""Acceptance checks on a finished run, each through the real CLI and a fresh process:
+
+    python bench/check_run.py RUN [--data-dir DIR]
+
+1. `bigml eval RUN --json` reproduces the test accuracy in RUN/metrics.json;
+2. `bigml predict` on 20 test images written as PNG files agrees with eval's predictions;
+3. the exported SavedModel, loaded in a fresh process with tf.saved_model.load, gives the same
+   top-1 as the Keras model on 1,000 test images, probabilities within 1e-4;
+4. `saved_model_cli show --all` lists serving_default with a uint8 image input.
+"""
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+FRESH = """
+import json, sys, numpy as np, tensorflow as tf, keras
+import bigml_cli.models
+from bigml_cli.data import load_dataset
+from bigml_cli.runs import open_run
+run = open_run(sys.argv[1])
+x = load_dataset(run.config.data, sys.argv[3] or None).x_test[:1000]
+serve = tf.saved_model.load(sys.argv[2]).signatures["serving_default"]
+got = np.concatenate([serve(image=tf.constant(x[i:i + 250]))["probabilities"].numpy() for i in range(0, len(x), 250)])
+want = keras.models.load_model(run.model_file).predict(x, verbose=0, batch_size=250)
+print(json.dumps({"images": len(x), "top1_agreement": float((got.argmax(1) == want.argmax(1)).mean()),
+                  "max_abs_diff": float(np.abs(got - want).max())}))
+"""
+
+
+def bigml(*args):
+    proc = subprocess.run([str(BIN / "bigml"), *map(str, args)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bigml {' '.join(map(str, args))} failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--data-dir", default="")
+    a = ap.parse_args()
+    run = Path(a.run)
+    data = ["--data-dir", a.data_dir] if a.data_dir else []
+    trained = json.loads((run / "metrics.json").read_text())
+    report = json.loads(bigml("eval", run, "--json", *data))
+    print(f"1. eval accuracy {report['accuracy']:.4f} vs training's {trained['accuracy']:.4f}: "
+          f"{'same' if report['accuracy'] == trained['accuracy'] else 'DIFFERENT'}")
+    dataset = json.loads((run / "run.json").read_text())["dataset"]
+    with tempfile.TemporaryDirectory() as tmp:
+        bigml("samples", dataset, "--out", tmp, "-n", 20, *data)
+        files = sorted(Path(tmp).glob("*.png"))
+        preds = json.loads(bigml("predict", run, *files, "--json"))["predictions"]
+        with open(run / "eval" / "test" / "predictions.csv") as f:
+            rows = list(csv.DictReader(f))[:20]
+        agree = sum(p["top_k"][0]["label"] == r["predicted"] for p, r in zip(preds, rows))
+        print(f"2. predict on {len(files)} PNG files agrees with eval on {agree}/{len(rows)}")
+        out = Path(tmp) / "savedmodel"
+        bigml("export", run, "--out", out, *data)
+        fresh = subprocess.run([sys.executable, "-c", FRESH, str(run), str(out), a.data_dir],
+                               capture_output=True, text=True, check=True)
+        result = json.loads(fresh.stdout.strip().splitlines()[-1])
+        print(f"3. fresh-process SavedModel vs Keras on {result['images']} test images: top-1 agreement "
+              f"{result['top1_agreement']:.4f}, max |prob diff| {result['max_abs_diff']:.2e}")
+        shown = subprocess.run([str(BIN / "saved_model_cli"), "show", "--dir", str(out), "--all"],
+                               capture_output=True, text=True).stdout
+        sig = shown[shown.index("signature_def['serving_default']"):]
+        ok = "DT_UINT8" in sig.split("outputs")[0]
+        print(f"4. saved_model_cli: serving_default {'takes a uint8 image' if ok else 'has NO uint8 input'}: "
+              + " ".join(line.strip() for line in sig.splitlines()[2:5]))
+
+
+if __name__ == "__main__":
+    main()
