@@ -73,12 +73,14 @@ def metrics_table(title, metrics):
     return table
 
 
-def _config(model, dataset, recipe, target, overrides):
+def _config(model, dataset, recipe, target, overrides, strategy=None):
     from bigml_cli import config
 
     overrides = list(overrides or [])
     if target:
         overrides.append(f"data.target={json.dumps(target)}")
+    if strategy:
+        overrides.append(f"train.strategy={strategy}")
     return config.load(model, dataset, recipe, overrides)
 
 
@@ -93,12 +95,13 @@ def train(
     data_dir: Optional[str] = DataDir,
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run [default: runs/MODEL-DATASET[-N]]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored or tpu [default: the recipe's train.strategy]."),
     as_json: bool = Json,
 ):
     """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
     from bigml_cli import train as training
 
-    cfg = _config(model, dataset, recipe, target, overrides)
+    cfg = _config(model, dataset, recipe, target, overrides, strategy)
     command = "bigml " + " ".join(sys.argv[1:]) if sys.argv and "bigml" in sys.argv[0] else None
     metrics = training.run(cfg, run_dir=run_dir, data_root=data_dir, overwrite=overwrite, console=err,
                            command=command)
@@ -190,6 +193,20 @@ def export(
         print(json.dumps(result))
     else:
         out.print(metrics_table(f"exported {result['path']}", {k: v for k, v in result.items() if k != "path"}))
+
+
+@app.command()
+@handle_errors
+def doctor(as_json: bool = Json):
+    """Print the versions, the devices TensorFlow sees, and the strategy `--strategy auto` would pick."""
+    from bigml_cli.distribute import doctor as check
+
+    report = check()
+    if as_json:
+        print(json.dumps(report))
+        return
+    out.print(metrics_table("bigml doctor", {k: ", ".join(v) if isinstance(v, list) else v
+                                             for k, v in report.items()}))
 
 
 @app.command()

@@ -45,6 +45,7 @@ class TrainConfig:
     jit_compile: bool = True  # XLA
     deterministic: bool = False  # enable_op_determinism: bitwise-reproducible, somewhat slower
     steps_per_execution: int = 1
+    strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
 
 
 CHOICES = {
@@ -52,6 +53,7 @@ CHOICES = {
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "constant"),
     "train.precision": ("float32", "mixed_float16", "mixed_bfloat16"),
+    "train.strategy": ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker"),
 }
 POSITIVE = ("train.epochs", "train.batch_size", "train.learning_rate", "train.steps_per_execution")
 

@@ -12,9 +12,10 @@ import tensorflow as tf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bigml_cli import runs
+from bigml_cli import distribute, runs
 from bigml_cli.data import load_dataset
 from bigml_cli.data.pipeline import eval_dataset, train_dataset
+from bigml_cli.errors import UserError
 from bigml_cli.evaluate import metrics_from_probs, predict_probs, save_report
 from bigml_cli.models import build_model
 
@@ -79,11 +80,15 @@ def _absolute_dataset(cfg):
         cfg.data.name = str(p.resolve())
 
 
-def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, command=None):
+def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, command=None, extra_callbacks=()):
     """Train `cfg` into a new run directory; returns the test metrics (also in RUN/metrics.json)."""
     console = console or Console(stderr=True)
     t = cfg.train
     _absolute_dataset(cfg)
+    place = distribute.placement(t.strategy)  # first: device set-up must precede any TensorFlow op
+    if t.batch_size % place.replicas:
+        raise UserError(f"train.batch_size {t.batch_size} is global and must divide evenly over "
+                        f"{place.replicas} replicas; use a multiple of {place.replicas}")
     keras.utils.set_random_seed(t.seed)
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -92,28 +97,32 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(t.precision)
     try:
-        model = build_model(cfg.model, ds.input_info, ds.num_classes)
+        with place.strategy.scope():  # the one place a strategy scope is opened
+            model = build_model(cfg.model, ds.input_info, ds.num_classes)
+            train_ds, steps = train_dataset(ds.x_train, ds.y_train, ds.num_classes, t.batch_size, t.seed,
+                                            augment, cfg.data.crop_padding)
+            model.compile(
+                optimizer=make_optimizer(t, steps),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                # XLA cannot compile string lookups, nor one step over several devices (tensorflow XLA
+                # known issues: "tf.Variable on a different device")
+                jit_compile=t.jit_compile and ds.kind != "table" and place.replicas == 1,
+                steps_per_execution=t.steps_per_execution)
         run_ = runs.create(run_dir or runs.default_run_dir(cfg.model["name"], cfg.data.name), overwrite)
         run_.config_file.write_text(
             f"# {command or 'bigml train'}\n" + cfg.dump())
         run_.info_file.write_text(json.dumps({
             "model": cfg.model["name"], "dataset": cfg.data.name, "class_names": ds.class_names,
             "input": ds.input_info, "augment": augment, "params": model.count_params(),
-            "global_batch_size": t.batch_size, "keras": keras.__version__, "tensorflow": tf.__version__,
+            "strategy": place.name, "replicas": place.replicas, "global_batch_size": t.batch_size,
+            "per_replica_batch_size": t.batch_size // place.replicas, "keras": keras.__version__, "tensorflow": tf.__version__,
         }, indent=2))
         console.print(f"run directory [bold]{run_.path}[/]  model {cfg.model['name']} "
                       f"({model.count_params():,} parameters)  dataset {cfg.data.name} "
-                      f"({len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test)")
-
-        train_ds, steps = train_dataset(ds.x_train, ds.y_train, ds.num_classes, t.batch_size, t.seed,
-                                        augment, cfg.data.crop_padding)
+                      f"({len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test)  "
+                      f"strategy {place.name}")
         val_ds = eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256))
-        model.compile(
-            optimizer=make_optimizer(t, steps),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            jit_compile=t.jit_compile and ds.kind != "table",  # XLA cannot compile string lookups
-            steps_per_execution=t.steps_per_execution)
         run_.checkpoints.mkdir(exist_ok=True)
         has_val = len(ds.y_val) > 0
         callbacks = [
@@ -124,6 +133,7 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
             keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "best.weights.h5"), save_weights_only=True,
                                             save_best_only=True, monitor="val_accuracy" if has_val else "loss",
                                             mode="max" if has_val else "min"),
+            *extra_callbacks,
         ]
         start = time.perf_counter()
         model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, validation_data=val_ds if has_val else None,

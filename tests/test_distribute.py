@@ -1,0 +1,77 @@
+"""Strategies: choice by name, device errors, and multi-replica training on two logical CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import assert_user_error
+
+SAME_CURVE = """
+import json, sys
+import keras
+from bigml_cli import config, train
+
+class StepLosses(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+curves = {}
+for strategy in ("cpu", "mirrored"):
+    cfg = config.load("mlp", "digits", overrides=[
+        "train.epochs=2", "model.dropout=0.0", "train.jit_compile=false", "train.batch_size=64",
+        f"train.strategy={strategy}"])
+    losses = StepLosses()
+    train.run(cfg, run_dir=f"{sys.argv[1]}/{strategy}", extra_callbacks=[losses])
+    curves[strategy] = losses.losses
+print(json.dumps(curves))
+"""
+
+
+def test_mirrored_over_two_cpu_devices_matches_one_device(tmp_path):
+    env = {**os.environ, "BIGML_CPU_DEVICES": "2"}
+    proc = subprocess.run([sys.executable, "-c", SAME_CURVE, str(tmp_path)], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curves = json.loads(proc.stdout.strip().splitlines()[-1])
+    one, two = np.array(curves["cpu"]), np.array(curves["mirrored"])
+    assert len(one) == len(two) == 2 * (1294 // 64)
+    assert np.abs(one - two).max() < 1e-4, np.abs(one - two).max()
+    info = json.loads((tmp_path / "mirrored" / "run.json").read_text())
+    assert info["replicas"] == 2 and info["global_batch_size"] == 64 and info["per_replica_batch_size"] == 32
+
+
+def test_doctor_reports_versions_and_auto_choice(cli):
+    result = cli("doctor", "--json")
+    assert result.exit_code == 0, result.text
+    report = json.loads(result.stdout)
+    assert report["auto_strategy"] in ("cpu", "gpu", "mirrored", "tpu") and report["tensorflow"]
+    assert any(d.startswith("CPU") for d in report["devices"])
+
+
+@pytest.mark.skipif(bool(os.environ.get("TPU_NAME")), reason="a TPU is configured here")
+def test_strategy_without_a_device_is_a_user_error(cli, tmp_path):
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        assert_user_error(cli("train", "mlp", "--dataset", "digits", "--strategy", "gpu", "--run-dir", tmp_path / "r"),
+                          "sees no GPU")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--strategy", "tpu", "--run-dir", tmp_path / "r"),
+                      "no TPU is configured")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--strategy", "gpus", "--run-dir", tmp_path / "r"),
+                      "unknown value for train.strategy 'gpus'")
+    assert not (tmp_path / "r").exists()
+
+
+def test_multi_worker_is_refused_with_the_reason(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", tmp_path / "r"),
+                      "multi-worker training is not supported yet")
