@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bigml_cli.errors import UserError
+from bigml_cli.errors import Interrupted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate, run and export deep-learning models (TensorFlow + Keras 3).")
@@ -49,6 +49,9 @@ def handle_errors(fn):
         except UserError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USER)
+        except Interrupted as e:
+            err.print(f"[bold yellow]interrupted:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code)
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
@@ -87,7 +90,7 @@ def _config(model, dataset, recipe, target, overrides, strategy=None):
 @app.command()
 @handle_errors
 def train(
-    model: str = typer.Argument(..., help="Model family: see `bigml list models`."),
+    model: Optional[str] = typer.Argument(None, help="Model family: see `bigml list models`."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted recipe overrides, e.g. train.epochs=3."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name, image folder, or .csv file."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML file [default: MODEL_DATASET if shipped]."),
@@ -96,15 +99,25 @@ def train(
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run [default: runs/MODEL-DATASET[-N]]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored or tpu [default: the recipe's train.strategy]."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the unfinished run in this directory from its last checkpoint."),
     as_json: bool = Json,
 ):
     """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
     from bigml_cli import train as training
 
-    cfg = _config(model, dataset, recipe, target, overrides, strategy)
-    command = "bigml " + " ".join(sys.argv[1:]) if sys.argv and "bigml" in sys.argv[0] else None
-    metrics = training.run(cfg, run_dir=run_dir, data_root=data_dir, overwrite=overwrite, console=err,
-                           command=command)
+    if resume:
+        if model or overrides or dataset or recipe or target or strategy or run_dir:
+            raise UserError("--resume RUN continues with the run's own config.yaml; give no model, dataset, "
+                            "recipe, overrides or --run-dir with it")
+        metrics = training.run(None, run_dir=resume, data_root=data_dir, console=err, resume=True)
+    else:
+        if not model:
+            raise UserError("give the model to train, e.g. `bigml train cnn --dataset cifar10` "
+                            "(see `bigml list models`), or --resume RUN")
+        cfg = _config(model, dataset, recipe, target, overrides, strategy)
+        command = "bigml " + " ".join(sys.argv[1:]) if sys.argv and "bigml" in sys.argv[0] else None
+        metrics = training.run(cfg, run_dir=run_dir, data_root=data_dir, overwrite=overwrite, console=err,
+                               command=command)
     if as_json:
         print(json.dumps(metrics))
     else:

@@ -45,6 +45,7 @@ class TrainConfig:
     jit_compile: bool = True  # XLA
     deterministic: bool = False  # enable_op_determinism: bitwise-reproducible, somewhat slower
     steps_per_execution: int = 1
+    checkpoint_every: int = 200  # steps between resumable checkpoints (also at epoch ends and on SIGTERM)
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
 
 

@@ -17,3 +17,12 @@ def unknown(what, word, choices):
     """UserError for a name that is not among `choices`."""
     listed = ", ".join(sorted(str(c) for c in choices))
     return UserError(f"unknown {what} '{word}'{did_you_mean(word, choices)}; choose one of: {listed}")
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGTERM/SIGINT after saving a checkpoint; exits 128 + the signal number."""
+
+    def __init__(self, signum, step, run_dir):
+        super().__init__(f"stopped by signal {signum} at step {step}; checkpoint saved: resume with "
+                         f"`bigml train --resume {run_dir}`")
+        self.exit_code = 128 + signum

@@ -1,8 +1,10 @@
 """Training: build the data and model from a Config, fit with a rich progress display, save the run."""
 
+import csv
+import hashlib
 import json
-import os
-import sys
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bigml_cli import distribute, runs
 from bigml_cli.data import load_dataset
 from bigml_cli.data.pipeline import eval_dataset, train_dataset
-from bigml_cli.errors import UserError
+from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import metrics_from_probs, predict_probs, save_report
 from bigml_cli.models import build_model
 
@@ -73,6 +75,49 @@ def make_optimizer(t, steps_per_epoch):
     return opt
 
 
+class StepCheckpoints(keras.callbacks.Callback):
+    """Saves the full training state every N steps, at each epoch end, and on SIGTERM/SIGINT (then stops).
+
+    The state is model, optimizer (its step counter included) and the Keras seed-generator and
+    BatchNorm variables; the data stream is a pure function of the step, so nothing else is needed.
+    """
+
+    def __init__(self, manager, every):
+        super().__init__()
+        self.manager, self.every, self.signal = manager, every, None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame):
+        self.signal = signum  # acted on at the end of the step in flight
+
+    def save(self):
+        return self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.signal is not None:
+            self.save()
+            self.model.stop_training = True
+        elif self.every and int(self.model.optimizer.iterations.numpy()) % self.every == 0:
+            self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save()
+
+
+def config_hash(cfg):
+    return hashlib.sha256(cfg.dump().encode()).hexdigest()
+
+
 def _absolute_dataset(cfg):
     """Dataset paths are stored absolute so eval/export find them from any working directory."""
     p = Path(cfg.data.name).expanduser()
@@ -80,9 +125,37 @@ def _absolute_dataset(cfg):
         cfg.data.name = str(p.resolve())
 
 
-def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, command=None, extra_callbacks=()):
-    """Train `cfg` into a new run directory; returns the test metrics (also in RUN/metrics.json)."""
+def open_for_resume(run_dir):
+    """The unfinished run to resume, its config checked against the one it started with."""
+    run_ = runs.Run(Path(run_dir))
+    if not run_.info_file.exists() or not run_.config_file.exists():
+        raise UserError(f"{run_dir} is not a bigml run directory (no run.json/config.yaml); nothing to resume")
+    if run_.metrics_file.exists():
+        raise UserError(f"run {run_dir} already finished; evaluate it, or start a new run")
+    cfg = run_.config
+    if config_hash(cfg) != run_.info.get("config_sha256"):
+        raise UserError(f"{run_.config_file} changed since the run started; restore it, or start a new run "
+                        "with the new config")
+    if tf.train.latest_checkpoint(run_.checkpoints / "state") is None:
+        raise UserError(f"run {run_dir} has no checkpoint yet; start it again with --overwrite")
+    return run_, cfg
+
+
+def _best_so_far(history_file, monitor):
+    """The best value of `monitor` in an existing history.csv (so resuming keeps the best model)."""
+    if not history_file.exists():
+        return None
+    with open(history_file) as f:
+        values = [float(r[monitor]) for r in csv.DictReader(f) if r.get(monitor)]
+    return (max(values) if monitor.endswith("accuracy") else min(values)) if values else None
+
+
+def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, command=None, extra_callbacks=(),
+        resume=False):
+    """Train `cfg` into a new run directory (or resume the run in `run_dir`); returns the test metrics."""
     console = console or Console(stderr=True)
+    if resume:
+        run_, cfg = open_for_resume(run_dir)
     t = cfg.train
     _absolute_dataset(cfg)
     place = distribute.placement(t.strategy)  # first: device set-up must precede any TensorFlow op
@@ -99,8 +172,7 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
     try:
         with place.strategy.scope():  # the one place a strategy scope is opened
             model = build_model(cfg.model, ds.input_info, ds.num_classes)
-            train_ds, steps = train_dataset(ds.x_train, ds.y_train, ds.num_classes, t.batch_size, t.seed,
-                                            augment, cfg.data.crop_padding)
+            _, steps = train_dataset(ds.x_train, ds.y_train, ds.num_classes, t.batch_size, t.seed)
             model.compile(
                 optimizer=make_optimizer(t, steps),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
@@ -109,35 +181,66 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                 # known issues: "tf.Variable on a different device")
                 jit_compile=t.jit_compile and ds.kind != "table" and place.replicas == 1,
                 steps_per_execution=t.steps_per_execution)
-        run_ = runs.create(run_dir or runs.default_run_dir(cfg.model["name"], cfg.data.name), overwrite)
-        run_.config_file.write_text(
-            f"# {command or 'bigml train'}\n" + cfg.dump())
-        run_.info_file.write_text(json.dumps({
-            "model": cfg.model["name"], "dataset": cfg.data.name, "class_names": ds.class_names,
-            "input": ds.input_info, "augment": augment, "params": model.count_params(),
-            "strategy": place.name, "replicas": place.replicas, "global_batch_size": t.batch_size,
-            "per_replica_batch_size": t.batch_size // place.replicas, "keras": keras.__version__, "tensorflow": tf.__version__,
-        }, indent=2))
+            model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
+        if not resume:
+            run_ = runs.create(run_dir or runs.default_run_dir(cfg.model["name"], cfg.data.name), overwrite)
+            run_.config_file.write_text(f"# {command or 'bigml train'}\n" + cfg.dump())
+            run_.info_file.write_text(json.dumps({
+                "model": cfg.model["name"], "dataset": cfg.data.name, "class_names": ds.class_names,
+                "input": ds.input_info, "augment": augment, "params": model.count_params(),
+                "strategy": place.name, "replicas": place.replicas, "global_batch_size": t.batch_size,
+                "per_replica_batch_size": t.batch_size // place.replicas, "config_sha256": config_hash(cfg),
+                "keras": keras.__version__, "tensorflow": tf.__version__,
+            }, indent=2))
+        state = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                    # seed-generator states are not carried by the model object itself
+                                    non_trainable=[v.value for v in model.non_trainable_variables])
+        manager = tf.train.CheckpointManager(state, str(run_.checkpoints / "state"), max_to_keep=2)
+        start_step = 0
+        if resume:
+            try:
+                state.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            except Exception as e:
+                raise UserError(f"checkpoint {manager.latest_checkpoint} is corrupt or does not match the run "
+                                f"({type(e).__name__}); delete it to fall back to the one before, or start "
+                                "again with --overwrite") from None
+            start_step = int(model.optimizer.iterations.numpy())
         console.print(f"run directory [bold]{run_.path}[/]  model {cfg.model['name']} "
                       f"({model.count_params():,} parameters)  dataset {cfg.data.name} "
                       f"({len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test)  "
-                      f"strategy {place.name}")
+                      f"strategy {place.name}" + (f"  resuming at step {start_step}" if resume else ""))
         val_ds = eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256))
         run_.checkpoints.mkdir(exist_ok=True)
         has_val = len(ds.y_val) > 0
+        monitor = "val_accuracy" if has_val else "loss"
+        checkpoints = StepCheckpoints(manager, t.checkpoint_every)
         callbacks = [
             RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console),
-            keras.callbacks.CSVLogger(str(run_.history_file)),
+            keras.callbacks.CSVLogger(str(run_.history_file), append=resume),
             keras.callbacks.TensorBoard(str(run_.logs), write_graph=False),
             keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "last.weights.h5"), save_weights_only=True),
             keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "best.weights.h5"), save_weights_only=True,
-                                            save_best_only=True, monitor="val_accuracy" if has_val else "loss",
-                                            mode="max" if has_val else "min"),
+                                            save_best_only=True, monitor=monitor,
+                                            mode="max" if has_val else "min",
+                                            initial_value_threshold=_best_so_far(run_.history_file, monitor)),
+            checkpoints,
             *extra_callbacks,
         ]
         start = time.perf_counter()
-        model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps, validation_data=val_ds if has_val else None,
-                  callbacks=callbacks, verbose=0, shuffle=False)
+        with checkpoints:
+            step = start_step
+            while step < t.epochs * steps and not model.stop_training:
+                # a resumed run first finishes its interrupted epoch, then runs whole epochs
+                epoch, offset = divmod(step, steps)
+                train_ds, _ = train_dataset(ds.x_train, ds.y_train, ds.num_classes, t.batch_size, t.seed,
+                                            augment, cfg.data.crop_padding, start_step=step)
+                callbacks[0].steps = steps - offset
+                model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1 if offset else t.epochs,
+                          steps_per_epoch=steps - offset, validation_data=val_ds if has_val else None,
+                          callbacks=callbacks, verbose=0, shuffle=False)
+                step = int(model.optimizer.iterations.numpy())
+        if checkpoints.signal is not None:
+            raise Interrupted(checkpoints.signal, step, run_.path)
         train_seconds = time.perf_counter() - start
         model.load_weights(run_.checkpoints / "best.weights.h5")  # model selection on validation accuracy
         model.save(run_.model_file)

@@ -48,8 +48,12 @@ AUGMENTATIONS = {
 }
 
 
-def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4):
-    """Endless shuffled batches of (inputs, one-hot labels); returns (dataset, steps per epoch)."""
+def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0):
+    """Endless shuffled batches of (inputs, one-hot labels); returns (dataset, steps per epoch).
+
+    The stream is a pure function of (seed, step): `start_step` resumes it exactly where a run stopped
+    (the skip runs over shuffled indices only, before any gather or augmentation).
+    """
     n = length(x)
     batch_size = min(batch_size, n)
     xs, ys = _to_tensors(x), tf.constant(y)
@@ -66,6 +70,7 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
           .repeat()
           .batch(batch_size, drop_remainder=True)
           .enumerate()
+          .skip(start_step)
           .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
           .prefetch(tf.data.AUTOTUNE))
     return ds, max(1, n // batch_size)

@@ -1,0 +1,106 @@
+"""Exact resume: SIGKILL at a step, `bigml train --resume`, and the same final weights as a run never stopped."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+BIGML = str(Path(sys.executable).with_name("bigml"))
+TINY = ["train", "mlp", "--dataset", "digits", "train.epochs=3", "train.batch_size=32", "model.hidden_units=[32]",
+        "model.dropout=0.2", "train.deterministic=true", "train.checkpoint_every=1"]
+
+
+def latest_step(run_dir):
+    index = Path(run_dir) / "checkpoints" / "state" / "checkpoint"
+    if not index.exists():
+        return -1
+    match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', index.read_text())
+    return int(match.group(1)) if match else -1
+
+
+def start(args):
+    return subprocess.Popen([BIGML, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(proc, run_dir, step, timeout=120):
+    deadline = time.time() + timeout
+    while latest_step(run_dir) < step:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, "training made no progress"
+        time.sleep(0.05)
+
+
+def weights(path):
+    """Every array in a Keras weights file, by name."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ref") / "run"
+    proc = subprocess.run([BIGML, *TINY, "--run-dir", str(run_dir)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+@pytest.mark.parametrize("kill_at", [7, 58])  # mid-epoch in epochs 1 and 2 (40 steps each)
+def test_sigkill_then_resume_gives_identical_weights(reference, tmp_path, kill_at):
+    run_dir = tmp_path / "run"
+    proc = start([*TINY, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, kill_at)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "model.keras").exists()
+    resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at step" in resumed.stderr
+    want, got = weights(reference / "checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
+    assert want.keys() == got.keys() and len(want) > 0
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name
+    assert json.loads((run_dir / "metrics.json").read_text())["accuracy"] == \
+        json.loads((reference / "metrics.json").read_text())["accuracy"]
+
+
+def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [a for a in TINY if not a.startswith("train.checkpoint_every")] + ["train.checkpoint_every=1000"]
+    proc = start([*args, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, 40)  # the end of epoch 1 always saves
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode in (143, 0), stderr[-2000:]
+    if proc.returncode == 143:
+        stopped = int(re.search(r"stopped by signal 15 at step (\d+)", stderr).group(1))
+        assert latest_step(run_dir) == stopped  # the checkpoint is of the last finished step
+        assert "Traceback" not in stderr
+
+
+def test_resume_refuses_a_changed_config_and_a_corrupt_checkpoint(tmp_path, cli):
+    run_dir = tmp_path / "run"
+    proc = start([*TINY, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, 5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    config = run_dir / "config.yaml"
+    original = config.read_text()
+    config.write_text(original.replace("epochs: 3", "epochs: 4"))
+    from conftest import assert_user_error
+
+    assert_user_error(cli("train", "--resume", run_dir), "changed since the run started")
+    config.write_text(original)
+    for data in (run_dir / "checkpoints" / "state").glob("*.data-*"):
+        data.write_bytes(data.read_bytes()[:20])
+    assert_user_error(cli("train", "--resume", run_dir), "is corrupt")
+    assert config.read_text() == original and (run_dir / "run.json").exists()
+    assert_user_error(cli("train", "mlp", "--resume", run_dir), "give no model")
