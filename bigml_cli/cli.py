@@ -100,11 +100,18 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored or tpu [default: the recipe's train.strategy]."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the unfinished run in this directory from its last checkpoint."),
+    workers: Optional[str] = typer.Option(None, "--workers", help="Multi-worker training: HOST:PORT,HOST:PORT,... (same list on every machine)."),
+    worker_index: Optional[int] = typer.Option(None, "--worker-index", help="This machine's position in --workers (0 is the chief)."),
     as_json: bool = Json,
 ):
     """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
     from bigml_cli import train as training
 
+    if workers is not None or worker_index is not None:
+        from bigml_cli.distribute import workers_tf_config
+
+        os.environ["TF_CONFIG"] = workers_tf_config(workers or "", worker_index)
+        strategy = strategy or "multi-worker"
     if resume:
         if model or overrides or dataset or recipe or target or strategy or run_dir:
             raise UserError("--resume RUN continues with the run's own config.yaml; give no model, dataset, "

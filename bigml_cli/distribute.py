@@ -4,11 +4,13 @@
     cpu, gpu      one device
     mirrored      all local GPUs (or, without GPUs, all logical CPU devices: see BIGML_CPU_DEVICES)
     tpu           TPUClusterResolver (TPU_NAME, or the TPU VM's local TPU)
+    multi-worker  MultiWorkerMirroredStrategy from TF_CONFIG (worker 0 is the chief)
 
 BIGML_CPU_DEVICES=N splits the CPU into N logical devices before TensorFlow starts, so that
 multi-replica training can be run and tested on a machine without GPUs.
 """
 
+import json
 import os
 import platform
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ class Placement:
     strategy: tf.distribute.Strategy
     name: str  # what was picked, in words for the user
     replicas: int
+    is_chief: bool = True  # only the chief writes the run directory
+    multi_worker: bool = False  # Keras' fit cannot run here: train.py uses its own loop
 
 
 def split_cpu():
@@ -70,6 +74,8 @@ def placement(name="auto"):
         raise unknown("strategy", name, STRATEGIES)
     split_cpu()
     picked = auto_choice() if name == "auto" else name
+    if picked == "multi-worker":  # before anything lists logical devices: that starts the runtime
+        return multi_worker()
     gpus = tf.config.list_logical_devices("GPU")
     if picked == "cpu":
         if name == "auto":  # the default strategy: no distribution machinery on the common path
@@ -93,8 +99,53 @@ def placement(name="auto"):
         tf.tpu.experimental.initialize_tpu_system(resolver)
         strategy = tf.distribute.TPUStrategy(resolver)
         return Placement(strategy, "tpu", strategy.num_replicas_in_sync)
-    raise UserError("multi-worker training is not supported yet: Keras 3's fit cannot run under "
-                    "MultiWorkerMirroredStrategy (keras-team/keras#20585); unset TF_CONFIG and train on one machine")
+    raise AssertionError(picked)
+
+
+def multi_worker():
+    cluster = read_tf_config()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    task = cluster["task"]
+    return Placement(strategy, f"multi-worker ({len(cluster['cluster']['worker'])} workers, this is "
+                               f"worker {task['index']})", strategy.num_replicas_in_sync,
+                     is_chief=task["index"] == 0, multi_worker=True)
+
+
+def workers_tf_config(workers, index):
+    """TF_CONFIG (JSON) from `--workers HOST:PORT,HOST:PORT --worker-index I`."""
+    hosts = [w.strip() for w in workers.split(",") if w.strip()]
+    for h in hosts:
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(f"worker '{h}' in --workers must be HOST:PORT, e.g. 10.0.0.1:12345")
+    if len(hosts) < 1:
+        raise UserError("--workers needs at least one HOST:PORT")
+    if index is None or not 0 <= index < len(hosts):
+        raise UserError(f"--worker-index must be between 0 and {len(hosts) - 1} for {len(hosts)} workers, "
+                        f"got {index}")
+    return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+
+
+def read_tf_config():
+    """The TF_CONFIG environment variable, checked: a worker list and this task's index in it."""
+    raw = os.environ.get("TF_CONFIG", "")
+    try:
+        cfg = json.loads(raw)
+        workers = cfg["cluster"]["worker"]
+        task = cfg["task"]
+        ok = isinstance(workers, list) and workers and task["type"] in ("worker", "chief") \
+            and isinstance(task["index"], int)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise UserError('TF_CONFIG is malformed; it must look like {"cluster": {"worker": ["host:port", ...]}, '
+                        '"task": {"type": "worker", "index": 0}}')
+    if "chief" in cfg["cluster"]:
+        raise UserError("TF_CONFIG with a separate 'chief' task is not supported; list every machine under "
+                        "'worker' (worker 0 is the chief)")
+    if not 0 <= task["index"] < len(workers):
+        raise UserError(f"TF_CONFIG task index {task['index']} is out of range for {len(workers)} workers")
+    return cfg
 
 
 def doctor():

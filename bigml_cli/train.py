@@ -114,6 +114,59 @@ class StepCheckpoints(keras.callbacks.Callback):
         self.save()
 
 
+def custom_loop(model, place, ds, t, steps, augment, crop_padding, val_ds, callbacks):
+    """The training loop for MultiWorkerMirroredStrategy, where Keras 3's fit cannot run
+    (keras-team/keras#20585): a tf.function step under strategy.run, driving the same callbacks.
+
+    Every worker reads the same seeded index stream and keeps every k-th index (k = workers), so a
+    step's batches across workers together are exactly the single-process global batch.
+    """
+    strategy = place.strategy
+
+    def per_worker(ctx):
+        local_batch = ctx.get_per_replica_batch_size(t.batch_size)
+        data, _ = train_dataset(ds.x_train, ds.y_train, ds.num_classes, local_batch, t.seed, augment,
+                                crop_padding, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id))
+        return data
+
+    iterator = iter(strategy.distribute_datasets_from_function(per_worker))
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing, reduction=None)
+
+    @tf.function
+    def train_step(iterator):
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                probs = model(x, training=True)
+                loss = tf.reduce_sum(loss_fn(y, probs)) / t.batch_size  # mean over the global batch
+            grads = tape.gradient(model.optimizer.scale_loss(loss), model.trainable_variables)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            correct = tf.reduce_sum(tf.cast(tf.argmax(probs, 1) == tf.argmax(y, 1), tf.float32))
+            return loss, correct
+
+        loss, correct = strategy.run(step, args=next(iterator))
+        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+
+    hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=t.epochs, steps=steps)
+    hooks.on_train_begin()
+    for epoch in range(t.epochs):
+        hooks.on_epoch_begin(epoch)
+        total_loss = total_correct = 0.0
+        for i in range(steps):
+            loss, correct = train_step(iterator)
+            total_loss += float(loss)
+            total_correct += float(correct)
+            logs = {"loss": total_loss / (i + 1), "accuracy": total_correct / ((i + 1) * t.batch_size)}
+            hooks.on_train_batch_end(i, logs)
+        if val_ds is not None:  # the chief alone: workers wait at the next step's all-reduce
+            probs = np.concatenate([np.asarray(model(x, training=False)) for x, _ in val_ds])
+            report = metrics_from_probs(probs, ds.y_val, ds.class_names)
+            logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        hooks.on_epoch_end(epoch, logs)
+    hooks.on_train_end(logs)
+
+
 def config_hash(cfg):
     return hashlib.sha256(cfg.dump().encode()).hexdigest()
 
@@ -182,7 +235,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                 jit_compile=t.jit_compile and ds.kind != "table" and place.replicas == 1,
                 steps_per_execution=t.steps_per_execution)
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
-        if not resume:
+        run_ = None
+        if not resume and place.is_chief:  # only the chief writes a run directory
             run_ = runs.create(run_dir or runs.default_run_dir(cfg.model["name"], cfg.data.name), overwrite)
             run_.config_file.write_text(f"# {command or 'bigml train'}\n" + cfg.dump())
             run_.info_file.write_text(json.dumps({
@@ -192,10 +246,12 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                 "per_replica_batch_size": t.batch_size // place.replicas, "config_sha256": config_hash(cfg),
                 "keras": keras.__version__, "tensorflow": tf.__version__,
             }, indent=2))
+        elif resume:
+            run_ = runs.Run(Path(run_dir))
         state = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                     # seed-generator states are not carried by the model object itself
                                     non_trainable=[v.value for v in model.non_trainable_variables])
-        manager = tf.train.CheckpointManager(state, str(run_.checkpoints / "state"), max_to_keep=2)
+        manager = run_ and tf.train.CheckpointManager(state, str(run_.checkpoints / "state"), max_to_keep=2)
         start_step = 0
         if resume:
             try:
@@ -205,31 +261,36 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                                 f"({type(e).__name__}); delete it to fall back to the one before, or start "
                                 "again with --overwrite") from None
             start_step = int(model.optimizer.iterations.numpy())
-        console.print(f"run directory [bold]{run_.path}[/]  model {cfg.model['name']} "
-                      f"({model.count_params():,} parameters)  dataset {cfg.data.name} "
+        console.print(f"run directory [bold]{run_.path if run_ else '(none: not the chief)'}[/]  model "
+                      f"{cfg.model['name']} ({model.count_params():,} parameters)  dataset {cfg.data.name} "
                       f"({len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test)  "
                       f"strategy {place.name}" + (f"  resuming at step {start_step}" if resume else ""))
         val_ds = eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256))
-        run_.checkpoints.mkdir(exist_ok=True)
         has_val = len(ds.y_val) > 0
         monitor = "val_accuracy" if has_val else "loss"
-        checkpoints = StepCheckpoints(manager, t.checkpoint_every)
-        callbacks = [
-            RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console),
-            keras.callbacks.CSVLogger(str(run_.history_file), append=resume),
-            keras.callbacks.TensorBoard(str(run_.logs), write_graph=False),
-            keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "last.weights.h5"), save_weights_only=True),
-            keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "best.weights.h5"), save_weights_only=True,
-                                            save_best_only=True, monitor=monitor,
-                                            mode="max" if has_val else "min",
-                                            initial_value_threshold=_best_so_far(run_.history_file, monitor)),
-            checkpoints,
-            *extra_callbacks,
-        ]
+        checkpoints = StepCheckpoints(manager, 0 if place.multi_worker else t.checkpoint_every)
+        callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console)]
+        if run_:
+            run_.checkpoints.mkdir(exist_ok=True)
+            callbacks += [
+                keras.callbacks.CSVLogger(str(run_.history_file), append=resume),
+                keras.callbacks.TensorBoard(str(run_.logs), write_graph=False),
+                keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "last.weights.h5"), save_weights_only=True),
+                keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "best.weights.h5"), save_weights_only=True,
+                                                save_best_only=True, monitor=monitor,
+                                                mode="max" if has_val else "min",
+                                                initial_value_threshold=_best_so_far(run_.history_file, monitor)),
+            ]
+            if not place.multi_worker:  # step checkpoints and resume: single-process runs
+                callbacks.append(checkpoints)
+        callbacks += list(extra_callbacks)
         start = time.perf_counter()
         with checkpoints:
+            if place.multi_worker:
+                custom_loop(model, place, ds, t, steps, augment, cfg.data.crop_padding,
+                            val_ds if has_val and place.is_chief else None, callbacks)
             step = start_step
-            while step < t.epochs * steps and not model.stop_training:
+            while not place.multi_worker and step < t.epochs * steps and not model.stop_training:
                 # a resumed run first finishes its interrupted epoch, then runs whole epochs
                 epoch, offset = divmod(step, steps)
                 train_ds, _ = train_dataset(ds.x_train, ds.y_train, ds.num_classes, t.batch_size, t.seed,
@@ -242,6 +303,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         if checkpoints.signal is not None:
             raise Interrupted(checkpoints.signal, step, run_.path)
         train_seconds = time.perf_counter() - start
+        if not run_:
+            return {"worker": "non-chief", "train_seconds": round(train_seconds, 1)}
         model.load_weights(run_.checkpoints / "best.weights.h5")  # model selection on validation accuracy
         model.save(run_.model_file)
     finally:

@@ -70,8 +70,49 @@ def test_strategy_without_a_device_is_a_user_error(cli, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_multi_worker_is_refused_with_the_reason(cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2"]},
-                                                "task": {"type": "worker", "index": 0}}))
-    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", tmp_path / "r"),
-                      "multi-worker training is not supported yet")
+def free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path):
+    bigml = str(__import__("pathlib").Path(sys.executable).with_name("bigml"))
+    workers = ",".join(f"localhost:{p}" for p in free_ports(2))
+    args = ["train", "mlp", "--dataset", "digits", "--workers", workers, "--json", "train.epochs=3",
+            "model.hidden_units=[64]", "train.learning_rate=0.01", "train.batch_size=64"]
+    procs = [subprocess.Popen([bigml, *args, "--worker-index", str(i), "--run-dir", str(tmp_path / f"run{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    chief = json.loads(outs[0][0].strip().splitlines()[-1])
+    assert chief["accuracy"] > 0.85
+    assert (tmp_path / "run0" / "model.keras").exists() and not (tmp_path / "run1").exists()
+    info = json.loads((tmp_path / "run0" / "run.json").read_text())
+    assert info["replicas"] == 2 and info["per_replica_batch_size"] == 32
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "localhost:1,localhost", "--worker-index", "0"], "must be HOST:PORT"),
+    (["--workers", "localhost:1,localhost:2", "--worker-index", "2"], "--worker-index must be between 0 and 1"),
+    (["--workers", "localhost:1,localhost:2"], "--worker-index must be between 0 and 1"),
+])
+def test_bad_worker_lists(cli, tmp_path, args, message):
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", tmp_path / "r", *args), message)
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    ("{not json", "TF_CONFIG is malformed"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}', "index 3 is out of range"),
+])
+def test_bad_tf_config(cli, tmp_path, monkeypatch, tf_config, message):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", tmp_path / "r"), message)
+    assert not (tmp_path / "r").exists()

@@ -48,11 +48,12 @@ AUGMENTATIONS = {
 }
 
 
-def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0):
+def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0, shard=None):
     """Endless shuffled batches of (inputs, one-hot labels); returns (dataset, steps per epoch).
 
     The stream is a pure function of (seed, step): `start_step` resumes it exactly where a run stopped
-    (the skip runs over shuffled indices only, before any gather or augmentation).
+    (the skip runs over shuffled indices only, before any gather or augmentation). `shard` =
+    (workers, index) keeps every workers-th index of the same stream, for multi-worker training.
     """
     n = length(x)
     batch_size = min(batch_size, n)
@@ -65,10 +66,10 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
             inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding)
         return inputs, tf.one_hot(tf.gather(ys, idx), num_classes)
 
-    ds = (tf.data.Dataset.range(n)
-          .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-          .repeat()
-          .batch(batch_size, drop_remainder=True)
+    ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+    if shard:
+        ds = ds.shard(*shard)
+    ds = (ds.batch(batch_size, drop_remainder=True)
           .enumerate()
           .skip(start_step)
           .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
