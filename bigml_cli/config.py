@@ -45,6 +45,7 @@ class TrainConfig:
     jit_compile: bool = True  # XLA
     deterministic: bool = False  # enable_op_determinism: bitwise-reproducible, somewhat slower
     steps_per_execution: int = 1
+    test_time_flip: bool = False  # images: the saved model averages each image's and its mirror's predictions
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at epoch ends and on SIGTERM)
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
 

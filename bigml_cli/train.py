@@ -19,7 +19,7 @@ from bigml_cli.data import load_dataset
 from bigml_cli.data.pipeline import eval_dataset, train_dataset
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import metrics_from_probs, predict_probs, save_report
-from bigml_cli.models import build_model
+from bigml_cli.models import build_model, with_flip_averaging
 
 
 class RichProgress(keras.callbacks.Callback):
@@ -306,6 +306,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         if not run_:
             return {"worker": "non-chief", "train_seconds": round(train_seconds, 1)}
         model.load_weights(run_.checkpoints / "best.weights.h5")  # model selection on validation accuracy
+        if t.test_time_flip and ds.kind == "image":
+            model = with_flip_averaging(model)
         model.save(run_.model_file)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

@@ -46,3 +46,14 @@ def test_table_model_survives_save_and_load(tmp_path):
 def test_unknown_builder_parameter_lists_the_valid_ones():
     with pytest.raises(UserError, match="model 'cnn' has no parameter 'width' \\(did you mean 'widths'\\?\\)"):
         build_model({"name": "cnn", "width": 3}, IMAGE_INFO, 2)
+
+
+def test_flip_averaging_is_symmetric_and_survives_save(tmp_path):
+    from bigml_cli.models import with_flip_averaging
+
+    model = with_flip_averaging(build_model({"name": "cnn", **SMALL["cnn"]}, IMAGE_INFO, num_classes=3))
+    x = np.random.default_rng(1).integers(0, 256, (2, 12, 12, 3)).astype(np.uint8)
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(model(x[:, :, ::-1])), atol=1e-6)
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(keras.models.load_model(tmp_path / "m.keras")(x)), np.asarray(model(x)),
+                               atol=1e-6)

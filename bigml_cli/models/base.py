@@ -48,6 +48,22 @@ class TableEncoder(layers.Layer):
         return {**super().get_config(), "columns": self.columns}
 
 
+@keras.saving.register_keras_serializable(package="bigml")
+class HorizontalFlip(layers.Layer):
+    """Mirror images left-right: (batch, height, width, channels), width reversed."""
+
+    def call(self, images):
+        return keras.ops.flip(images, axis=2)
+
+
+def with_flip_averaging(model):
+    """Test-time augmentation: average the probabilities for each image and its mirror image."""
+    inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")
+    probs = layers.Average(dtype="float32", name="probabilities")(
+        [model(inputs), model(HorizontalFlip(name="mirror")(inputs))])
+    return keras.Model(inputs, probs, name=f"{model.name}_flip_averaged")
+
+
 def model_inputs(info):
     """(raw Keras inputs, preprocessed features) for a dataset's input_info."""
     if info["kind"] == "image":
