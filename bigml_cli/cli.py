@@ -76,10 +76,14 @@ def metrics_table(title, metrics):
     return table
 
 
-def _config(model, dataset, recipe, target, overrides, strategy=None):
+def _config(model, dataset, recipe, target, overrides, strategy=None, precision=None, xla=None):
     from bigml_cli import config
 
     overrides = list(overrides or [])
+    if precision:
+        overrides.append(f"train.precision={precision}")
+    if xla is not None:
+        overrides.append(f"train.jit_compile={str(xla).lower()}")
     if target:
         overrides.append(f"data.target={json.dumps(target)}")
     if strategy:
@@ -100,6 +104,8 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored or tpu [default: the recipe's train.strategy]."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the unfinished run in this directory from its last checkpoint."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="float32, mixed_float16 or mixed_bfloat16 [default: the recipe's]."),
+    xla: Optional[bool] = typer.Option(None, "--xla/--no-xla", help="Compile steps with XLA [default: the recipe's train.jit_compile]."),
     workers: Optional[str] = typer.Option(None, "--workers", help="Multi-worker training: HOST:PORT,HOST:PORT,... (same list on every machine)."),
     worker_index: Optional[int] = typer.Option(None, "--worker-index", help="This machine's position in --workers (0 is the chief)."),
     as_json: bool = Json,
@@ -113,7 +119,7 @@ def train(
         os.environ["TF_CONFIG"] = workers_tf_config(workers or "", worker_index)
         strategy = strategy or "multi-worker"
     if resume:
-        if model or overrides or dataset or recipe or target or strategy or run_dir:
+        if model or overrides or dataset or recipe or target or strategy or run_dir or precision or xla is not None:
             raise UserError("--resume RUN continues with the run's own config.yaml; give no model, dataset, "
                             "recipe, overrides or --run-dir with it")
         metrics = training.run(None, run_dir=resume, data_root=data_dir, console=err, resume=True)
@@ -121,7 +127,7 @@ def train(
         if not model:
             raise UserError("give the model to train, e.g. `bigml train cnn --dataset cifar10` "
                             "(see `bigml list models`), or --resume RUN")
-        cfg = _config(model, dataset, recipe, target, overrides, strategy)
+        cfg = _config(model, dataset, recipe, target, overrides, strategy, precision, xla)
         command = "bigml " + " ".join(sys.argv[1:]) if sys.argv and "bigml" in sys.argv[0] else None
         metrics = training.run(cfg, run_dir=run_dir, data_root=data_dir, overwrite=overwrite, console=err,
                                command=command)

@@ -116,3 +116,17 @@ def test_bad_tf_config(cli, tmp_path, monkeypatch, tf_config, message):
     monkeypatch.setenv("TF_CONFIG", tf_config)
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", tmp_path / "r"), message)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_float32_softmax(cli, tmp_path, precision):
+    run_dir = tmp_path / "run"
+    result = cli("train", "mlp", "--dataset", "digits", "--precision", precision, "--no-xla", "--run-dir", run_dir,
+                 "--json", "train.epochs=3", "model.hidden_units=[64]", "train.learning_rate=0.01")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] > 0.85
+    import keras
+
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
+    assert any(layer.dtype_policy.compute_dtype == precision.split("_")[1] for layer in model.layers)
