@@ -223,6 +223,37 @@ def export(
 
 @app.command()
 @handle_errors
+def bench(
+    recipe: str = typer.Argument("tutorial_cnn_cifar10", help="Recipe to measure (one epoch per measurement)."),
+    pairs: int = typer.Option(3, "--pairs", help="bigml/baseline measurement pairs, each in fresh processes."),
+    target: float = typer.Option(0.5, "--target", help="Validation accuracy for time-to-accuracy."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also time the hand-written Keras script."),
+    data_dir: Optional[str] = DataDir,
+    as_json: bool = Json,
+):
+    """Throughput, training FLOPs, fraction of peak, time-to-accuracy, and the ratio to a plain Keras script."""
+    from bigml_cli.bench import bench as run_bench
+
+    if pairs < 1:
+        raise UserError(f"--pairs must be at least 1, got {pairs}")
+    result = run_bench(recipe, pairs, data_dir, target, baseline)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"bench {recipe}: {result['examples_per_second']:,.0f} ex/s, "
+                        f"{result['train_flops_per_example'] / 1e6:,.1f} MFLOP/example, "
+                        f"{result['fraction_of_peak']:.1%} of peak ({result['peak']})")
+    for col in result["pairs"][0]:
+        table.add_column(col, justify="right")
+    for row in result["pairs"]:
+        table.add_row(*["-" if v is None else f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row.values()])
+    out.print(table)
+    if baseline:
+        out.print(f"median bigml / baseline throughput: {result['median_ratio_vs_baseline']:.2f}x")
+
+
+@app.command()
+@handle_errors
 def doctor(as_json: bool = Json):
     """Print the versions, the devices TensorFlow sees, and the strategy `--strategy auto` would pick."""
     from bigml_cli.distribute import doctor as check

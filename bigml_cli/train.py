@@ -59,6 +59,37 @@ class RichProgress(keras.callbacks.Callback):
             f"  {self.steps * self.batch_size / seconds:,.0f} ex/s  {seconds:.1f}s")
 
 
+class StepTimer(keras.callbacks.Callback):
+    """Wall time of every step (its median after warm-up gives the throughput), and the seconds since
+    training began at each epoch end (history.csv's `elapsed_seconds`, for time-to-accuracy)."""
+
+    def __init__(self, batch_size, steps_per_execution=1, warmup=10):
+        super().__init__()
+        self.batch_size, self.per_call, self.warmup = batch_size, steps_per_execution, warmup
+        self.durations, self.began = [], None
+
+    def on_train_begin(self, logs=None):
+        self.began = self.began or time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.durations.append((time.perf_counter() - self.step_start) / self.per_call)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["elapsed_seconds"] = round(time.perf_counter() - self.began, 2)
+
+    def summary(self):
+        timed = self.durations[self.warmup:] or self.durations
+        if not timed:
+            return {}
+        median = float(np.median(timed))
+        return {"median_step_seconds": median, "examples_per_second": self.batch_size / median,
+                "steps_timed": len(timed)}
+
+
 def make_optimizer(t, steps_per_epoch):
     """Optimizer with linear warmup then cosine decay (or constant) from the TrainConfig."""
     total = t.epochs * steps_per_epoch
@@ -269,7 +300,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         has_val = len(ds.y_val) > 0
         monitor = "val_accuracy" if has_val else "loss"
         checkpoints = StepCheckpoints(manager, 0 if place.multi_worker else t.checkpoint_every)
-        callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console)]
+        timer = StepTimer(min(t.batch_size, len(ds.y_train)), t.steps_per_execution)
+        callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console), timer]
         if run_:
             run_.checkpoints.mkdir(exist_ok=True)
             callbacks += [
@@ -315,6 +347,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
     report = metrics_from_probs(predict_probs(model, ds.x_test), ds.y_test, ds.class_names)
     save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test)
     metrics = {"accuracy": report["accuracy"], "loss": report["loss"], "examples": report["examples"],
-               "train_seconds": round(train_seconds, 1), "epochs": t.epochs, "run": str(run_.path)}
+               "train_seconds": round(train_seconds, 1), "epochs": t.epochs,
+               "examples_per_second": round(timer.summary().get("examples_per_second", 0.0), 1),
+               "run": str(run_.path)}
     run_.metrics_file.write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -40,3 +40,21 @@ def cnn(x, num_classes, widths=(64, 128, 256), stem_width=32, convs_per_stage=2,
             x = conv_bn(x, width, activation, bn_momentum)
     x = layers.GlobalMaxPooling2D()(x)  # (batch, widths[-1])
     return classifier_head(x, num_classes, dropout)
+
+
+@MODELS.register
+def tutorial_cnn(x, num_classes, filters=(32, 64), dense_units=128):
+    """The TensorFlow tutorials' CNN: Conv(3x3, relu) -> MaxPool per filter count, Flatten, Dense, softmax.
+
+    Args:
+        filters: channels of each conv (valid padding), each followed by a 2x2 max-pool.
+        dense_units: width of the hidden dense layer.
+    """
+    if len(x.shape) != 4:
+        raise UserError("model 'tutorial_cnn' needs image data; use 'mlp' for tables")
+    for f in filters:
+        x = layers.Conv2D(f, 3, activation="relu")(x)  # (batch, H - 2, W - 2, f)
+        x = layers.MaxPooling2D(2)(x)  # (batch, (H - 2) / 2, (W - 2) / 2, f)
+    x = layers.Flatten()(x)
+    x = layers.Dense(dense_units, activation="relu")(x)
+    return classifier_head(x, num_classes)

@@ -1,0 +1,137 @@
+"""`bigml bench`: throughput, FLOPs, fraction of peak and time-to-accuracy for a recipe, and bigml's
+throughput against the hand-written Keras baseline (baseline.py), measured in pairs of fresh processes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bigml_cli.errors import UserError
+
+GPU_PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "V100": 15.7e12, "T4": 8.1e12, "L4": 30e12}
+
+
+def cpu_peak():
+    """Peak fp32 FLOP/s of this CPU: cores x clock x FLOPs per cycle (2 FMA units x vector lanes x 2)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
+    mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)]
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        max_mhz = re.search(r"CPU max MHz:\s*([\d.]+)", lscpu)
+        mhz = [float(max_mhz.group(1))] if max_mhz else mhz
+    except OSError:
+        pass
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    per_cycle = lanes * 2 * (2 if "fma" in flags or "avx512f" in flags else 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    clock = (max(mhz) if mhz else 2000.0) * 1e6
+    isa = "AVX-512" if "avx512f" in flags else "AVX2+FMA" if "avx2" in flags else "SSE"
+    return cores * clock * per_cycle, f"{cores} cores x {clock / 1e9:.2f} GHz x {per_cycle} FLOP/cycle ({isa})"
+
+
+def device_peak():
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        name = tf.config.experimental.get_device_details(gpu).get("device_name", "")
+        for key, peak in GPU_PEAK_FP32.items():
+            if key in name:
+                return peak, f"{name} (fp32 dense)"
+    return cpu_peak()
+
+
+def forward_flops(model):
+    """FLOPs of one example's forward pass, counted by TensorFlow's profiler on the frozen graph."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    inp = model.inputs[0]
+    spec = tf.TensorSpec((1, *inp.shape[1:]), inp.dtype)
+    frozen = convert_variables_to_constants_v2(tf.function(lambda x: model(x, training=False)).get_concrete_function(spec))
+    opts = tf.compat.v1.profiler.ProfileOptionBuilder(
+        tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
+    return int(tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts).total_float_ops)
+
+
+def _bigml_once(recipe, cfg, data_dir, workdir, steps):
+    """One bigml measurement: an epoch of the recipe in a fresh process; returns its run's numbers."""
+    run_dir = Path(workdir) / "run"
+    cmd = [sys.executable, "-m", "bigml_cli.cli", "train", cfg.model["name"], "--recipe", recipe, "--run-dir",
+           str(run_dir), "--overwrite", "--json", "train.epochs=1"]
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bigml train failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), run_dir
+
+
+def _baseline_once(data_dir, steps):
+    cmd = [sys.executable, "-m", "bigml_cli.baseline", "--steps", str(steps)]
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"baseline failed: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def time_to_accuracy(history_file, target):
+    """Seconds from the start of training until validation accuracy first reached `target`, else None."""
+    import csv
+
+    with open(history_file) as f:
+        for row in csv.DictReader(f):
+            if float(row.get("val_accuracy") or 0) >= target:
+                return float(row["elapsed_seconds"])
+    return None
+
+
+def bench(recipe="tutorial_cnn_cifar10", pairs=3, data_dir=None, target=0.5, baseline=True):
+    """Measure a recipe (one epoch per measurement) and, for the tutorial CNN, the baseline, in pairs."""
+    import keras
+
+    from bigml_cli import config
+    from bigml_cli.data import load_dataset
+    from bigml_cli.models import build_model
+
+    path = config.find_recipe(recipe, None, None)
+    raw_model = config.read_recipe(path)["model"]["name"]
+    cfg = config.load(raw_model, recipe=recipe)
+    if baseline and cfg.model["name"] != "tutorial_cnn":
+        raise UserError("the hand-written baseline trains the tutorial CNN; bench tutorial_cnn_cifar10, "
+                        "or pass --no-baseline")
+    ds = load_dataset(cfg.data, data_dir)
+    model = build_model(cfg.model, ds.input_info, ds.num_classes)
+    flops = 3 * forward_flops(model)  # training = forward + backward (about twice the forward)
+    peak, peak_how = device_peak()
+    steps = len(ds.y_train) // cfg.train.batch_size
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(pairs):
+            metrics, run_dir = _bigml_once(recipe, cfg, data_dir, tmp, steps)
+            row = {"pair": i + 1, "bigml_examples_per_second": metrics["examples_per_second"],
+                   "bigml_time_to_target_seconds": time_to_accuracy(run_dir / "history.csv", target)}
+            if baseline:
+                base = _baseline_once(data_dir, steps)
+                row["baseline_examples_per_second"] = round(base["examples_per_second"], 1)
+                row["ratio"] = round(metrics["examples_per_second"] / base["examples_per_second"], 3)
+            rows.append(row)
+    throughput = float(np.median([r["bigml_examples_per_second"] for r in rows]))
+    keras.backend.clear_session()
+    result = {
+        "recipe": recipe, "model": cfg.model["name"], "global_batch_size": cfg.train.batch_size,
+        "examples_per_second": round(throughput, 1), "train_flops_per_example": flops,
+        "achieved_flops_per_second": round(flops * throughput), "peak_flops_per_second": round(peak),
+        "peak": peak_how, "fraction_of_peak": round(flops * throughput / peak, 4),
+        "target_val_accuracy": target, "pairs": rows,
+    }
+    if baseline:
+        result["median_ratio_vs_baseline"] = float(np.median([r["ratio"] for r in rows]))
+    return result

@@ -1,0 +1,33 @@
+"""The benchmark's arithmetic: FLOP counts, the CPU peak, time-to-accuracy from a history file."""
+
+import pytest
+
+from bigml_cli.bench import cpu_peak, forward_flops, time_to_accuracy
+from bigml_cli.models import build_model
+
+CIFAR_INFO = {"kind": "image", "shape": [32, 32, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
+
+
+def test_tutorial_cnn_flops_match_a_hand_count():
+    # multiply-adds x 2: conv1 30*30*32*27, conv2 13*13*64*288, dense 2304*128 and 128*10
+    by_hand = 2 * (30 * 30 * 32 * 27 + 13 * 13 * 64 * 288 + 2304 * 128 + 128 * 10)
+    counted = forward_flops(build_model({"name": "tutorial_cnn"}, CIFAR_INFO, 10))
+    assert by_hand <= counted <= by_hand * 1.02  # plus bias adds, scaling and normalization
+
+
+def test_cpu_peak_is_cores_times_clock_times_vector_width():
+    peak, how = cpu_peak()
+    assert peak > 1e9 and "cores" in how and "FLOP/cycle" in how
+
+
+def test_time_to_accuracy_reads_the_history(tmp_path):
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,elapsed_seconds,val_accuracy\n0,10.5,0.41\n1,20.0,0.52\n2,30.2,0.61\n")
+    assert time_to_accuracy(history, 0.5) == 20.0
+    assert time_to_accuracy(history, 0.61) == 30.2
+    assert time_to_accuracy(history, 0.9) is None
+
+
+def test_bench_refuses_the_baseline_for_another_model(cli):
+    result = cli("bench", "mlp_mnist", "--pairs", 1)
+    assert result.exit_code == 2 and "baseline trains the tutorial CNN" in result.stderr
