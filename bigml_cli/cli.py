@@ -181,14 +181,15 @@ def evaluate_cmd(
 @handle_errors
 def predict(
     run: str = typer.Argument(..., help="Run directory."),
-    files: List[str] = typer.Argument(..., help="PNG/JPEG images, .npy arrays, or CSV files for table models."),
+    inputs: List[str] = typer.Argument(..., help="PNG/JPEG images, .npy arrays, CSV files (tables), or texts (text models)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per input."),
+    from_files: bool = typer.Option(False, "--file", help="Text models: the inputs are paths of text files."),
     as_json: bool = Json,
 ):
-    """Predict the classes of your own files."""
+    """Predict the classes of your own inputs."""
     from bigml_cli.predict import predict as run_predict
 
-    results = run_predict(run, files, top_k)
+    results = run_predict(run, inputs, top_k, from_files)
     if as_json:
         print(json.dumps({"predictions": results}))
         return

@@ -26,6 +26,9 @@ class DataConfig:
     augment: str = "auto"  # auto (the dataset's choice) | none | crop_flip | shift
     crop_padding: int = 4  # crop_flip and shift: pixels of padding before the random crop
     image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = the most common size
+    vocab_size: int = 20000  # text: most frequent tokens of the training split (plus padding and unknown)
+    sequence_length: int = 256  # text: tokens per example (longer texts are cut, shorter padded)
+    tokens: str = "words"  # text: words | characters
 
 
 @dataclass
@@ -52,12 +55,13 @@ class TrainConfig:
 
 CHOICES = {
     "data.augment": ("auto", "none", "crop_flip", "shift"),
+    "data.tokens": ("words", "characters"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "constant"),
     "train.precision": ("float32", "mixed_float16", "mixed_bfloat16"),
     "train.strategy": ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker"),
 }
-POSITIVE = ("train.epochs", "train.batch_size", "train.learning_rate", "train.steps_per_execution")
+POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate", "train.steps_per_execution")
 
 
 @dataclass

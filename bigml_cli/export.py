@@ -23,6 +23,8 @@ def input_signature(info):
     """The serving signature's inputs: a uint8 image batch, or one 1-D tensor per raw table column."""
     if info["kind"] == "image":
         return [tf.TensorSpec((None, *info["shape"]), tf.uint8, name="image")]
+    if info["kind"] == "text":
+        return [tf.TensorSpec((None,), tf.string, name="text")]
     return [{c["key"]: tf.TensorSpec((None,), tf.float32 if c["type"] == "numeric" else tf.string, name=c["key"])
              for c in info["columns"]}]
 
@@ -41,8 +43,8 @@ def verify(path, model, info, x):
     """Reload the SavedModel and compare its probabilities with the Keras model's on real inputs."""
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     expected = predict_probs(model, x)
-    if info["kind"] == "image":
-        got = np.concatenate([serve(image=tf.constant(x[i:i + 256]))["probabilities"].numpy()
+    if info["kind"] in ("image", "text"):
+        got = np.concatenate([serve(**{info["kind"]: tf.constant(x[i:i + 256])})["probabilities"].numpy()
                               for i in range(0, len(x), 256)])
     else:
         n = len(next(iter(x.values())))

@@ -30,9 +30,29 @@ def read_npy(path, shape):
     return np.clip(np.round(arr), 0, 255).astype(np.uint8)
 
 
-def load_inputs(files, info):
-    """(names, model inputs) for the files given to `bigml predict`."""
+def read_text_inputs(items, from_files):
+    """Raw strings for a text model: the arguments themselves, or the contents of --file paths."""
+    texts = []
+    for item in items:
+        if from_files:
+            if not Path(item).is_file():
+                raise UserError(f"text file {item} does not exist")
+            item = Path(item).read_text(encoding="utf-8", errors="replace")
+        if not item.strip():
+            raise UserError("an input text is empty; give some words to classify")
+        texts.append(item)
+    return np.array(texts, dtype=object).astype(str)
+
+
+def load_inputs(files, info, from_files=False):
+    """(names, model inputs) for the inputs given to `bigml predict`."""
+    if info["kind"] == "text":
+        names = [f if from_files else (f[:40] + "..." if len(f) > 40 else f) for f in files]
+        return names, read_text_inputs(files, from_files)
     for f in files:
+        if not Path(f).is_file() and not from_files and (" " in f or not Path(f).suffix):
+            raise UserError(f"'{f[:40]}' is not a file, and this run's model takes "
+                            f"{'images' if info['kind'] == 'image' else 'CSV rows'}, not text")
         if not Path(f).is_file():
             raise UserError(f"input file {f} does not exist")
     if info["kind"] == "table":
@@ -59,7 +79,7 @@ def load_inputs(files, info):
     return names, np.stack(images)
 
 
-def predict(run_path, files, top_k=5):
+def predict(run_path, files, top_k=5, from_files=False):
     """`bigml predict`: the top-k classes and probabilities for each input."""
     if not files:
         raise UserError("give at least one input file to predict on")
@@ -67,7 +87,7 @@ def predict(run_path, files, top_k=5):
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     run = runs.open_run(run_path)
     info = run.info
-    names, x = load_inputs(files, info["input"])
+    names, x = load_inputs(files, info["input"], from_files)
     probs = predict_probs(load_model(run), x)
     classes = info["class_names"]
     k = min(top_k, len(classes))

@@ -184,6 +184,7 @@ def custom_loop(model, place, ds, t, steps, augment, crop_padding, val_ds, callb
         hooks.on_epoch_begin(epoch)
         total_loss = total_correct = 0.0
         for i in range(steps):
+            hooks.on_train_batch_begin(i)
             loss, correct = train_step(iterator)
             total_loss += float(loss)
             total_correct += float(correct)
@@ -261,9 +262,9 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                 optimizer=make_optimizer(t, steps),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                # XLA cannot compile string lookups, nor one step over several devices (tensorflow XLA
+                # XLA cannot compile string ops (tables, text), nor one step over several devices (tensorflow XLA
                 # known issues: "tf.Variable on a different device")
-                jit_compile=t.jit_compile and ds.kind != "table" and place.replicas == 1,
+                jit_compile=t.jit_compile and ds.kind == "image" and place.replicas == 1,
                 steps_per_execution=t.steps_per_execution)
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
         run_ = None

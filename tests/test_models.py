@@ -11,28 +11,33 @@ IMAGE_INFO = {"kind": "image", "shape": [12, 12, 3], "mean": [0.5] * 3, "std": [
 TABLE_INFO = {"kind": "table", "columns": [
     {"name": "a", "key": "a", "type": "numeric", "mean": 1.0, "std": 2.0},
     {"name": "b", "key": "b", "type": "categorical", "vocab": ["x", "y"]}]}
-SMALL = {"mlp": {"hidden_units": [8]}, "cnn": {"widths": [4, 8], "stem_width": 4}}
+TEXT_INFO = {"kind": "text", "vocab": ["the", "movie", "good", "bad"], "sequence_length": 8, "tokens": "words"}
+SMALL = {"mlp": {"hidden_units": [8]}, "cnn": {"widths": [4, 8], "stem_width": 4}, "rnn": {"units": 4},
+         "transformer": {"dim": 8, "heads": 2, "mlp_dim": 8, "num_layers": 1}}
+INPUTS = {
+    "image": (IMAGE_INFO, np.random.default_rng(0).integers(0, 256, (4, 12, 12, 3)).astype(np.uint8)),
+    "table": (TABLE_INFO, {"a": np.array([1.0, np.nan, 3.0, 4.0], np.float32), "b": np.array(["x", "zzz", "y", ""])}),
+    "text": (TEXT_INFO, np.array(["the good movie", "bad", "", "unknown words only"])),
+}
 
 
 @pytest.mark.parametrize("name", MODELS.names())
-def test_every_model_builds_and_outputs_probabilities(name):
-    model = build_model({"name": name, **SMALL.get(name, {})}, IMAGE_INFO, num_classes=5)
-    x = np.random.default_rng(0).integers(0, 256, (4, 12, 12, 3)).astype(np.uint8)
-    probs = np.asarray(model(x, training=False))
-    assert probs.shape == (4, 5)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    assert model.inputs[0].dtype == "uint8", "models take raw uint8 images"
-
-
-@pytest.mark.parametrize("name", MODELS.names())
-def test_every_model_takes_tables_or_says_it_cannot(name):
-    try:
-        model = build_model({"name": name, **SMALL.get(name, {})}, TABLE_INFO, num_classes=2)
-    except UserError as e:
-        assert "needs image data" in str(e)
-        return
-    probs = np.asarray(model({"a": np.array([1.0, np.nan], np.float32), "b": np.array(["x", "zzz"])}))
-    assert probs.shape == (2, 2) and np.isfinite(probs).all()
+def test_every_model_builds_on_its_inputs_and_refuses_others(name):
+    """Each model gives probabilities on every input kind it supports, and a user error on the rest."""
+    supported = []
+    for kind, (info, x) in INPUTS.items():
+        try:
+            model = build_model({"name": name, **SMALL.get(name, {})}, info, num_classes=5)
+        except UserError as e:
+            assert f"'{name}' needs" in str(e)
+            continue
+        probs = np.asarray(model(x, training=False))
+        assert probs.shape == (4, 5) and np.isfinite(probs).all()
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+        if kind == "image":
+            assert model.inputs[0].dtype == "uint8", "image models take raw uint8 images"
+        supported.append(kind)
+    assert supported, f"model {name} supports no input kind"
 
 
 def test_table_model_survives_save_and_load(tmp_path):

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 from bigml_cli.data.base import DATASETS, Dataset, data_dir  # noqa: F401
-from bigml_cli.data import images, table  # noqa: F401  (registers the datasets)
+from bigml_cli.data import images, table, text  # noqa: F401  (registers the datasets)
 from bigml_cli.errors import UserError, did_you_mean
 
 
 def load_dataset(cfg, data_root=None):
-    """Load the dataset a DataConfig names: registered name, image folder, or CSV file."""
+    """Load the dataset a DataConfig names: registered name, image or text folder, or CSV file."""
     name = cfg.name
     if name in DATASETS.names():
         return DATASETS.get(name)(cfg, data_dir(data_root))
@@ -23,7 +23,7 @@ def load_dataset(cfg, data_root=None):
             raise UserError(f"CSV file {name} does not exist; check the path")
         return table.load_csv(path, cfg)
     if path.is_dir():
-        return images.load_image_folder(path, cfg)
+        return text.load_text_folder(path, cfg) if text.is_text_folder(path) else images.load_image_folder(path, cfg)
     if os.sep in name or path.suffix:
         raise UserError(f"dataset path {name} does not exist; give an image folder or a .csv file")
     raise UserError(

@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from bigml_cli.errors import UserError
 from bigml_cli.registry import Registry
 
 MODELS = Registry("model")
@@ -66,6 +67,14 @@ def with_flip_averaging(model):
 
 def model_inputs(info):
     """(raw Keras inputs, preprocessed features) for a dataset's input_info."""
+    if info["kind"] == "text":
+        from bigml_cli.data.text import STANDARDIZE
+
+        inputs = keras.Input(shape=(), dtype="string", name="text")
+        ids = layers.TextVectorization(
+            vocabulary=info["vocab"], standardize=STANDARDIZE, output_sequence_length=info["sequence_length"],
+            split="whitespace" if info["tokens"] == "words" else "character", name="tokenize")(inputs)
+        return inputs, ids  # (batch, sequence_length) int token ids; 0 pads, 1 is out-of-vocabulary
     if info["kind"] == "image":
         inputs = keras.Input(shape=tuple(info["shape"]), dtype="uint8", name="image")
         x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
@@ -75,6 +84,19 @@ def model_inputs(info):
     inputs = {c["key"]: keras.Input(shape=(), dtype="float32" if c["type"] == "numeric" else "string",
                                     name=c["key"]) for c in info["columns"]}
     return inputs, TableEncoder(info["columns"], name="encode_table")(inputs)  # (batch, features)
+
+
+def vocabulary_size(ids):
+    """Token-id range of the model's TextVectorization layer (the builders' embedding size)."""
+    return ids._keras_history[0].vocabulary_size()
+
+
+def require(x, model, needs, instead):
+    """A user error when a model gets inputs of the wrong kind (text to a CNN, images to an RNN)."""
+    is_text = len(x.shape) == 2 and "int" in str(x.dtype)
+    ok = {"image": len(x.shape) == 4, "text": is_text, "image or table": not is_text}[needs]
+    if not ok:
+        raise UserError(f"model '{model}' needs {needs} data; use {instead}")
 
 
 def classifier_head(x, num_classes, dropout=0.0):

@@ -6,8 +6,7 @@ most of the compute runs at low resolution; a global max-pool feeds the classifi
 
 from keras import layers
 
-from bigml_cli.errors import UserError
-from bigml_cli.models.base import MODELS, classifier_head
+from bigml_cli.models.base import MODELS, classifier_head, require
 
 
 def conv_bn(x, width, activation, bn_momentum, pool=False):
@@ -31,8 +30,7 @@ def cnn(x, num_classes, widths=(64, 128, 256), stem_width=32, convs_per_stage=2,
         activation: Keras activation name.
         bn_momentum: BatchNormalization moving-average momentum (lower adapts faster in short runs).
     """
-    if len(x.shape) != 4:
-        raise UserError("model 'cnn' needs image data; use 'mlp' for tables")
+    require(x, "cnn", "image", "'mlp' for tables, 'rnn' or 'transformer' for text")
     x = conv_bn(x, stem_width, activation, bn_momentum)  # (batch, H, W, stem_width)
     for width in widths:
         x = conv_bn(x, width, activation, bn_momentum, pool=True)  # (batch, H/2, W/2, width)
@@ -50,8 +48,7 @@ def tutorial_cnn(x, num_classes, filters=(32, 64), dense_units=128):
         filters: channels of each conv (valid padding), each followed by a 2x2 max-pool.
         dense_units: width of the hidden dense layer.
     """
-    if len(x.shape) != 4:
-        raise UserError("model 'tutorial_cnn' needs image data; use 'mlp' for tables")
+    require(x, "tutorial_cnn", "image", "'mlp' for tables, 'rnn' or 'transformer' for text")
     for f in filters:
         x = layers.Conv2D(f, 3, activation="relu")(x)  # (batch, H - 2, W - 2, f)
         x = layers.MaxPooling2D(2)(x)  # (batch, (H - 2) / 2, (W - 2) / 2, f)

@@ -2,7 +2,7 @@
 
 from keras import layers
 
-from bigml_cli.models.base import MODELS, classifier_head
+from bigml_cli.models.base import MODELS, classifier_head, require
 
 
 @MODELS.register
@@ -15,6 +15,7 @@ def mlp(x, num_classes, hidden_units=(512, 512), dropout=0.2, activation="relu",
         activation: Keras activation name.
         batch_norm: add BatchNormalization after each Dense.
     """
+    require(x, "mlp", "image or table", "'rnn' or 'transformer' for text")
     if len(x.shape) > 2:
         x = layers.Flatten()(x)  # (batch, height * width * channels)
     for units in hidden_units:

@@ -1,0 +1,89 @@
+"""Text classification datasets: IMDB reviews (official aclImdb/ layout) and folders of .txt files.
+
+The vocabulary is built from the training split only and travels in `input_info`, so the model's
+own TextVectorization layer turns raw strings into token ids (predict and export take raw text).
+"""
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from bigml_cli.data.base import DATASETS, Dataset, split
+from bigml_cli.data.download import fetch
+from bigml_cli.errors import UserError
+
+STANDARDIZE = "lower_and_strip_punctuation"
+
+
+def read_texts(folder, classes):
+    """(texts, labels) from folder/<class>/*.txt."""
+    texts, labels = [], []
+    for label, name in enumerate(classes):
+        for f in sorted((folder / name).glob("*.txt")):
+            try:
+                texts.append(f.read_text(encoding="utf-8", errors="replace").replace("<br />", " "))
+            except OSError as e:
+                raise UserError(f"{f} could not be read ({e.strerror}); check the file") from None
+            labels.append(label)
+    return np.array(texts, dtype=object).astype(str), np.array(labels, np.int64)
+
+
+def build_vocabulary(texts, cfg):
+    """The `cfg.vocab_size` most frequent tokens of the training texts (TextVectorization's adapt)."""
+    import tensorflow as tf
+    from keras import layers
+
+    if not len(texts) or not any(t.strip() for t in texts):
+        raise UserError("the training texts are empty; give files with text in them")
+    vectorizer = layers.TextVectorization(max_tokens=cfg.vocab_size, standardize=STANDARDIZE,
+                                          split="whitespace" if cfg.tokens == "words" else "character")
+    vectorizer.adapt(tf.data.Dataset.from_tensor_slices(texts).batch(1024))
+    return vectorizer.get_vocabulary()[2:]  # without the padding and out-of-vocabulary entries
+
+
+def make_text_dataset(name, classes, x_train, y_train, x_test, y_test, cfg):
+    x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
+    info = {"kind": "text", "vocab": build_vocabulary(x_tr, cfg), "sequence_length": cfg.sequence_length,
+            "tokens": cfg.tokens}
+    return Dataset(name, "text", list(classes), x_tr, y_tr, x_val, y_val, x_test, y_test, augment="none",
+                   input_info=info)
+
+
+@DATASETS.register
+def imdb(cfg, root):
+    """IMDB movie reviews, positive or negative: 25,000 train / 25,000 test (official aclImdb/)."""
+    folder = root / "aclImdb"
+    if not (folder / "test" / "pos").is_dir():
+        archive = fetch("https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz", root / "aclImdb_v1.tar.gz",
+                        "7c2ac02c03563afcf9b574c7e56c153a", "md5", "aclImdb/",
+                        f"put the official aclImdb/ folder ({{train,test}}/{{pos,neg}}/*.txt) in {root}")
+        with tarfile.open(archive) as t:
+            t.extractall(root, filter="data")
+        archive.unlink()
+    classes = ["neg", "pos"]
+    x_train, y_train = read_texts(folder / "train", classes)
+    x_test, y_test = read_texts(folder / "test", classes)
+    if len(x_train) == 0 or len(x_test) == 0:
+        raise UserError(f"{folder} has no reviews in train/ or test/; copy the official aclImdb/ again")
+    return make_text_dataset("imdb", classes, x_train, y_train, x_test, y_test, cfg)
+
+
+def is_text_folder(path: Path):
+    return any(path.glob("*/*.txt")) or any(path.glob("train/*/*.txt"))
+
+
+def load_text_folder(path: Path, cfg):
+    """A folder with one sub-folder of .txt files per class, optionally split into train/ and test/."""
+    train_dir = path / "train" if (path / "train").is_dir() else path
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and p.name not in ("train", "test"))
+    if len(classes) < 2:
+        raise UserError(f"text folder {train_dir} needs one sub-folder of .txt files per class, at least two; "
+                        f"found {len(classes)}")
+    x, y = read_texts(train_dir, classes)
+    if train_dir != path and (path / "test").is_dir():
+        x_test, y_test = read_texts(path / "test", classes)
+        x_train, y_train = x, y
+    else:
+        x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
+    return make_text_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg)
