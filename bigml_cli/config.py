@@ -156,9 +156,23 @@ def find_recipe(recipe, model, dataset):
     return None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise UserError(f"recipe key '{key}' is given twice (line {key_node.start_mark.line + 1}); "
+                                "keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def read_recipe(path):
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.load(Path(path).read_text(), Loader=_StrictLoader)
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
