@@ -49,14 +49,17 @@ def main():
         subprocess.run([BIGML, *args, "--run-dir", str(ref)], check=True, capture_output=True)
         print(f"uninterrupted run: {time.perf_counter() - start:.0f} s")
         steps = latest_step(ref)
-        kill_at = random.Random(a.seed).randrange(1, steps)
+        rng = random.Random(a.seed)
+        kill_at = rng.randrange(1, steps)
         proc = subprocess.Popen([BIGML, *args, "--run-dir", str(cut)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         while latest_step(cut) < kill_at and proc.poll() is None:
             time.sleep(0.01)
+        time.sleep(rng.uniform(0, 3))  # land between checkpoints: the steps since the last one are replayed
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        print(f"killed with SIGKILL after step {latest_step(cut)} of {steps}; resuming")
+        print(f"killed with SIGKILL {('after the run ended' if proc.returncode == 0 else 'mid-run')}; last "
+              f"checkpoint at step {latest_step(cut)} of {steps}; resuming")
         subprocess.run([BIGML, "train", "--resume", str(cut), *extra], check=True, capture_output=True)
         want, got = weights(ref / "checkpoints/last.weights.h5"), weights(cut / "checkpoints/last.weights.h5")
         same = want.keys() == got.keys() and all(np.array_equal(want[k], got[k]) for k in want)
