@@ -166,6 +166,10 @@ def evaluate_cmd(
     if as_json:
         print(json.dumps({k: v for k, v in report.items() if k != "predictions"}))
         return
+    if "perplexity" in report:
+        out.print(metrics_table(f"language model on the validation text of {report['run']}",
+                                {k: report[k] for k in ("loss", "perplexity", "accuracy", "examples")}))
+        return
     table = Table(title=f"{report['split']} split of {report['run']}: accuracy {report['accuracy']:.4f}, "
                         f"loss {report['loss']:.4f}, {report['examples']} examples")
     for col in ("class", "precision", "recall", "f1", "support"):
@@ -200,6 +204,27 @@ def predict(
     for r in results:
         table.add_row(r["input"], *[f"{t['label']} ({t['probability']:.1%})" for t in r["top_k"]])
     out.print(table)
+
+
+@app.command()
+@handle_errors
+def generate(
+    run: str = typer.Argument(..., help="Run directory of a language model."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue."),
+    max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Tokens to generate."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer; above 1: wilder."),
+    top_k: int = typer.Option(0, "--top-k", "-k", help="Sample among the k likeliest tokens only (0: all)."),
+    seed: int = typer.Option(0, "--seed", help="The same seed gives the same text."),
+    as_json: bool = Json,
+):
+    """Generate text with a language-model run (e.g. gpt on tinyshakespeare)."""
+    from bigml_cli.generate import generate as run_generate
+
+    result = run_generate(run, prompt, max_tokens, temperature, top_k, seed)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(result["text"])
 
 
 @app.command()

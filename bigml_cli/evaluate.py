@@ -40,6 +40,29 @@ def metrics_from_probs(probs, y, class_names):
     }
 
 
+def lm_report(model, ds):
+    """Language models on the validation text: loss (nats per token), perplexity, next-token accuracy."""
+    from bigml_cli.data.pipeline import lm_eval_dataset
+
+    length = ds.input_info["sequence_length"]
+    total, correct, count = 0.0, 0, 0
+    for x, y in lm_eval_dataset(ds.x_val, ds.y_val, length, 64):
+        logits = np.asarray(model(x, training=False), np.float64)  # (batch, seq, vocab)
+        logits -= logits.max(axis=-1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        y = np.asarray(y)
+        total -= float(np.take_along_axis(log_probs, y[..., None], axis=-1).sum())
+        correct += int((log_probs.argmax(-1) == y).sum())
+        count += y.size
+    loss = total / count
+    return {"loss": loss, "perplexity": float(np.exp(loss)), "accuracy": correct / count, "examples": count}
+
+
+def save_lm_report(report, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+
+
 def split_arrays(ds, split):
     return {"test": (ds.x_test, ds.y_test), "val": (ds.x_val, ds.y_val), "train": (ds.x_train, ds.y_train)}[split]
 
@@ -108,6 +131,10 @@ def evaluate(run_path, split="test", data_root=None):
     cfg = run.config
     ds = load_dataset(cfg.data, data_root)
     model = load_model(run)
+    if ds.kind == "lm":  # a corpus has train and validation text only
+        report = lm_report(model, ds)
+        save_lm_report(report, run.eval_dir("val"))
+        return {"run": str(run.path), "split": "val", **report}
     x, y = split_arrays(ds, split)
     report = metrics_from_probs(predict_probs(model, x), y, ds.class_names)
     save_report(report, ds.class_names, run.eval_dir(split), y)

@@ -1,5 +1,6 @@
 """Export a run as a SavedModel that takes raw inputs, then reload it and check it against Keras."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def input_signature(info):
         return [tf.TensorSpec((None, *info["shape"]), tf.uint8, name="image")]
     if info["kind"] == "text":
         return [tf.TensorSpec((None,), tf.string, name="text")]
+    if info["kind"] == "lm":
+        return [tf.TensorSpec((None, info["sequence_length"]), tf.int32, name="tokens")]
     return [{c["key"]: tf.TensorSpec((None,), tf.float32 if c["type"] == "numeric" else tf.string, name=c["key"])
              for c in info["columns"]}]
 
@@ -34,14 +37,28 @@ def write_savedmodel(model, info, path):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", lambda inputs: {"probabilities": model(inputs, training=False)},
+    output = "logits" if info["kind"] == "lm" else "probabilities"  # logits: (batch, seq, vocab), next token
+    archive.add_endpoint("serving_default", lambda inputs: {output: model(inputs, training=False)},
                          input_signature=input_signature(info))
     archive.write_out(str(path), verbose=False)
+    if info["kind"] == "lm":  # what a client needs to decode the logits (TF Serving's assets.extra)
+        (Path(path) / "assets.extra").mkdir(exist_ok=True)
+        (Path(path) / "assets.extra" / "vocab.json").write_text(json.dumps(
+            {"vocab": info["vocab"], "tokens": info["tokens"], "sequence_length": info["sequence_length"]}))
 
 
 def verify(path, model, info, x):
     """Reload the SavedModel and compare its probabilities with the Keras model's on real inputs."""
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    if info["kind"] == "lm":
+        expected = np.asarray(model(x, training=False))
+        got = serve(tokens=tf.constant(x))["logits"].numpy()
+        diff = float(np.abs(got - expected).max())
+        agree = float((got.argmax(-1) == expected.argmax(-1)).mean())
+        if diff > TOLERANCE * max(1.0, float(np.abs(expected).max())) or agree < 1.0:
+            raise ExportMismatch(f"exported SavedModel disagrees with the Keras model: max |logit diff| "
+                                 f"{diff:.2e}, next-token agreement {agree:.2%}; the export was removed")
+        return {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(x))}
     expected = predict_probs(model, x)
     if info["kind"] in ("image", "text"):
         got = np.concatenate([serve(**{info["kind"]: tf.constant(x[i:i + 256])})["probabilities"].numpy()
@@ -72,6 +89,9 @@ def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None
     model = load_model(run)
     ds = load_dataset(run.config.data, data_root)  # real inputs to check the export against
     x = ds.x_test
+    if ds.kind == "lm":  # validation windows of token ids
+        length = info["sequence_length"]
+        x = np.stack([ds.x_val[s:s + length] for s in ds.y_val[:check_examples // 4 or 1]]).astype(np.int32)
     if isinstance(x, dict):
         x = {k: v[:check_examples] for k, v in x.items()}
     else:

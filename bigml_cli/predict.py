@@ -87,6 +87,8 @@ def predict(run_path, files, top_k=5, from_files=False):
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     run = runs.open_run(run_path)
     info = run.info
+    if info["input"]["kind"] == "lm":
+        raise UserError(f"run {run_path} is a language model; use `bigml generate {run_path} --prompt TEXT`")
     names, x = load_inputs(files, info["input"], from_files)
     probs = predict_probs(load_model(run), x)
     classes = info["class_names"]

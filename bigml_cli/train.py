@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -16,9 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bigml_cli import distribute, runs
 from bigml_cli.data import load_dataset
-from bigml_cli.data.pipeline import eval_dataset, train_dataset
+from bigml_cli.data.pipeline import eval_dataset, lm_eval_dataset, lm_train_dataset, train_dataset
 from bigml_cli.errors import Interrupted, UserError
-from bigml_cli.evaluate import metrics_from_probs, predict_probs, save_report
+from bigml_cli.evaluate import lm_report, metrics_from_probs, predict_probs, save_lm_report, save_report
 from bigml_cli.models import build_model, with_flip_averaging
 
 
@@ -145,7 +146,7 @@ class StepCheckpoints(keras.callbacks.Callback):
         self.save()
 
 
-def custom_loop(model, place, ds, t, steps, augment, crop_padding, val_ds, callbacks):
+def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
     """The training loop for MultiWorkerMirroredStrategy, where Keras 3's fit cannot run
     (keras-team/keras#20585): a tf.function step under strategy.run, driving the same callbacks.
 
@@ -156,9 +157,7 @@ def custom_loop(model, place, ds, t, steps, augment, crop_padding, val_ds, callb
 
     def per_worker(ctx):
         local_batch = ctx.get_per_replica_batch_size(t.batch_size)
-        data, _ = train_dataset(ds.x_train, ds.y_train, ds.num_classes, local_batch, t.seed, augment,
-                                crop_padding, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id))
-        return data
+        return task.train(batch=local_batch, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id))[0]
 
     iterator = iter(strategy.distribute_datasets_from_function(per_worker))
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing, reduction=None)
@@ -197,6 +196,26 @@ def custom_loop(model, place, ds, t, steps, augment, crop_padding, val_ds, callb
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         hooks.on_epoch_end(epoch, logs)
     hooks.on_train_end(logs)
+
+
+def task_for(ds, t, augment, crop_padding):
+    """What differs between classifiers and language models: loss, metric, model selection, data."""
+    if ds.kind == "lm":
+        if t.label_smoothing:
+            raise UserError("train.label_smoothing applies to classifiers; set it to 0 for a language model")
+        length = ds.input_info["sequence_length"]
+        return SimpleNamespace(
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # nats per token
+            metric=keras.metrics.SparseCategoricalAccuracy(name="accuracy"), monitor="val_loss", mode="min",
+            train=lambda step=0, batch=t.batch_size, shard=None: lm_train_dataset(
+                ds.x_train, ds.y_train, length, batch, t.seed, step, shard),
+            val=lm_eval_dataset(ds.x_val, ds.y_val, length, max(t.batch_size, 64)))
+    return SimpleNamespace(
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
+        metric=keras.metrics.CategoricalAccuracy(name="accuracy"), monitor="val_accuracy", mode="max",
+        train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
+            ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard),
+        val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256)))
 
 
 def config_hash(cfg):
@@ -252,19 +271,22 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         tf.config.experimental.enable_op_determinism()
     ds = load_dataset(cfg.data, data_root)  # user errors surface before anything is written
     augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
+    task = task_for(ds, t, augment, cfg.data.crop_padding)
+    if place.multi_worker and ds.kind == "lm":
+        raise UserError("multi-worker training of language models is not supported yet; train on one machine")
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(t.precision)
     try:
         with place.strategy.scope():  # the one place a strategy scope is opened
             model = build_model(cfg.model, ds.input_info, ds.num_classes)
-            _, steps = train_dataset(ds.x_train, ds.y_train, ds.num_classes, t.batch_size, t.seed)
+            steps = t.steps_per_epoch or task.train()[1]
             model.compile(
                 optimizer=make_optimizer(t, steps),
-                loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                loss=task.loss,
+                metrics=[task.metric],
                 # XLA cannot compile string ops (tables, text), nor one step over several devices (tensorflow XLA
                 # known issues: "tf.Variable on a different device")
-                jit_compile=t.jit_compile and ds.kind == "image" and place.replicas == 1,
+                jit_compile=t.jit_compile and ds.kind in ("image", "lm") and place.replicas == 1,
                 steps_per_execution=t.steps_per_execution)
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
         run_ = None
@@ -293,13 +315,15 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                                 f"({type(e).__name__}); delete it to fall back to the one before, or start "
                                 "again with --overwrite") from None
             start_step = int(model.optimizer.iterations.numpy())
+        sizes = (f"{len(ds.x_train):,} train / {len(ds.x_val):,} val tokens" if ds.kind == "lm" else
+                 f"{len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test")
         console.print(f"run directory [bold]{run_.path if run_ else '(none: not the chief)'}[/]  model "
                       f"{cfg.model['name']} ({model.count_params():,} parameters)  dataset {cfg.data.name} "
-                      f"({len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test)  "
+                      f"({sizes})  "
                       f"strategy {place.name}" + (f"  resuming at step {start_step}" if resume else ""))
-        val_ds = eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256))
+        val_ds = task.val
         has_val = len(ds.y_val) > 0
-        monitor = "val_accuracy" if has_val else "loss"
+        monitor = task.monitor if has_val else "loss"
         checkpoints = StepCheckpoints(manager, 0 if place.multi_worker else t.checkpoint_every)
         timer = StepTimer(min(t.batch_size, len(ds.y_train)), t.steps_per_execution)
         callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console), timer]
@@ -311,7 +335,7 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                 keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "last.weights.h5"), save_weights_only=True),
                 keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "best.weights.h5"), save_weights_only=True,
                                                 save_best_only=True, monitor=monitor,
-                                                mode="max" if has_val else "min",
+                                                mode=task.mode if has_val else "min",
                                                 initial_value_threshold=_best_so_far(run_.history_file, monitor)),
             ]
             if not place.multi_worker:  # step checkpoints and resume: single-process runs
@@ -320,14 +344,13 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         start = time.perf_counter()
         with checkpoints:
             if place.multi_worker:
-                custom_loop(model, place, ds, t, steps, augment, cfg.data.crop_padding,
-                            val_ds if has_val and place.is_chief else None, callbacks)
+                custom_loop(model, place, ds, t, steps, task, val_ds if has_val and place.is_chief else None,
+                            callbacks)
             step = start_step
             while not place.multi_worker and step < t.epochs * steps and not model.stop_training:
                 # a resumed run first finishes its interrupted epoch, then runs whole epochs
                 epoch, offset = divmod(step, steps)
-                train_ds, _ = train_dataset(ds.x_train, ds.y_train, ds.num_classes, t.batch_size, t.seed,
-                                            augment, cfg.data.crop_padding, start_step=step)
+                train_ds, _ = task.train(step)
                 callbacks[0].steps = steps - offset
                 model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1 if offset else t.epochs,
                           steps_per_epoch=steps - offset, validation_data=val_ds if has_val else None,
@@ -345,9 +368,14 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    report = metrics_from_probs(predict_probs(model, ds.x_test), ds.y_test, ds.class_names)
-    save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test)
+    if ds.kind == "lm":
+        report = lm_report(model, ds)
+        save_lm_report(report, run_.eval_dir("val"))
+    else:
+        report = metrics_from_probs(predict_probs(model, ds.x_test), ds.y_test, ds.class_names)
+        save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test)
     metrics = {"accuracy": report["accuracy"], "loss": report["loss"], "examples": report["examples"],
+               **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
                "train_seconds": round(train_seconds, 1), "epochs": t.epochs,
                "examples_per_second": round(timer.summary().get("examples_per_second", 0.0), 1),
                "run": str(run_.path)}

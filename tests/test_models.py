@@ -13,11 +13,14 @@ TABLE_INFO = {"kind": "table", "columns": [
     {"name": "b", "key": "b", "type": "categorical", "vocab": ["x", "y"]}]}
 TEXT_INFO = {"kind": "text", "vocab": ["the", "movie", "good", "bad"], "sequence_length": 8, "tokens": "words"}
 SMALL = {"mlp": {"hidden_units": [8]}, "cnn": {"widths": [4, 8], "stem_width": 4}, "rnn": {"units": 4},
-         "transformer": {"dim": 8, "heads": 2, "mlp_dim": 8, "num_layers": 1}}
+         "transformer": {"dim": 8, "heads": 2, "mlp_dim": 8, "num_layers": 1},
+         "gpt": {"dim": 8, "heads": 2, "mlp_dim": 8, "num_layers": 1}}
 INPUTS = {
     "image": (IMAGE_INFO, np.random.default_rng(0).integers(0, 256, (4, 12, 12, 3)).astype(np.uint8)),
     "table": (TABLE_INFO, {"a": np.array([1.0, np.nan, 3.0, 4.0], np.float32), "b": np.array(["x", "zzz", "y", ""])}),
     "text": (TEXT_INFO, np.array(["the good movie", "bad", "", "unknown words only"])),
+    "corpus": ({"kind": "lm", "vocab": list("abcde"), "sequence_length": 8, "tokens": "characters"},
+               np.random.default_rng(0).integers(0, 5, (4, 8)).astype(np.int32)),
 }
 
 
@@ -31,9 +34,13 @@ def test_every_model_builds_on_its_inputs_and_refuses_others(name):
         except UserError as e:
             assert f"'{name}' needs" in str(e)
             continue
-        probs = np.asarray(model(x, training=False))
-        assert probs.shape == (4, 5) and np.isfinite(probs).all()
-        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+        out = np.asarray(model(x, training=False))
+        if kind == "corpus":  # language models: next-token logits at every position
+            assert out.shape == (4, 8, 5) and np.isfinite(out).all()
+            supported.append(kind)
+            continue
+        assert out.shape == (4, 5) and np.isfinite(out).all()
+        np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
         if kind == "image":
             assert model.inputs[0].dtype == "uint8", "image models take raw uint8 images"
         supported.append(kind)
@@ -62,3 +69,15 @@ def test_flip_averaging_is_symmetric_and_survives_save(tmp_path):
     model.save(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(keras.models.load_model(tmp_path / "m.keras")(x)), np.asarray(model(x)),
                                atol=1e-6)
+
+
+def test_gpt_is_causal():
+    """A position's logits never depend on later tokens (generation pads after the context)."""
+    info = {"kind": "lm", "vocab": list("abcdefgh"), "sequence_length": 10, "tokens": "characters"}
+    model = build_model({"name": "gpt", **SMALL["gpt"]}, info, num_classes=8)
+    a = np.random.default_rng(0).integers(0, 8, (1, 10)).astype(np.int32)
+    b = a.copy()
+    b[0, 6:] = (b[0, 6:] + 1) % 8
+    la, lb = np.asarray(model(a)), np.asarray(model(b))
+    np.testing.assert_allclose(la[0, :6], lb[0, :6], atol=1e-5)
+    assert np.abs(la[0, 6:] - lb[0, 6:]).max() > 1e-4

@@ -18,6 +18,10 @@ def load_dataset(cfg, data_root=None):
     if name in DATASETS.names():
         return DATASETS.get(name)(cfg, data_dir(data_root))
     path = Path(name).expanduser()
+    if name.lower().endswith(".txt"):
+        if not path.is_file():
+            raise UserError(f"text file {name} does not exist; check the path")
+        return text.load_corpus(path, cfg)
     if name.lower().endswith(".csv"):
         if not path.is_file():
             raise UserError(f"CSV file {name} does not exist; check the path")

@@ -48,13 +48,21 @@ AUGMENTATIONS = {
 }
 
 
-def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0, shard=None):
-    """Endless shuffled batches of (inputs, one-hot labels); returns (dataset, steps per epoch).
+def index_stream(n, batch_size, seed, start_step=0, shard=None):
+    """(step, indices) batches of a seeded, endlessly reshuffled range(n), from `start_step` on.
 
     The stream is a pure function of (seed, step): `start_step` resumes it exactly where a run stopped
-    (the skip runs over shuffled indices only, before any gather or augmentation). `shard` =
-    (workers, index) keeps every workers-th index of the same stream, for multi-worker training.
+    (the skip runs over shuffled indices only). `shard` = (workers, index) keeps every workers-th
+    index of the same stream, for multi-worker training.
     """
+    ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+    if shard:
+        ds = ds.shard(*shard)
+    return ds.batch(batch_size, drop_remainder=True).enumerate().skip(start_step)
+
+
+def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0, shard=None):
+    """Endless shuffled batches of (inputs, one-hot labels); returns (dataset, steps per epoch)."""
     n = length(x)
     batch_size = min(batch_size, n)
     xs, ys = _to_tensors(x), tf.constant(y)
@@ -66,15 +74,29 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
             inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding)
         return inputs, tf.one_hot(tf.gather(ys, idx), num_classes)
 
-    ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
-    if shard:
-        ds = ds.shard(*shard)
-    ds = (ds.batch(batch_size, drop_remainder=True)
-          .enumerate()
-          .skip(start_step)
-          .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
-    return ds, max(1, n // batch_size)
+    ds = index_stream(n, batch_size, seed, start_step, shard)
+    return ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), max(1, n // batch_size)
+
+
+def _windows(ids, starts, length):
+    """(inputs, next-token targets) for windows of `length` + 1 tokens: (batch, length) each."""
+    w = tf.gather(ids, starts[:, None] + tf.range(length + 1, dtype=starts.dtype)[None, :])
+    return w[:, :-1], w[:, 1:]
+
+
+def lm_train_dataset(ids, starts, length, batch_size, seed, start_step=0, shard=None):
+    """Endless shuffled batches of random windows of a token-id corpus; returns (dataset, windows / batch)."""
+    ids, starts = tf.constant(ids), tf.constant(starts)
+    ds = index_stream(len(starts), batch_size, seed, start_step, shard)
+    ds = ds.map(lambda step, idx: _windows(ids, tf.gather(starts, idx), length), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE), max(1, len(starts) // batch_size)
+
+
+def lm_eval_dataset(ids, starts, length, batch_size):
+    """Every window starting at `starts`, once, in order."""
+    ids = tf.constant(ids)
+    ds = tf.data.Dataset.from_tensor_slices(starts).batch(batch_size)
+    return ds.map(lambda s: _windows(ids, s, length)).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(x, y, num_classes, batch_size):

@@ -87,3 +87,64 @@ def load_text_folder(path: Path, cfg):
     else:
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
     return make_text_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg)
+
+
+# --- language modelling: a corpus split into train and validation text -------------------------------
+
+
+def make_lm_dataset(name, text, cfg):
+    """Token ids of a corpus: the first 90% (by default) trains, the rest validates.
+
+    For language models x_* hold the token ids (1-D) and y_* the start of every window of
+    `sequence_length + 1` tokens (train: every position; val: non-overlapping windows). The corpus has
+    no test split: the validation text is also what `bigml eval` reports on.
+    """
+    cut = int(len(text) * (1 - cfg.val_fraction))
+    train_text, val_text = text[:cut], text[cut:]
+    if cfg.tokens == "characters":
+        vocab = sorted(set(train_text))
+        tokens_of = list
+    else:
+        words = train_text.split()
+        names, counts = np.unique(words, return_counts=True)
+        vocab = ["<unk>"] + [str(w) for w in names[np.argsort(-counts, kind="stable")][:cfg.vocab_size - 1]]
+        tokens_of = str.split
+    index = {t: i for i, t in enumerate(vocab)}
+    unknown = index.get("<unk>")
+
+    def encode(part):
+        ids = [index.get(t, unknown) for t in tokens_of(part)]
+        return np.array([i for i in ids if i is not None], np.int32)
+
+    train_ids, val_ids = encode(train_text), encode(val_text)
+    block = cfg.sequence_length
+    if len(train_ids) < block + 2 or len(val_ids) < block + 1:
+        raise UserError(f"corpus {name} is too short for data.sequence_length={block}: it has {len(train_ids)} "
+                        f"training and {len(val_ids)} validation tokens; give more text or a shorter sequence_length")
+    train_windows = np.arange(len(train_ids) - block, dtype=np.int64)
+    val_windows = np.arange(0, len(val_ids) - block, block, dtype=np.int64)
+    info = {"kind": "lm", "vocab": vocab, "sequence_length": block, "tokens": cfg.tokens}
+    return Dataset(name, "lm", vocab, train_ids, train_windows, val_ids, val_windows, val_ids, val_windows,
+                   augment="none", input_info=info)
+
+
+@DATASETS.register
+def tinyshakespeare(cfg, root):
+    """Tiny Shakespeare (char-rnn's 1.1M-character corpus), for language models (data.tokens=characters)."""
+    path = root / "tinyshakespeare.txt"
+    if not path.exists():
+        fetch("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt", path,
+              "6fb458f1232090904fb40fe944165e91", "md5", "tinyshakespeare.txt",
+              f"put tinyshakespeare.txt in {root} or pass --data-dir")
+    return load_corpus(path, cfg, name="tinyshakespeare")
+
+
+def load_corpus(path, cfg, name=None):
+    """A plain-text file as a language-modelling corpus."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; convert it to UTF-8") from None
+    if not text.strip():
+        raise UserError(f"corpus {path} is empty; give a text file with some text in it")
+    return make_lm_dataset(name or str(path), text, cfg)

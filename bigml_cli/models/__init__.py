@@ -4,7 +4,7 @@ classes, and returns class probabilities; its keyword parameters are the recipe'
 import keras
 
 from bigml_cli.models.base import MODELS, model_inputs, with_flip_averaging  # noqa: F401
-from bigml_cli.models import cnn, mlp, rnn, transformer  # noqa: F401  (registers the builders)
+from bigml_cli.models import cnn, gpt, mlp, rnn, transformer  # noqa: F401  (registers the builders)
 
 
 def build_model(model_cfg: dict, input_info: dict, num_classes: int):

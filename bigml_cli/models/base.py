@@ -65,8 +65,29 @@ def with_flip_averaging(model):
     return keras.Model(inputs, probs, name=f"{model.name}_flip_averaged")
 
 
+@keras.saving.register_keras_serializable(package="bigml")
+class TokenIds(layers.Layer):
+    """Language-model input: token ids pass through unchanged; the layer records the vocabulary size."""
+
+    def __init__(self, vocab_size, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+
+    def call(self, ids):
+        return ids
+
+    def vocabulary_size(self):
+        return self.vocab_size
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size}
+
+
 def model_inputs(info):
     """(raw Keras inputs, preprocessed features) for a dataset's input_info."""
+    if info["kind"] == "lm":
+        inputs = keras.Input(shape=(info["sequence_length"],), dtype="int32", name="tokens")
+        return inputs, TokenIds(len(info["vocab"]), name="token_ids")(inputs)  # (batch, seq)
     if info["kind"] == "text":
         from bigml_cli.data.text import STANDARDIZE
 
@@ -93,8 +114,10 @@ def vocabulary_size(ids):
 
 def require(x, model, needs, instead):
     """A user error when a model gets inputs of the wrong kind (text to a CNN, images to an RNN)."""
-    is_text = len(x.shape) == 2 and "int" in str(x.dtype)
-    ok = {"image": len(x.shape) == 4, "text": is_text, "image or table": not is_text}[needs]
+    is_ids = len(x.shape) == 2 and "int" in str(x.dtype)
+    is_corpus = is_ids and isinstance(x._keras_history[0], TokenIds)
+    ok = {"image": len(x.shape) == 4, "text": is_ids and not is_corpus, "corpus": is_corpus,
+          "image or table": not is_ids}[needs]
     if not ok:
         raise UserError(f"model '{model}' needs {needs} data; use {instead}")
 

@@ -18,7 +18,7 @@ def rnn(x, num_classes, embedding_dim=128, units=64, cell="lstm", bidirectional=
         num_layers: stacked recurrent layers.
         dropout: dropout on the embeddings and before the output.
     """
-    require(x, "rnn", "text", "'cnn' or 'mlp' for images, 'mlp' for tables")
+    require(x, "rnn", "text", "'cnn' or 'mlp' for images, 'mlp' for tables, 'gpt' for a corpus")
     if cell not in ("lstm", "gru"):
         from bigml_cli.errors import unknown
 

@@ -47,7 +47,7 @@ def transformer(x, num_classes, dim=128, heads=4, num_layers=2, mlp_dim=256, dro
         mlp_dim: hidden width of each block's feed-forward network.
         dropout: dropout on attention weights, residual branches and before the output.
     """
-    require(x, "transformer", "text", "'cnn' or 'mlp' for images, 'mlp' for tables")
+    require(x, "transformer", "text", "'cnn' or 'mlp' for images, 'mlp' for tables, 'gpt' for a corpus")
     if dim % heads:
         from bigml_cli.errors import UserError
 

@@ -1,0 +1,87 @@
+"""The GPT language model on a tiny synthetic corpus: train, eval, seeded generation, export, bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bigml_cli.cli import app
+from conftest import assert_user_error
+
+TINY_GPT = ["data.tokens=characters", "data.sequence_length=16", "train.steps_per_epoch=40", "train.epochs=3",
+            "train.batch_size=16", "train.learning_rate=0.003", "model.dim=32", "model.heads=2", "model.num_layers=1",
+            "model.mlp_dim=64", "model.dropout=0.0"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    words = ["to be", "or not", "that is", "the question", "whether tis", "nobler in", "the mind"]
+    text = "\n".join(" ".join(rng.choice(words, size=5)) + "." for _ in range(300))
+    path = tmp_path_factory.mktemp("corpus") / "verse.txt"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lm_run(corpus, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "gpt"
+    result = CliRunner().invoke(app, ["train", "gpt", "--dataset", str(corpus), "--run-dir", str(run_dir), "--json",
+                                      *TINY_GPT])
+    assert result.exit_code == 0, result.output
+    return run_dir, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_gpt_learns_the_corpus(lm_run, cli):
+    run_dir, metrics = lm_run
+    uniform = np.log(len(json.loads((run_dir / "run.json").read_text())["class_names"]))
+    assert metrics["loss"] < 0.6 * uniform, (metrics["loss"], uniform)  # well below guessing
+    assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
+    report = json.loads(cli("eval", run_dir, "--json").stdout)
+    assert report["loss"] == pytest.approx(metrics["loss"], rel=1e-6) and report["split"] == "val"
+
+
+def test_generation_is_seeded(lm_run, cli):
+    run_dir, _ = lm_run
+    args = ["generate", run_dir, "--prompt", "to be", "--max-tokens", 40, "--temperature", 0.8, "--top-k", 5]
+    first, again = cli(*args, "--seed", 1), cli(*args, "--seed", 1)
+    other = cli(*args, "--seed", 2)
+    assert first.exit_code == 0, first.text
+    assert first.stdout == again.stdout and first.stdout != other.stdout
+    assert first.stdout.startswith("to be") and len(first.stdout.rstrip("\n")) == len("to be") + 40
+
+
+def test_export_returns_logits_and_the_vocabulary(lm_run, cli, tmp_path):
+    run_dir, _ = lm_run
+    result = cli("export", run_dir, "--out", tmp_path / "sm", "--json")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["top1_agreement"] == 1.0
+    vocab = json.loads((tmp_path / "sm" / "assets.extra" / "vocab.json").read_text())
+    assert vocab["tokens"] == "characters" and "t" in vocab["vocab"] and vocab["sequence_length"] == 16
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
+    logits = serve(tokens=tf.zeros((2, 16), tf.int32))["logits"]
+    assert logits.shape == (2, 16, len(vocab["vocab"]))
+
+
+def test_language_model_bad_inputs(lm_run, cli, tmp_path):
+    run_dir, _ = lm_run
+    assert_user_error(cli("generate", run_dir, "--prompt", "to be ☃"), "outside the model's vocabulary", "☃")
+    assert_user_error(cli("predict", run_dir, "to be"), "is a language model", "bigml generate")
+    short = tmp_path / "short.txt"
+    short.write_text("too short")
+    assert_user_error(cli("train", "gpt", "--dataset", short, "--run-dir", tmp_path / "r", *TINY_GPT),
+                      "too short for data.sequence_length=16")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    assert_user_error(cli("train", "gpt", "--dataset", empty, "--run-dir", tmp_path / "r"), "is empty")
+    assert_user_error(cli("train", "gpt", "--dataset", "digits", "--run-dir", tmp_path / "r"), "needs corpus data")
+    assert not (tmp_path / "r").exists()
+
+
+def test_generate_on_a_classifier_is_refused(cli, tmp_path):
+    run_dir = tmp_path / "digits"
+    assert cli("train", "mlp", "--dataset", "digits", "--run-dir", run_dir, "train.epochs=1").exit_code == 0
+    assert_user_error(cli("generate", run_dir, "--prompt", "hello"), "is a classifier")
