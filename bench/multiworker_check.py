@@ -5,24 +5,15 @@
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bigml_cli.distribute import free_local_ports
+
 BIGML = str(Path(sys.executable).with_name("bigml"))
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def main():
@@ -33,7 +24,7 @@ def main():
     ap.add_argument("--single", help="metrics.json of the single-process run to compare with")
     ap.add_argument("--data-dir", default=None)
     a = ap.parse_args()
-    workers = ",".join(f"localhost:{p}" for p in free_ports(2))
+    workers = ",".join(f"localhost:{p}" for p in free_local_ports(2))
     extra = ["--data-dir", a.data_dir] if a.data_dir else []
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

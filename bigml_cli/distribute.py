@@ -111,6 +111,19 @@ def multi_worker():
                      is_chief=task["index"] == 0, multi_worker=True)
 
 
+def free_local_ports(n):
+    """`n` free TCP ports on localhost, for trying multi-worker training on one machine."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 def workers_tf_config(workers, index):
     """TF_CONFIG (JSON) from `--workers HOST:PORT,HOST:PORT --worker-index I`."""
     hosts = [w.strip() for w in workers.split(",") if w.strip()]

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from bigml_cli.distribute import free_local_ports
 from conftest import assert_user_error
 
 SAME_CURVE = """
@@ -70,21 +71,9 @@ def test_strategy_without_a_device_is_a_user_error(cli, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def free_ports(n):
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path):
     bigml = str(__import__("pathlib").Path(sys.executable).with_name("bigml"))
-    workers = ",".join(f"localhost:{p}" for p in free_ports(2))
+    workers = ",".join(f"localhost:{p}" for p in free_local_ports(2))
     args = ["train", "mlp", "--dataset", "digits", "--workers", workers, "--json", "train.epochs=3",
             "model.hidden_units=[64]", "train.learning_rate=0.01", "train.batch_size=64"]
     procs = [subprocess.Popen([bigml, *args, "--worker-index", str(i), "--run-dir", str(tmp_path / f"run{i}")],

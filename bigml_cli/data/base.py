@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bigml_cli.errors import UserError
 from bigml_cli.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -58,6 +59,18 @@ def split(x, y, fraction, seed):
     k = int(round(n * fraction))
     held, rest = np.sort(order[:k]), np.sort(order[k:])
     return take(x, rest), y[rest], take(x, held), y[held]
+
+
+def class_folders(path, what):
+    """(train folder, test folder or None, class names) of a folder with one sub-folder per class,
+    optionally split into train/ and test/."""
+    train_dir = path / "train" if (path / "train").is_dir() else path
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and p.name not in ("train", "test"))
+    if len(classes) < 2:
+        raise UserError(f"{what} folder {train_dir} needs one sub-folder per class, at least two; found "
+                        f"{len(classes)}")
+    test_dir = path / "test" if train_dir != path and (path / "test").is_dir() else None
+    return train_dir, test_dir, classes
 
 
 def image_info(x_train):

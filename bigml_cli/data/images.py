@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, make_image_dataset, split
+from bigml_cli.data.base import DATASETS, class_folders, make_image_dataset, split
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -212,11 +212,7 @@ def _common_size_and_channels(files):
 
 def load_image_folder(path: Path, cfg):
     """An image folder: one sub-folder per class, optionally split into train/ and test/."""
-    train_dir = path / "train" if (path / "train").is_dir() else path
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and p.name not in ("train", "test"))
-    if len(classes) < 2:
-        raise UserError(f"image folder {train_dir} needs one sub-folder per class, at least two; found "
-                        f"{len(classes)}")
+    train_dir, test_dir, classes = class_folders(path, "image")
     files = [f for c in classes for f in sorted((train_dir / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise UserError(f"image folder {train_dir} holds no .png/.jpg images in its class sub-folders")
@@ -224,11 +220,10 @@ def load_image_folder(path: Path, cfg):
     size = tuple(cfg.image_size) if cfg.image_size else size
     _, xs, ys = _read_folder(train_dir, size, channels)
     x, y = np.stack(xs), np.asarray(ys)
-    if train_dir != path and (path / "test").is_dir():
-        test_classes, xt, yt = _read_folder(path / "test", size, channels)
+    if test_dir:
+        test_classes, xt, yt = _read_folder(test_dir, size, channels)
         if test_classes != classes:
-            raise UserError(f"{path / 'test'} has classes {test_classes} but {train_dir} has {classes}; "
-                            "make them match")
+            raise UserError(f"{test_dir} has classes {test_classes} but {train_dir} has {classes}; make them match")
         x_train, y_train, x_test, y_test = x, y, np.stack(xt), np.asarray(yt)
     else:
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, Dataset, split
+from bigml_cli.data.base import DATASETS, Dataset, class_folders, split
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -75,14 +75,10 @@ def is_text_folder(path: Path):
 
 def load_text_folder(path: Path, cfg):
     """A folder with one sub-folder of .txt files per class, optionally split into train/ and test/."""
-    train_dir = path / "train" if (path / "train").is_dir() else path
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and p.name not in ("train", "test"))
-    if len(classes) < 2:
-        raise UserError(f"text folder {train_dir} needs one sub-folder of .txt files per class, at least two; "
-                        f"found {len(classes)}")
+    train_dir, test_dir, classes = class_folders(path, "text")
     x, y = read_texts(train_dir, classes)
-    if train_dir != path and (path / "test").is_dir():
-        x_test, y_test = read_texts(path / "test", classes)
+    if test_dir:
+        x_test, y_test = read_texts(test_dir, classes)
         x_train, y_train = x, y
     else:
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
