@@ -6,7 +6,7 @@ BIGML := $(BIN)/bigml
 DATA_DIR ?= $(or $(BIGML_DATA_DIR),$(HOME)/.cache/bigml-data)
 SHARED_PREPARE := ../shared/datasets/prepare.py
 
-.PHONY: install demo test test-data data bench bench-recipes clean
+.PHONY: install demo test test-data data bench bench-recipes lint clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,9 @@ bench: install data
 # Train every shipped recipe with its defaults (about an hour on 2 CPU cores); writes bench/results.json.
 bench-recipes: install data
 	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/recipes.py
+
+lint: install
+	$(BIN)/ruff check bigml_cli tests bench --select F,E9
 
 clean:
 	rm -rf runs .pytest_cache

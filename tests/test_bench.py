@@ -1,7 +1,5 @@
 """The benchmark's arithmetic: FLOP counts, the CPU peak, time-to-accuracy from a history file."""
 
-import pytest
-
 from bigml_cli.bench import cpu_peak, forward_flops, time_to_accuracy
 from bigml_cli.models import build_model
 
