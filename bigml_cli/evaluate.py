@@ -63,10 +63,6 @@ def save_lm_report(report, out_dir):
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
 
 
-def split_arrays(ds, split):
-    return {"test": (ds.x_test, ds.y_test), "val": (ds.x_val, ds.y_val), "train": (ds.x_train, ds.y_train)}[split]
-
-
 def save_report(report, class_names, out_dir, y):
     """report.json, confusion_matrix.csv/.png and predictions.csv in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +131,7 @@ def evaluate(run_path, split="test", data_root=None):
         report = lm_report(model, ds)
         save_lm_report(report, run.eval_dir("val"))
         return {"run": str(run.path), "split": "val", **report}
-    x, y = split_arrays(ds, split)
+    x, y = ds.arrays(split)
     report = metrics_from_probs(predict_probs(model, x), y, ds.class_names)
     save_report(report, ds.class_names, run.eval_dir(split), y)
     return {"run": str(run.path), "split": split, **report}

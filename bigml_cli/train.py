@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bigml_cli import distribute, runs
 from bigml_cli.data import load_dataset
-from bigml_cli.data.pipeline import eval_dataset, lm_eval_dataset, lm_train_dataset, train_dataset
+from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_train_dataset, steps_per_epoch,
+                                     train_dataset)
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import lm_report, metrics_from_probs, predict_probs, save_lm_report, save_report
 from bigml_cli.models import build_model, with_flip_averaging
@@ -207,12 +208,14 @@ def task_for(ds, t, augment, crop_padding):
         return SimpleNamespace(
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # nats per token
             metric=keras.metrics.SparseCategoricalAccuracy(name="accuracy"), monitor="val_loss", mode="min",
+            steps=steps_per_epoch(len(ds.y_train), t.batch_size),
             train=lambda step=0, batch=t.batch_size, shard=None: lm_train_dataset(
                 ds.x_train, ds.y_train, length, batch, t.seed, step, shard),
             val=lm_eval_dataset(ds.x_val, ds.y_val, length, max(t.batch_size, 64)))
     return SimpleNamespace(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metric=keras.metrics.CategoricalAccuracy(name="accuracy"), monitor="val_accuracy", mode="max",
+        steps=steps_per_epoch(len(ds.y_train), t.batch_size),
         train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
             ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard),
         val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256)))
@@ -279,7 +282,7 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
     try:
         with place.strategy.scope():  # the one place a strategy scope is opened
             model = build_model(cfg.model, ds.input_info, ds.num_classes)
-            steps = t.steps_per_epoch or task.train()[1]
+            steps = t.steps_per_epoch or task.steps  # no throw-away pipeline (it would copy the data)
             model.compile(
                 optimizer=make_optimizer(t, steps),
                 loss=task.loss,

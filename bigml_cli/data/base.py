@@ -40,6 +40,11 @@ class Dataset:
     def num_classes(self):
         return len(self.class_names)
 
+    def arrays(self, split):
+        """(inputs, labels) of the "train", "val" or "test" split."""
+        return {"test": (self.x_test, self.y_test), "val": (self.x_val, self.y_val),
+                "train": (self.x_train, self.y_train)}[split]
+
 
 def take(x, idx):
     """Rows `idx` of an array or of every column of a table."""

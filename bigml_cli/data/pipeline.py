@@ -48,6 +48,11 @@ AUGMENTATIONS = {
 }
 
 
+def steps_per_epoch(n, batch_size):
+    """Full batches in one pass over n examples (at least one)."""
+    return max(1, n // min(batch_size, n))
+
+
 def index_stream(n, batch_size, seed, start_step=0, shard=None):
     """(step, indices) batches of a seeded, endlessly reshuffled range(n), from `start_step` on.
 
@@ -75,7 +80,7 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
         return inputs, tf.one_hot(tf.gather(ys, idx), num_classes)
 
     ds = index_stream(n, batch_size, seed, start_step, shard)
-    return ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), max(1, n // batch_size)
+    return ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE), steps_per_epoch(n, batch_size)
 
 
 def _windows(ids, starts, length):
@@ -89,7 +94,7 @@ def lm_train_dataset(ids, starts, length, batch_size, seed, start_step=0, shard=
     ids, starts = tf.constant(ids), tf.constant(starts)
     ds = index_stream(len(starts), batch_size, seed, start_step, shard)
     ds = ds.map(lambda step, idx: _windows(ids, tf.gather(starts, idx), length), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE), max(1, len(starts) // batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE), steps_per_epoch(len(starts), batch_size)
 
 
 def lm_eval_dataset(ids, starts, length, batch_size):

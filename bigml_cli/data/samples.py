@@ -15,7 +15,7 @@ def write_samples(cfg, out_dir, count=10, split="test", data_root=None):
     ds = load_dataset(cfg, data_root)
     if ds.kind != "image":
         raise UserError(f"dataset {cfg.name} is a table; samples are written for image datasets only")
-    x, y = {"test": (ds.x_test, ds.y_test), "val": (ds.x_val, ds.y_val), "train": (ds.x_train, ds.y_train)}[split]
+    x, y = ds.arrays(split)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
