@@ -7,6 +7,10 @@
 3. the exported SavedModel, loaded in a fresh process with tf.saved_model.load, gives the same
    top-1 as the Keras model on 1,000 test images, probabilities within 1e-4;
 4. `saved_model_cli show --all` lists serving_default with a uint8 image input.
+
+For text classifiers (issue 3) items 2-4 become: 200 raw test reviews written as .txt files,
+`bigml predict --file` on them, and the exported SavedModel loaded in a fresh process with
+tf.saved_model.load returns the same labels for the same raw strings; serving_default takes strings.
 """
 
 import argparse
@@ -33,6 +37,16 @@ print(json.dumps({"images": len(x), "top1_agreement": float((got.argmax(1) == wa
                   "max_abs_diff": float(np.abs(got - want).max())}))
 """
 
+FRESH_TEXT = """
+import json, sys, numpy as np, tensorflow as tf
+from pathlib import Path
+files = json.loads(Path(sys.argv[2]).read_text())
+texts = [Path(f).read_text(encoding="utf-8", errors="replace") for f in files]
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+probs = np.concatenate([serve(text=tf.constant(texts[i:i + 50]))["probabilities"].numpy() for i in range(0, len(texts), 50)])
+print(json.dumps({"labels": probs.argmax(1).tolist()}))
+"""
+
 
 def bigml(*args):
     proc = subprocess.run([str(BIN / "bigml"), *map(str, args)], capture_output=True, text=True)
@@ -52,7 +66,10 @@ def main():
     report = json.loads(bigml("eval", run, "--json", *data))
     print(f"1. eval accuracy {report['accuracy']:.4f} vs training's {trained['accuracy']:.4f}: "
           f"{'same' if report['accuracy'] == trained['accuracy'] else 'DIFFERENT'}")
-    dataset = json.loads((run / "run.json").read_text())["dataset"]
+    info = json.loads((run / "run.json").read_text())
+    if info["input"]["kind"] == "text":
+        return check_text(run, info, data, a.data_dir)
+    dataset = info["dataset"]
     with tempfile.TemporaryDirectory() as tmp:
         bigml("samples", dataset, "--out", tmp, "-n", 20, *data)
         files = sorted(Path(tmp).glob("*.png"))
@@ -74,6 +91,35 @@ def main():
         ok = "DT_UINT8" in sig.split("outputs")[0]
         print(f"4. saved_model_cli: serving_default {'takes a uint8 image' if ok else 'has NO uint8 input'}: "
               + " ".join(line.strip() for line in sig.splitlines()[2:5]))
+
+
+def check_text(run, info, data, data_dir, n=200):
+    """Items 2-4 for a text classifier: predict and the fresh-process SavedModel on n raw test reviews."""
+    from bigml_cli.data import load_dataset
+    from bigml_cli.runs import open_run
+
+    x = load_dataset(open_run(run).config.data, data_dir or None).x_test
+    picked = [str(t) for t in x[::max(1, len(x) // n)][:n]]  # spread over the split (it is sorted by class)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for i, text in enumerate(picked):
+            files.append(Path(tmp) / f"review_{i:03d}.txt")
+            files[-1].write_text(text, encoding="utf-8")
+        preds = json.loads(bigml("predict", run, *files, "--file", "--json", "-k", 1))["predictions"]
+        labels = [p["top_k"][0]["label"] for p in preds]
+        out = Path(tmp) / "savedmodel"
+        bigml("export", run, "--out", out, *data)
+        (Path(tmp) / "files.json").write_text(json.dumps([str(f) for f in files]))
+        fresh = subprocess.run([sys.executable, "-c", FRESH_TEXT, str(out), str(Path(tmp) / "files.json")],
+                               capture_output=True, text=True, check=True)
+        served = [info["class_names"][i] for i in json.loads(fresh.stdout.strip().splitlines()[-1])["labels"]]
+        same = sum(a == b for a, b in zip(labels, served))
+        print(f"2-3. {len(files)} raw test reviews: fresh-process SavedModel labels equal `bigml predict --file` "
+              f"labels on {same}/{len(files)}")
+        shown = subprocess.run([str(BIN / "saved_model_cli"), "show", "--dir", str(out), "--all"],
+                               capture_output=True, text=True).stdout
+        sig = shown[shown.index("signature_def['serving_default']"):]
+        print("4. saved_model_cli: serving_default " + " ".join(line.strip() for line in sig.splitlines()[2:5]))
 
 
 if __name__ == "__main__":

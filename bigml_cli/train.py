@@ -21,7 +21,7 @@ from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_train_dat
                                      train_dataset)
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import lm_report, metrics_from_probs, predict_probs, save_lm_report, save_report
-from bigml_cli.models import build_model, with_flip_averaging
+from bigml_cli.models import adapt_to_data, build_model, with_flip_averaging
 
 
 class RichProgress(keras.callbacks.Callback):
@@ -282,6 +282,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
     try:
         with place.strategy.scope():  # the one place a strategy scope is opened
             model = build_model(cfg.model, ds.input_info, ds.num_classes)
+            if ds.kind == "image":
+                adapt_to_data(model, ds.x_train)  # e.g. the CNN's patch-whitening stem
             steps = t.steps_per_epoch or task.steps  # no throw-away pipeline (it would copy the data)
             model.compile(
                 optimizer=make_optimizer(t, steps),

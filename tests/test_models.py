@@ -81,3 +81,25 @@ def test_gpt_is_causal():
     la, lb = np.asarray(model(a)), np.asarray(model(b))
     np.testing.assert_allclose(la[0, :6], lb[0, :6], atol=1e-5)
     assert np.abs(la[0, 6:] - lb[0, 6:]).max() > 1e-4
+
+
+def test_patch_whitening_stem_decorrelates_patches_and_survives_save_and_load(tmp_path):
+    """After adapt, the whitening stem's outputs on its training patches have identity covariance
+    (each direction and its negative), and the adapted filters are saved with the model."""
+    from bigml_cli.models import adapt_to_data
+
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 256, (64, 6, 6, 3)).repeat(2, axis=1).repeat(2, axis=2)  # correlated neighbours
+    x = np.clip(smooth + rng.integers(-20, 20, smooth.shape), 0, 255).astype(np.uint8)
+    model = build_model({"name": "cnn", "widths": [4], "stem": "whiten", "stem_width": 24}, IMAGE_INFO, 5)
+    adapt_to_data(model, x)
+    stem = model.get_layer("whiten")
+    out = keras.Model(model.inputs, stem.output).predict(x, verbose=0).reshape(-1, 24)[:, :12]
+    cov = out.T @ out / len(out)
+    np.testing.assert_allclose(cov, np.eye(12), atol=0.02)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(again.get_layer("whiten").kernel.numpy(), stem.kernel.numpy())
+    np.testing.assert_allclose(again(x[:4]), model(x[:4]), atol=1e-6)
+    with pytest.raises(UserError, match="model.stem must be"):
+        build_model({"name": "cnn", "stem": "patch"}, IMAGE_INFO, 5)

@@ -57,6 +57,58 @@ class HorizontalFlip(layers.Layer):
         return keras.ops.flip(images, axis=2)
 
 
+@keras.saving.register_keras_serializable(package="bigml")
+class PatchWhitening(layers.Layer):
+    """airbench's first layer: a frozen `patch` x `patch` conv (valid padding) whose filters whiten the
+    training set's patches: the covariance's eigenvectors scaled by 1/sqrt(eigenvalue + eps), each with
+    its negative, so the next layer sees decorrelated unit-variance inputs from the first step.
+    `adapt(features)` sets the filters from a sample of (normalized) training images; only the bias learns.
+    (batch, H, W, C) -> (batch, H - patch + 1, W - patch + 1, 2 * directions)."""
+
+    def __init__(self, directions=12, patch=2, eps=5e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.directions, self.patch, self.eps = directions, patch, eps
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.directions = min(self.directions, self.patch * self.patch * channels)
+        self.kernel = self.add_weight(shape=(self.patch, self.patch, channels, 2 * self.directions),
+                                      initializer="glorot_uniform", trainable=False, name="kernel")
+        self.bias = self.add_weight(shape=(2 * self.directions,), initializer="zeros", name="bias")
+
+    def adapt(self, features):
+        x = np.asarray(features, np.float64)
+        n, h, w, c = x.shape
+        p = self.patch
+        patches = np.stack([x[:, i:h - p + 1 + i, j:w - p + 1 + j, :] for i in range(p) for j in range(p)], axis=3)
+        patches = patches.reshape(-1, p * p * c)  # (patches, p*p*c) in the kernel's (row, col, channel) order
+        values, vectors = np.linalg.eigh(patches.T @ patches / len(patches))
+        order = np.argsort(values)[::-1][:self.directions]  # the largest-variance directions first
+        filters = vectors[:, order] / np.sqrt(values[order] + self.eps)  # (p*p*c, directions)
+        filters = np.concatenate([filters, -filters], axis=1).reshape(p, p, c, 2 * self.directions)
+        self.kernel.assign(filters.astype(self.kernel.dtype))
+
+    def call(self, x):
+        y = keras.ops.conv(x, keras.ops.cast(self.kernel, x.dtype), padding="valid")
+        return y + keras.ops.cast(self.bias, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, _ = input_shape
+        return (b, None if h is None else h - self.patch + 1, None if w is None else w - self.patch + 1,
+                2 * self.directions)
+
+    def get_config(self):
+        return {**super().get_config(), "directions": self.directions, "patch": self.patch, "eps": self.eps}
+
+
+def adapt_to_data(model, x_train, sample=10000):
+    """Set data-dependent layers (PatchWhitening) from the first `sample` training inputs."""
+    for layer in model.layers:
+        if isinstance(layer, PatchWhitening):
+            features = keras.Model(model.inputs, layer.input).predict(x_train[:sample], batch_size=500, verbose=0)
+            layer.adapt(features)
+
+
 def with_flip_averaging(model):
     """Test-time augmentation: average the probabilities for each image and its mirror image."""
     inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")

@@ -6,7 +6,9 @@ most of the compute runs at low resolution; a global max-pool feeds the classifi
 
 from keras import layers
 
-from bigml_cli.models.base import MODELS, classifier_head, require
+from bigml_cli.errors import UserError
+
+from bigml_cli.models.base import MODELS, PatchWhitening, classifier_head, require
 
 
 def conv_bn(x, width, activation, bn_momentum, pool=False):
@@ -18,20 +20,27 @@ def conv_bn(x, width, activation, bn_momentum, pool=False):
 
 
 @MODELS.register
-def cnn(x, num_classes, widths=(64, 128, 256), stem_width=32, convs_per_stage=2, dropout=0.0,
+def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs_per_stage=2, dropout=0.0,
         activation="gelu", bn_momentum=0.9):
     """Convolutional classifier for images.
 
     Args:
         widths: channels of each stage; each stage halves height and width.
-        stem_width: channels of the first 3x3 conv, at full resolution.
+        stem: "conv" (a learned 3x3 conv, BN and activation) or "whiten" (airbench's frozen 2x2
+            patch-whitening conv, set from the training images before the first step).
+        stem_width: channels of the stem, at full resolution (whiten: at most 2 x 4 x channels).
         convs_per_stage: 3x3 convs per stage (the first one is followed by the max-pool).
         dropout: dropout before the classifier.
         activation: Keras activation name.
         bn_momentum: BatchNormalization moving-average momentum (lower adapts faster in short runs).
     """
     require(x, "cnn", "image", "'mlp' for tables, 'rnn' or 'transformer' for text")
-    x = conv_bn(x, stem_width, activation, bn_momentum)  # (batch, H, W, stem_width)
+    if stem == "whiten":
+        x = PatchWhitening(stem_width // 2, name="whiten")(x)  # (batch, H - 1, W - 1, <= stem_width)
+    elif stem == "conv":
+        x = conv_bn(x, stem_width, activation, bn_momentum)  # (batch, H, W, stem_width)
+    else:
+        raise UserError(f"model.stem must be 'conv' or 'whiten', got '{stem}'")
     for width in widths:
         x = conv_bn(x, width, activation, bn_momentum, pool=True)  # (batch, H/2, W/2, width)
         for _ in range(convs_per_stage - 1):
