@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bigml_cli import USER_ONEDNN
 from bigml_cli.errors import UserError
 
 GPU_PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "V100": 15.7e12, "T4": 8.1e12, "L4": 30e12}
@@ -76,7 +77,11 @@ def _baseline_once(data_dir, steps):
     cmd = [sys.executable, "-m", "bigml_cli.baseline", "--steps", str(steps)]
     if data_dir:
         cmd += ["--data-dir", str(data_dir)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, BIGML_TF_DEFAULTS="1")  # the tutorial script runs as the user's TensorFlow would
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if USER_ONEDNN is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = USER_ONEDNN
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"baseline failed: {proc.stderr.strip()[-500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
