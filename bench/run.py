@@ -1,7 +1,7 @@
 """`make bench`: measure the tutorial CNN against the hand-written Keras baseline and the cnn_cifar10
 recipe's throughput, write bench/throughput.json, and rewrite the README's throughput table.
 
-    python bench/run.py [--pairs 3]
+    python bench/run.py [--pairs 3] [--recipes tutorial_cnn_cifar10,cnn_cifar10]
 """
 
 import argparse
@@ -41,9 +41,11 @@ def table(results):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--recipes", default="tutorial_cnn_cifar10,cnn_cifar10",
+                    help="comma-separated; the tutorial CNN is paired with the baseline, others timed alone")
     a = ap.parse_args()
-    results = [bench("tutorial_cnn_cifar10", a.pairs, target=0.5),
-               bench("cnn_cifar10", 1, target=0.5, baseline=False)]
+    results = [bench(r, a.pairs, target=0.5) if r == "tutorial_cnn_cifar10" else bench(r, 1, target=0.5, baseline=False)
+               for r in a.recipes.split(",")]
     (ROOT / "bench" / "throughput.json").write_text(json.dumps(results, indent=2) + "\n")
     md = table(results)
     print(md)
