@@ -55,6 +55,13 @@ def bigml(*args):
     return proc.stdout
 
 
+def serving_signature(savedmodel):
+    """`saved_model_cli show --all`'s text from the serving_default signature on."""
+    shown = subprocess.run([str(BIN / "saved_model_cli"), "show", "--dir", str(savedmodel), "--all"],
+                           capture_output=True, text=True).stdout
+    return shown[shown.index("signature_def['serving_default']"):]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -87,9 +94,7 @@ def main():
         result = json.loads(fresh.stdout.strip().splitlines()[-1])
         print(f"3. fresh-process SavedModel vs Keras on {result['images']} test images: top-1 agreement "
               f"{result['top1_agreement']:.4f}, max |prob diff| {result['max_abs_diff']:.2e}")
-        shown = subprocess.run([str(BIN / "saved_model_cli"), "show", "--dir", str(out), "--all"],
-                               capture_output=True, text=True).stdout
-        sig = shown[shown.index("signature_def['serving_default']"):]
+        sig = serving_signature(out)
         ok = "DT_UINT8" in sig.split("outputs")[0]
         print(f"4. saved_model_cli: serving_default {'takes a uint8 image' if ok else 'has NO uint8 input'}: "
               + " ".join(line.strip() for line in sig.splitlines()[2:5]))
@@ -118,9 +123,7 @@ def check_text(run, info, data, data_dir, n=200):
         same = sum(a == b for a, b in zip(labels, served))
         print(f"2-3. {len(files)} raw test reviews: fresh-process SavedModel labels equal `bigml predict --file` "
               f"labels on {same}/{len(files)}")
-        shown = subprocess.run([str(BIN / "saved_model_cli"), "show", "--dir", str(out), "--all"],
-                               capture_output=True, text=True).stdout
-        sig = shown[shown.index("signature_def['serving_default']"):]
+        sig = serving_signature(out)
         print("4. saved_model_cli: serving_default " + " ".join(line.strip() for line in sig.splitlines()[2:5]))
 
 

@@ -78,9 +78,8 @@ def _baseline_once(data_dir, steps):
     if data_dir:
         cmd += ["--data-dir", str(data_dir)]
     env = dict(os.environ, BIGML_TF_DEFAULTS="1")  # the tutorial script runs as the user's TensorFlow would
-    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
-    if USER_ONEDNN is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = USER_ONEDNN
+    if USER_ONEDNN is None:  # bigml set it; a user's own value is already in os.environ and stays
+        env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"baseline failed: {proc.stderr.strip()[-500:]}")

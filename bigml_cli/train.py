@@ -201,6 +201,7 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
 
 def task_for(ds, t, augment, crop_padding):
     """What differs between classifiers and language models: loss, metric, model selection, data."""
+    steps = steps_per_epoch(len(ds.y_train), t.batch_size)  # y_train: labels, or a language model's window starts
     if ds.kind == "lm":
         if t.label_smoothing:
             raise UserError("train.label_smoothing applies to classifiers; set it to 0 for a language model")
@@ -208,14 +209,14 @@ def task_for(ds, t, augment, crop_padding):
         return SimpleNamespace(
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # nats per token
             metric=keras.metrics.SparseCategoricalAccuracy(name="accuracy"), monitor="val_loss", mode="min",
-            steps=steps_per_epoch(len(ds.y_train), t.batch_size),
+            steps=steps,
             train=lambda step=0, batch=t.batch_size, shard=None: lm_train_dataset(
                 ds.x_train, ds.y_train, length, batch, t.seed, step, shard),
             val=lm_eval_dataset(ds.x_val, ds.y_val, length, max(t.batch_size, 64)))
     return SimpleNamespace(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metric=keras.metrics.CategoricalAccuracy(name="accuracy"), monitor="val_accuracy", mode="max",
-        steps=steps_per_epoch(len(ds.y_train), t.batch_size),
+        steps=steps,
         train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
             ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard),
         val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256)))

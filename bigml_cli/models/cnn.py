@@ -7,7 +7,6 @@ most of the compute runs at low resolution; a global max-pool feeds the classifi
 from keras import layers
 
 from bigml_cli.errors import UserError
-
 from bigml_cli.models.base import MODELS, PatchWhitening, classifier_head, require
 
 
