@@ -50,6 +50,7 @@ class TrainConfig:
     deterministic: bool = False  # enable_op_determinism: bitwise-reproducible, somewhat slower
     steps_per_execution: int = 1
     test_time_flip: bool = False  # images: the saved model averages each image's and its mirror's predictions
+    test_time_translate: bool = False  # images: ... and those of copies shifted 1 pixel up-left and down-right
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at epoch ends and on SIGTERM)
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
 

@@ -21,7 +21,7 @@ from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_train_dat
                                      train_dataset)
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import lm_report, metrics_from_probs, predict_probs, save_lm_report, save_report
-from bigml_cli.models import adapt_to_data, build_model, with_flip_averaging
+from bigml_cli.models import adapt_to_data, build_model, with_test_time_augmentation
 
 
 class RichProgress(keras.callbacks.Callback):
@@ -368,8 +368,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         if not run_:
             return {"worker": "non-chief", "train_seconds": round(train_seconds, 1)}
         model.load_weights(run_.checkpoints / "best.weights.h5")  # model selection on validation accuracy
-        if t.test_time_flip and ds.kind == "image":
-            model = with_flip_averaging(model)
+        if (t.test_time_flip or t.test_time_translate) and ds.kind == "image":
+            model = with_test_time_augmentation(model, flip=t.test_time_flip, translate=t.test_time_translate)
         model.save(run_.model_file)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

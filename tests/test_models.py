@@ -61,14 +61,39 @@ def test_unknown_builder_parameter_lists_the_valid_ones():
 
 
 def test_flip_averaging_is_symmetric_and_survives_save(tmp_path):
-    from bigml_cli.models import with_flip_averaging
+    from bigml_cli.models import with_test_time_augmentation
 
-    model = with_flip_averaging(build_model({"name": "cnn", **SMALL["cnn"]}, IMAGE_INFO, num_classes=3))
+    model = with_test_time_augmentation(build_model({"name": "cnn", **SMALL["cnn"]}, IMAGE_INFO, num_classes=3))
     x = np.random.default_rng(1).integers(0, 256, (2, 12, 12, 3)).astype(np.uint8)
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(model(x[:, :, ::-1])), atol=1e-6)
     model.save(tmp_path / "m.keras")
     np.testing.assert_allclose(np.asarray(keras.models.load_model(tmp_path / "m.keras")(x)), np.asarray(model(x)),
                                atol=1e-6)
+
+
+def test_translate_shifts_with_reflected_edges():
+    from bigml_cli.models.base import Translate
+
+    x = np.arange(2 * 4 * 5 * 3).reshape(2, 4, 5, 3).astype(np.uint8)
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    np.testing.assert_array_equal(np.asarray(Translate(1, 1)(x)), padded[:, :4, :5])  # content moves down-right
+    np.testing.assert_array_equal(np.asarray(Translate(-1, -1)(x)), padded[:, 2:, 2:])
+    np.testing.assert_array_equal(np.asarray(Translate(-1, -1)(x))[:, :3, :4], x[:, 1:, 1:])
+
+
+def test_translate_averaging_uses_six_views_and_survives_save(tmp_path):
+    from bigml_cli.models import with_test_time_augmentation
+    from bigml_cli.models.base import Translate
+
+    inner = build_model({"name": "cnn", **SMALL["cnn"]}, IMAGE_INFO, num_classes=3)
+    model = with_test_time_augmentation(inner, flip=True, translate=True)
+    x = np.random.default_rng(1).integers(0, 256, (2, 12, 12, 3)).astype(np.uint8)
+    views = [x, np.asarray(Translate(-1, -1)(x)), np.asarray(Translate(1, 1)(x))]
+    views += [v[:, :, ::-1] for v in views]
+    expected = np.mean([np.asarray(inner(v)) for v in views], axis=0)
+    np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-6)
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(keras.models.load_model(tmp_path / "m.keras")(x)), expected, atol=1e-6)
 
 
 def test_gpt_is_causal():

@@ -3,7 +3,7 @@ classes, and returns class probabilities; its keyword parameters are the recipe'
 
 import keras
 
-from bigml_cli.models.base import MODELS, adapt_to_data, model_inputs, with_flip_averaging  # noqa: F401
+from bigml_cli.models.base import MODELS, adapt_to_data, model_inputs, with_test_time_augmentation  # noqa: F401
 from bigml_cli.models import cnn, gpt, mlp, rnn, transformer  # noqa: F401  (registers the builders)
 
 

@@ -58,6 +58,23 @@ class HorizontalFlip(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bigml")
+class Translate(layers.Layer):
+    """Shift images by (dy, dx) pixels (|dy|, |dx| <= 1), filling the edge by reflection; shape unchanged."""
+
+    def __init__(self, dy, dx, **kwargs):
+        super().__init__(**kwargs)
+        self.dy, self.dx = dy, dx
+
+    def call(self, images):
+        h, w = images.shape[1], images.shape[2]
+        padded = keras.ops.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
+        return padded[:, 1 - self.dy:1 - self.dy + h, 1 - self.dx:1 - self.dx + w, :]
+
+    def get_config(self):
+        return {**super().get_config(), "dy": self.dy, "dx": self.dx}
+
+
+@keras.saving.register_keras_serializable(package="bigml")
 class PatchWhitening(layers.Layer):
     """airbench's first layer: a frozen `patch` x `patch` conv (valid padding) whose filters whiten the
     training set's patches: the covariance's eigenvectors scaled by 1/sqrt(eigenvalue + eps), each with
@@ -109,12 +126,17 @@ def adapt_to_data(model, x_train, sample=10000):
             layer.adapt(features)
 
 
-def with_flip_averaging(model):
-    """Test-time augmentation: average the probabilities for each image and its mirror image."""
+def with_test_time_augmentation(model, flip=True, translate=False):
+    """Test-time augmentation (airbench's levels 1 and 2): average the probabilities over each image and
+    its mirror image (`flip`) and over copies shifted one pixel up-left and down-right (`translate`)."""
     inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")
-    probs = layers.Average(dtype="float32", name="probabilities")(
-        [model(inputs), model(HorizontalFlip(name="mirror")(inputs))])
-    return keras.Model(inputs, probs, name=f"{model.name}_flip_averaged")
+    views = [inputs]
+    if translate:
+        views += [Translate(-1, -1, name="shift_up_left")(inputs), Translate(1, 1, name="shift_down_right")(inputs)]
+    if flip:
+        views += [HorizontalFlip(name=f"mirror_{i}")(v) for i, v in enumerate(views)]
+    probs = layers.Average(dtype="float32", name="probabilities")([model(v) for v in views])
+    return keras.Model(inputs, probs, name=f"{model.name}_tta")
 
 
 @keras.saving.register_keras_serializable(package="bigml")
