@@ -36,7 +36,6 @@ def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs
     require(x, "cnn", "image", "'mlp' for tables, 'rnn' or 'transformer' for text")
     if stem == "whiten":
         x = PatchWhitening(stem_width // 2, name="whiten")(x)  # (batch, H - 1, W - 1, <= stem_width)
-        x = layers.Activation(activation)(x)  # as airbench: without it the +/- filter pairs are redundant
     elif stem == "conv":
         x = conv_bn(x, stem_width, activation, bn_momentum)  # (batch, H, W, stem_width)
     else:
