@@ -23,7 +23,7 @@ class DataConfig:
     target: str = ""  # CSV tables: the column to predict
     val_fraction: float = 0.1  # of train, held out for model selection
     test_fraction: float = 0.2  # for datasets that ship no test split
-    augment: str = "auto"  # auto (the dataset's choice) | none | crop_flip | shift
+    augment: str = "auto"  # auto (the dataset's choice) | none | crop_flip | crop_altflip | shift
     crop_padding: int = 4  # crop_flip and shift: pixels of padding before the random crop
     image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = the most common size
     vocab_size: int = 20000  # text: most frequent tokens of the training split (plus padding and unknown)
@@ -43,7 +43,13 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4  # decoupled
     warmup_epochs: float = 1.0
-    schedule: str = "cosine"  # cosine | constant (after warmup)
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    lr_start: float = 0.0  # learning rate at step 0, as a fraction of learning_rate (warmup rises from it)
+    lr_end: float = 0.0  # cosine and linear: the fraction of learning_rate the decay ends at
+    bias_lr_scale: float = 1.0  # sgd: multiplies the learning rate of BatchNorm offsets (airbench: 64)
+    decay_biases: bool = False  # weight decay also on biases and BatchNorm offsets (airbench decays all)
+    lookahead: bool = False  # airbench's lookahead EMA: from epoch 3, every 5 steps pull the weights toward
+    # their running average, which tightens as training ends
     label_smoothing: float = 0.0
     precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool = True  # XLA
@@ -56,10 +62,10 @@ class TrainConfig:
 
 
 CHOICES = {
-    "data.augment": ("auto", "none", "crop_flip", "shift"),
+    "data.augment": ("auto", "none", "crop_flip", "crop_altflip", "shift"),
     "data.tokens": ("words", "characters"),
     "train.optimizer": ("adamw", "sgd"),
-    "train.schedule": ("cosine", "constant"),
+    "train.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("float32", "mixed_float16", "mixed_bfloat16"),
     "train.strategy": ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker"),
 }

@@ -55,10 +55,11 @@ class RichProgress(keras.callbacks.Callback):
         self.progress.remove_task(self.task)
         logs = logs or {}
         seconds = time.perf_counter() - self.start
+        val = (f"  val_loss {logs['val_loss']:.4f}  val_acc {logs.get('val_accuracy', 0):.2%}"
+               if "val_loss" in logs else "")  # no validation split: training figures only
         self.console.print(
             f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.2%}"
-            f"  val_loss {logs.get('val_loss', 0):.4f}  val_acc {logs.get('val_accuracy', 0):.2%}"
-            f"  {self.steps * self.batch_size / seconds:,.0f} ex/s  {seconds:.1f}s")
+            f"{val}  {self.steps * self.batch_size / seconds:,.0f} ex/s  {seconds:.1f}s")
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -92,20 +93,97 @@ class StepTimer(keras.callbacks.Callback):
                 "steps_timed": len(timed)}
 
 
+@keras.saving.register_keras_serializable(package="bigml")
+class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
+    """airbench's triangle: linear from `start` to `peak` over `warmup` steps, then linear to `end` at `total`."""
+
+    def __init__(self, start, peak, end, warmup, total):
+        self.start, self.peak, self.end, self.warmup, self.total = start, peak, end, warmup, total
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        up = self.start + (self.peak - self.start) * step / max(self.warmup, 1)
+        down = self.peak + (self.end - self.peak) * (step - self.warmup) / max(self.total - self.warmup, 1)
+        return keras.ops.where(step < self.warmup, up, keras.ops.maximum(down, min(self.end, self.peak)))
+
+    def get_config(self):
+        return {"start": self.start, "peak": self.peak, "end": self.end, "warmup": self.warmup, "total": self.total}
+
+
+@keras.saving.register_keras_serializable(package="bigml")
+class ScaledSGD(keras.optimizers.SGD):
+    """SGD whose BatchNorm offsets (variables named `beta`) take `bias_scale` times the learning rate
+    (airbench's bias scaler). For SGD, scaling a gradient is scaling its learning rate."""
+
+    def __init__(self, *args, bias_scale=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bias_scale = bias_scale
+
+    def update_step(self, gradient, variable, learning_rate):
+        if variable.name.split(":")[0] == "beta":  # TensorFlow hands over its variable: "beta:0"
+            gradient = gradient * keras.ops.cast(self.bias_scale, gradient.dtype)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "bias_scale": self.bias_scale}
+
+
 def make_optimizer(t, steps_per_epoch):
-    """Optimizer with linear warmup then cosine decay (or constant) from the TrainConfig."""
+    """Optimizer with linear warmup then cosine or linear decay (or constant) from the TrainConfig."""
     total = t.epochs * steps_per_epoch
     warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), total - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else t.learning_rate, decay_steps=max(1, total - warmup),
-        alpha=0.0 if t.schedule == "cosine" else 1.0,
-        warmup_target=t.learning_rate if warmup else None, warmup_steps=warmup)
-    if t.optimizer == "sgd":
-        opt = keras.optimizers.SGD(schedule, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
+    if t.schedule == "linear":
+        schedule = WarmupLinear(t.lr_start * t.learning_rate, t.learning_rate, t.lr_end * t.learning_rate,
+                                warmup, total)
     else:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=t.lr_start * t.learning_rate if warmup else t.learning_rate,
+            decay_steps=max(1, total - warmup), alpha=t.lr_end if t.schedule == "cosine" else 1.0,
+            warmup_target=t.learning_rate if warmup else None, warmup_steps=warmup)
+    if t.optimizer == "sgd":
+        opt = ScaledSGD(schedule, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay,
+                        bias_scale=t.bias_lr_scale)
+    else:
+        if t.bias_lr_scale != 1.0:
+            raise UserError("train.bias_lr_scale applies to sgd; set it to 1 for adamw")
         opt = keras.optimizers.AdamW(schedule, weight_decay=t.weight_decay)
-    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])  # no decay on norms and biases
+    if not t.decay_biases:
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])  # no decay on norms and biases
     return opt
+
+
+class Lookahead(keras.callbacks.Callback):
+    """airbench's lookahead EMA: from `start_epoch` on, every `every` steps the weights (BatchNorm
+    statistics included) move to their exponential average, whose decay rises from 0 to
+    `base ** every` as (step / total) ** 3 (fast early, strong averaging at the end); each epoch ends
+    on the average. Its state lives in variables, so checkpoints carry it and resume is exact."""
+
+    def __init__(self, model, total_steps, steps_per_epoch, start_epoch=3, every=5, base=0.95, power=3.0):
+        super().__init__()
+        self.tracked = [w for w in model.weights if "float" in str(w.dtype)]
+        self.average = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False) for w in self.tracked]
+        self.started = tf.Variable(False, trainable=False)
+        self.total, self.start = total_steps, start_epoch * steps_per_epoch
+        self.every, self.base, self.power = every, base, power
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step < self.start or step % self.every:
+            return
+        if not bool(self.started.numpy()):
+            for a, w in zip(self.average, self.tracked):
+                a.assign(w)
+            self.started.assign(True)
+            return
+        decay = self.base ** self.every * (step / self.total) ** self.power
+        for a, w in zip(self.average, self.tracked):
+            a.assign(decay * a + (1 - decay) * w)
+            w.assign(a)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if bool(self.started.numpy()):
+            for a, w in zip(self.average, self.tracked):
+                w.assign(a)
 
 
 class StepCheckpoints(keras.callbacks.Callback):
@@ -308,9 +386,11 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
             }, indent=2))
         elif resume:
             run_ = runs.Run(Path(run_dir))
+        lookahead = t.lookahead and Lookahead(model, t.epochs * steps, steps)
         state = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                     # seed-generator states are not carried by the model object itself
-                                    non_trainable=[v.value for v in model.non_trainable_variables])
+                                    non_trainable=[v.value for v in model.non_trainable_variables],
+                                    **({"lookahead": lookahead.average + [lookahead.started]} if lookahead else {}))
         manager = run_ and tf.train.CheckpointManager(state, str(run_.checkpoints / "state"), max_to_keep=2)
         start_step = 0
         if resume:
@@ -333,6 +413,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         checkpoints = StepCheckpoints(manager, 0 if place.multi_worker else t.checkpoint_every)
         timer = StepTimer(min(t.batch_size, len(ds.y_train)), t.steps_per_execution)
         callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console), timer]
+        if lookahead:  # before the checkpoints, so they save the averaged weights at epoch ends
+            callbacks.append(lookahead)
         if run_:
             run_.checkpoints.mkdir(exist_ok=True)
             callbacks += [
@@ -367,7 +449,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         train_seconds = time.perf_counter() - start
         if not run_:
             return {"worker": "non-chief", "train_seconds": round(train_seconds, 1)}
-        model.load_weights(run_.checkpoints / "best.weights.h5")  # model selection on validation accuracy
+        # model selection on validation accuracy; without a validation split, the final weights
+        model.load_weights(run_.checkpoints / ("best.weights.h5" if has_val else "last.weights.h5"))
         if (t.test_time_flip or t.test_time_translate) and ds.kind == "image":
             model = with_test_time_augmentation(model, flip=t.test_time_flip, translate=t.test_time_translate)
         model.save(run_.model_file)

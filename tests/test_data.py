@@ -116,3 +116,27 @@ def test_truncated_file_is_a_user_error(mnist_dir):
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(UserError, match="mnist.npz is corrupt or truncated"):
         load_dataset(DataConfig(name="mnist"), mnist_dir)
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    """crop_altflip: an image mirrored in one epoch is not in the next (and vice versa), and about half
+    of the images are mirrored in the first epoch."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 5, 5, 1)).astype(np.uint8)  # asymmetric: mirrored != original
+    ds, steps = train_dataset(x, np.zeros(64, int), 2, 16, seed=0, augment="crop_altflip", crop_padding=0)
+    batches = [bx.numpy() for bx, _ in ds.take(3 * steps)]
+    flipped = []
+    for epoch in range(3):
+        images = np.concatenate(batches[epoch * steps:(epoch + 1) * steps])
+        mirrored = {}
+        for img in images:
+            for i in range(64):
+                if np.array_equal(img, x[i]):
+                    mirrored[i] = False
+                elif np.array_equal(img, x[i][:, ::-1]):
+                    mirrored[i] = True
+        assert len(mirrored) == 64  # every image once per epoch, mirrored or not
+        flipped.append(np.array([mirrored[i] for i in range(64)]))
+    assert 16 < flipped[0].sum() < 48
+    np.testing.assert_array_equal(flipped[1], ~flipped[0])
+    np.testing.assert_array_equal(flipped[2], flipped[0])

@@ -128,3 +128,29 @@ def test_patch_whitening_stem_decorrelates_patches_and_survives_save_and_load(tm
     np.testing.assert_allclose(again(x[:4]), model(x[:4]), atol=1e-6)
     with pytest.raises(UserError, match="model.stem must be"):
         build_model({"name": "cnn", "stem": "patch"}, IMAGE_INFO, 5)
+
+
+def test_dirac_init_starts_convs_as_the_identity_on_their_first_filters():
+    from bigml_cli.models.base import Dirac
+
+    keras.utils.set_random_seed(0)
+    w = np.asarray(Dirac()((3, 3, 4, 6)))
+    x = np.random.default_rng(0).normal(size=(1, 5, 5, 4)).astype(np.float32)
+    y = np.asarray(keras.ops.conv(x, w, padding="same"))
+    np.testing.assert_allclose(y[..., :4], x, atol=1e-6)  # first min(in, out) filters: identity
+    rest = w[..., 4:]
+    assert np.abs(rest).max() <= 1 / np.sqrt(3 * 3 * 4) + 1e-6 and rest.std() > 0  # PyTorch's default bound
+
+
+def test_airbench_cnn_options_build_and_scale_logits():
+    options = {**SMALL["cnn"], "init": "dirac", "bn_scale": False, "stem_activation": True,
+               "pool_padding": "valid", "logit_scale": 0.5, "head_bias": False}
+    model = build_model({"name": "cnn", **options}, IMAGE_INFO, num_classes=3)
+    names = [v.path for v in model.trainable_variables]
+    assert not any(n.endswith("gamma") for n in names) and not any("logits/bias" in n for n in names)
+    logits = keras.Model(model.inputs, model.get_layer("logits").output)
+    x = np.random.default_rng(1).integers(0, 256, (2, 12, 12, 3)).astype(np.uint8)
+    expected = keras.ops.softmax(0.5 * logits(x))
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(expected), atol=1e-6)
+    with pytest.raises(UserError, match="model.init"):
+        build_model({"name": "cnn", **SMALL["cnn"], "init": "he"}, IMAGE_INFO, 3)

@@ -104,3 +104,21 @@ def test_resume_refuses_a_changed_config_and_a_corrupt_checkpoint(tmp_path, cli)
     assert_user_error(cli("train", "--resume", run_dir), "is corrupt")
     assert config.read_text() == original and (run_dir / "run.json").exists()
     assert_user_error(cli("train", "mlp", "--resume", run_dir), "give no model")
+
+
+def test_resume_with_lookahead_is_exact(tmp_path):
+    """The lookahead average is part of the checkpoint: kill after it started, resume, same weights."""
+    args = [*TINY, "train.lookahead=true"]  # epochs of 40 steps; the average starts at step 120 (epoch 3)
+    args = [a.replace("train.epochs=3", "train.epochs=4") for a in args]
+    ref = subprocess.run([BIGML, *args, "--run-dir", str(tmp_path / "ref")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    proc = start([*args, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, 133)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    want, got = weights(tmp_path / "ref/checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name

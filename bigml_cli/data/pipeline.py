@@ -27,6 +27,7 @@ def random_crop(images, seed, padding, mode, flip):
     """Per-image random crop of `padding`-padded images (and a horizontal flip), vectorized over the batch.
 
     images: (batch, height, width, channels) uint8
+    flip: False, True (each image mirrored with probability 1/2), or a (batch,) bool tensor: which to mirror
     """
     b, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
     padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode=mode)
@@ -35,16 +36,19 @@ def random_crop(images, seed, padding, mode, flip):
     cols = offsets[1][:, None] + tf.range(w)[None, :]  # (batch, width)
     out = tf.gather(padded, rows, axis=1, batch_dims=1)  # (batch, height, width + 2p, channels)
     out = tf.gather(out, cols, axis=2, batch_dims=1)  # (batch, height, width, channels)
-    if flip:
-        do_flip = tf.random.stateless_uniform((b, 1, 1, 1), seed + [0, 1]) < 0.5
-        out = tf.where(do_flip, tf.reverse(out, axis=[2]), out)
+    if flip is True:
+        flip = tf.random.stateless_uniform((b,), seed + [0, 1]) < 0.5
+    if flip is not False:
+        out = tf.where(flip[:, None, None, None], tf.reverse(out, axis=[2]), out)
     return out
 
 
 AUGMENTATIONS = {
     "none": None,
-    "crop_flip": lambda x, seed, p: random_crop(x, seed, p, "REFLECT", flip=True),  # CIFAR
-    "shift": lambda x, seed, p: random_crop(x, seed, p, "CONSTANT", flip=False),  # digits: no flips
+    "crop_flip": lambda x, seed, p, flips: random_crop(x, seed, p, "REFLECT", flip=True),  # CIFAR
+    # airbench's alternating flip: each image mirrored in every other epoch (a random half in the first)
+    "crop_altflip": lambda x, seed, p, flips: random_crop(x, seed, p, "REFLECT", flip=flips),
+    "shift": lambda x, seed, p, flips: random_crop(x, seed, p, "CONSTANT", flip=False),  # digits: no flips
 }
 
 
@@ -72,11 +76,15 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
     batch_size = min(batch_size, n)
     xs, ys = _to_tensors(x), tf.constant(y)
     augment_fn = AUGMENTATIONS[augment]
+    first_flips = tf.random.stateless_uniform((n,), [seed, 1]) < 0.5  # crop_altflip: epoch 1's mirrored half
+    epoch_steps = steps_per_epoch(n, batch_size * (shard[0] if shard else 1))
 
     def make_batch(step, idx):
         inputs = _gather(xs, idx)
         if augment_fn is not None:
-            inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding)
+            odd_epoch = (step // epoch_steps) % 2 == 1
+            flips = tf.not_equal(tf.gather(first_flips, idx), odd_epoch)  # (batch,) bool
+            inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding, flips)
         return inputs, tf.one_hot(tf.gather(ys, idx), num_classes)
 
     ds = index_stream(n, batch_size, seed, start_step, shard)

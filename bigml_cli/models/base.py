@@ -196,9 +196,35 @@ def require(x, model, needs, instead):
         raise UserError(f"model '{model}' needs {needs} data; use {instead}")
 
 
-def classifier_head(x, num_classes, dropout=0.0):
-    """Dropout, a dense layer and a float32 softmax (kept in float32 under mixed precision)."""
+def classifier_head(x, num_classes, dropout=0.0, use_bias=True, logit_scale=1.0, kernel_initializer="glorot_uniform"):
+    """Dropout, a dense layer (its logits times `logit_scale`) and a float32 softmax (kept in float32
+    under mixed precision)."""
     if dropout:
         x = layers.Dropout(dropout)(x)
-    x = layers.Dense(num_classes, name="logits")(x)
+    x = layers.Dense(num_classes, use_bias=use_bias, kernel_initializer=kernel_initializer, name="logits")(x)
+    if logit_scale != 1.0:
+        x = layers.Rescaling(logit_scale, name="logit_scale")(x)
     return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+@keras.saving.register_keras_serializable(package="bigml")
+class Dirac(keras.initializers.Initializer):
+    """airbench's conv init: PyTorch's default scale (uniform, variance 1 / (3 fan_in)), then the first
+    min(in, out) filters set to the identity, so each conv starts as an implicit residual connection.
+    shape: (kernel height, kernel width, in channels, out channels)."""
+
+    def __init__(self, seed=None):
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        w = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=self.seed)(shape, dtype)
+        kh, kw, cin, cout = shape
+        k = min(cin, cout)
+        identity = np.zeros(shape, np.float32)
+        identity[kh // 2, kw // 2, np.arange(k), np.arange(k)] = 1.0
+        keep = np.ones(shape, np.float32)
+        keep[..., :k] = 0.0  # the first k filters are the identity alone
+        return w * keep + keras.ops.cast(identity, w.dtype)
+
+    def get_config(self):
+        return {"seed": self.seed}

@@ -4,23 +4,28 @@ Each stage is conv -> max-pool -> BN -> act -> conv -> BN -> act, halving the re
 most of the compute runs at low resolution; a global max-pool feeds the classifier.
 """
 
+import keras
 from keras import layers
 
 from bigml_cli.errors import UserError
-from bigml_cli.models.base import MODELS, PatchWhitening, classifier_head, require
+from bigml_cli.models.base import MODELS, Dirac, PatchWhitening, classifier_head, require
+
+INITS = ("glorot", "dirac")
 
 
-def conv_bn(x, width, activation, bn_momentum, pool=False):
-    x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+def conv_bn(x, width, activation, bn_momentum, pool=False, init="glorot", bn_scale=True, pool_padding="same"):
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False,
+                      kernel_initializer=Dirac() if init == "dirac" else "glorot_uniform")(x)
     if pool:
-        x = layers.MaxPooling2D(2, padding="same")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5)(x)
+        x = layers.MaxPooling2D(2, padding=pool_padding)(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, scale=bn_scale)(x)
     return layers.Activation(activation)(x)
 
 
 @MODELS.register
 def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs_per_stage=2, dropout=0.0,
-        activation="gelu", bn_momentum=0.9):
+        activation="gelu", bn_momentum=0.9, bn_scale=True, init="glorot", stem_activation=False, pool_padding="same",
+        logit_scale=1.0, head_bias=True):
     """Convolutional classifier for images.
 
     Args:
@@ -32,20 +37,35 @@ def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs
         dropout: dropout before the classifier.
         activation: Keras activation name.
         bn_momentum: BatchNormalization moving-average momentum (lower adapts faster in short runs).
+        bn_scale: BatchNormalization learns a scale (airbench: no, only the offset).
+        init: conv and classifier weights: "glorot" (Keras' default) or "dirac" (airbench: PyTorch's
+            default scale, each conv starting as the identity on its first filters).
+        stem_activation: the activation also after the whitening stem (airbench: yes).
+        pool_padding: "same" or "valid" (airbench: odd sizes round down, 31 -> 15 -> 7 -> 3).
+        logit_scale: multiplies the logits (airbench: 1/9).
+        head_bias: the classifier's dense layer has a bias (airbench: no).
     """
     require(x, "cnn", "image", "'mlp' for tables, 'rnn' or 'transformer' for text")
+    if init not in INITS or pool_padding not in ("same", "valid"):
+        raise UserError(f"model.init must be one of {', '.join(INITS)} and model.pool_padding 'same' or 'valid'; "
+                        f"got '{init}', '{pool_padding}'")
+    block = dict(activation=activation, bn_momentum=bn_momentum, init=init, bn_scale=bn_scale)
     if stem == "whiten":
         x = PatchWhitening(stem_width // 2, name="whiten")(x)  # (batch, H - 1, W - 1, <= stem_width)
+        if stem_activation:
+            x = layers.Activation(activation)(x)
     elif stem == "conv":
-        x = conv_bn(x, stem_width, activation, bn_momentum)  # (batch, H, W, stem_width)
+        x = conv_bn(x, stem_width, **block)  # (batch, H, W, stem_width)
     else:
         raise UserError(f"model.stem must be 'conv' or 'whiten', got '{stem}'")
     for width in widths:
-        x = conv_bn(x, width, activation, bn_momentum, pool=True)  # (batch, H/2, W/2, width)
+        x = conv_bn(x, width, pool=True, pool_padding=pool_padding, **block)  # (batch, H/2, W/2, width)
         for _ in range(convs_per_stage - 1):
-            x = conv_bn(x, width, activation, bn_momentum)
+            x = conv_bn(x, width, **block)
     x = layers.GlobalMaxPooling2D()(x)  # (batch, widths[-1])
-    return classifier_head(x, num_classes, dropout)
+    head_init = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform") if init == "dirac" else "glorot_uniform"
+    return classifier_head(x, num_classes, dropout, use_bias=head_bias, logit_scale=logit_scale,
+                           kernel_initializer=head_init)
 
 
 @MODELS.register
