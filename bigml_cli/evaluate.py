@@ -111,7 +111,7 @@ def load_model(run):
     import bigml_cli.models  # noqa: F401  (registers the custom layers)
 
     try:
-        return keras.models.load_model(run.model_file)
+        return keras.models.load_model(run.model_file, compile=False)  # inference only: no optimizer state
     except Exception as e:
         raise UserError(f"{run.model_file} could not be loaded ({type(e).__name__}); it is corrupt: "
                         "train the run again") from None
