@@ -154,3 +154,22 @@ def test_airbench_cnn_options_build_and_scale_logits():
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(expected), atol=1e-6)
     with pytest.raises(UserError, match="model.init"):
         build_model({"name": "cnn", **SMALL["cnn"], "init": "he"}, IMAGE_INFO, 3)
+
+
+def test_saved_tta_model_with_its_compiled_inner_model_loads_in_a_fresh_process(tmp_path):
+    """The TTA wrapper nests the trained (compiled) model, whose config names bigml's optimizer and
+    schedule: `import bigml_cli.models` must be enough to load it."""
+    import subprocess
+    import sys
+
+    from bigml_cli.config import TrainConfig
+    from bigml_cli.models import with_test_time_augmentation
+    from bigml_cli.optim import make_optimizer
+
+    inner = build_model({"name": "cnn", **SMALL["cnn"]}, IMAGE_INFO, num_classes=3)
+    t = TrainConfig(optimizer="sgd", schedule="linear", bias_lr_scale=4.0, epochs=2)
+    inner.compile(optimizer=make_optimizer(t, steps_per_epoch=3), loss="categorical_crossentropy")
+    with_test_time_augmentation(inner, flip=True).save(tmp_path / "m.keras")
+    code = f"import keras, bigml_cli.models; keras.models.load_model({str(tmp_path / 'm.keras')!r}); print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-1500:]

@@ -7,7 +7,8 @@ import pytest
 
 from bigml_cli.config import TrainConfig
 from bigml_cli.errors import UserError
-from bigml_cli.train import Lookahead, WarmupLinear, make_optimizer
+from bigml_cli.optim import WarmupLinear, make_optimizer
+from bigml_cli.train import Lookahead
 
 
 def test_linear_schedule_rises_then_falls_to_its_end_fractions():

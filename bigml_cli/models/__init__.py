@@ -5,6 +5,7 @@ import keras
 
 from bigml_cli.models.base import MODELS, adapt_to_data, model_inputs, with_test_time_augmentation  # noqa: F401
 from bigml_cli.models import cnn, gpt, mlp, rnn, transformer  # noqa: F401  (registers the builders)
+from bigml_cli import optim  # noqa: F401  (registers the optimizer that a saved TTA model's inner model names)
 
 
 def build_model(model_cfg: dict, input_info: dict, num_classes: int):
