@@ -110,17 +110,18 @@ class Lookahead(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
-        if step < self.start or step % self.every:
-            return
-        if not bool(self.started.numpy()):
-            for a, w in zip(self.average, self.tracked):
-                a.assign(w)
-            self.started.assign(True)
-            return
-        decay = self.base ** self.every * (step / self.total) ** self.power
-        for a, w in zip(self.average, self.tracked):
-            a.assign(decay * a + (1 - decay) * w)
-            w.assign(a)
+        if step >= self.start and step % self.every == 0:
+            if bool(self.started.numpy()):
+                decay = self.base ** self.every * (step / self.total) ** self.power
+                for a, w in zip(self.average, self.tracked):
+                    a.assign(decay * a + (1 - decay) * w)
+                    w.assign(a)
+            else:
+                for a, w in zip(self.average, self.tracked):
+                    a.assign(w)
+                self.started.assign(True)
+        if batch + 1 == (self.params or {}).get("steps"):
+            self.on_epoch_end(None)  # the epoch's last step: validation then sees the average, as saved
 
     def on_epoch_end(self, epoch, logs=None):
         if bool(self.started.numpy()):

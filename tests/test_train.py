@@ -60,3 +60,22 @@ def test_lookahead_pulls_weights_to_their_running_average():
     kernel.assign(np.zeros((2, 1), np.float32))
     look.on_epoch_end(1)
     assert float(np.asarray(kernel)[0, 0]) == pytest.approx(decay * 4.0 + (1 - decay) * 10.0)  # epoch ends on it
+
+
+def test_lookahead_ends_the_epoch_on_its_average_at_the_last_step():
+    """So that validation, run before on_epoch_end, scores the weights that the checkpoint saves."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    look = Lookahead(model, total_steps=10, steps_per_epoch=2, start_epoch=1, every=2)
+    look.set_model(model)
+    look.set_params({"steps": 3})
+    kernel = model.layers[0].kernel
+    model.optimizer.iterations.assign(2)
+    kernel.assign(np.full((2, 1), 4.0, np.float32))
+    look.on_train_batch_end(0)  # the average starts at 4
+    model.optimizer.iterations.assign(3)
+    kernel.assign(np.full((2, 1), 9.0, np.float32))
+    look.on_train_batch_end(1)  # not the last step: untouched
+    assert float(np.asarray(kernel)[0, 0]) == 9.0
+    look.on_train_batch_end(2)  # the last of 3 steps
+    assert float(np.asarray(kernel)[0, 0]) == 4.0
