@@ -31,6 +31,8 @@ def test_overrides_are_typed_and_applied():
     assert cfg.train.epochs == 3 and cfg.model["hidden_units"] == [8, 4]
     assert cfg.train.learning_rate == 1.0 and isinstance(cfg.train.learning_rate, float)
     assert cfg.data.augment == "none"
+    cfg = config.load("mlp", "mnist", overrides=["train.weight_decay=1e-12"])  # YAML: a string; still a number
+    assert cfg.train.weight_decay == 1e-12
 
 
 @pytest.mark.parametrize("override, message", [

@@ -143,11 +143,12 @@ def test_dirac_init_starts_convs_as_the_identity_on_their_first_filters():
 
 
 def test_airbench_cnn_options_build_and_scale_logits():
-    options = {**SMALL["cnn"], "init": "dirac", "bn_scale": False, "stem_activation": True,
+    options = {**SMALL["cnn"], "init": "dirac", "bn_scale": False, "bn_epsilon": 1e-12, "stem_activation": True,
                "pool_padding": "valid", "logit_scale": 0.5, "head_bias": False}
     model = build_model({"name": "cnn", **options}, IMAGE_INFO, num_classes=3)
     names = [v.path for v in model.trainable_variables]
     assert not any(n.endswith("gamma") for n in names) and not any("logits/bias" in n for n in names)
+    assert {layer.epsilon for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)} == {1e-12}
     logits = keras.Model(model.inputs, model.get_layer("logits").output)
     x = np.random.default_rng(1).integers(0, 256, (2, 12, 12, 3)).astype(np.uint8)
     expected = keras.ops.softmax(0.5 * logits(x))

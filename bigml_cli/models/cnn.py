@@ -13,18 +13,19 @@ from bigml_cli.models.base import MODELS, Dirac, PatchWhitening, classifier_head
 INITS = ("glorot", "dirac")
 
 
-def conv_bn(x, width, activation, bn_momentum, pool=False, init="glorot", bn_scale=True, pool_padding="same"):
+def conv_bn(x, width, activation, bn_momentum, pool=False, init="glorot", bn_scale=True, pool_padding="same",
+            bn_epsilon=1e-5):
     x = layers.Conv2D(width, 3, padding="same", use_bias=False,
                       kernel_initializer=Dirac() if init == "dirac" else "glorot_uniform")(x)
     if pool:
         x = layers.MaxPooling2D(2, padding=pool_padding)(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, scale=bn_scale)(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, scale=bn_scale)(x)
     return layers.Activation(activation)(x)
 
 
 @MODELS.register
 def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs_per_stage=2, dropout=0.0,
-        activation="gelu", bn_momentum=0.9, bn_scale=True, init="glorot", stem_activation=False, pool_padding="same",
+        activation="gelu", bn_momentum=0.9, bn_epsilon=1e-5, bn_scale=True, init="glorot", stem_activation=False, pool_padding="same",
         logit_scale=1.0, head_bias=True):
     """Convolutional classifier for images.
 
@@ -37,6 +38,8 @@ def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs
         dropout: dropout before the classifier.
         activation: Keras activation name.
         bn_momentum: BatchNormalization moving-average momentum (lower adapts faster in short runs).
+        bn_epsilon: added to the batch variance (airbench: 1e-12; weight decay shrinks the conv weights,
+            and with them the variance, far below 1e-5).
         bn_scale: BatchNormalization learns a scale (airbench: no, only the offset).
         init: conv and classifier weights: "glorot" (Keras' default) or "dirac" (airbench: PyTorch's
             default scale, each conv starting as the identity on its first filters).
@@ -49,7 +52,7 @@ def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs
     if init not in INITS or pool_padding not in ("same", "valid"):
         raise UserError(f"model.init must be one of {', '.join(INITS)} and model.pool_padding 'same' or 'valid'; "
                         f"got '{init}', '{pool_padding}'")
-    block = dict(activation=activation, bn_momentum=bn_momentum, init=init, bn_scale=bn_scale)
+    block = dict(activation=activation, bn_momentum=bn_momentum, init=init, bn_scale=bn_scale, bn_epsilon=bn_epsilon)
     if stem == "whiten":
         x = PatchWhitening(stem_width // 2, name="whiten")(x)  # (batch, H - 1, W - 1, <= stem_width)
         if stem_activation:
