@@ -107,12 +107,21 @@ class Lookahead(keras.callbacks.Callback):
         self.started = tf.Variable(False, trainable=False)
         self.total, self.start = total_steps, start_epoch * steps_per_epoch
         self.every, self.base, self.power = every, base, power
+        self.last = None  # the step of the previous call
+
+    def on_train_begin(self, logs=None):
+        self.last = int(self.model.optimizer.iterations.numpy())  # 0, or the step a resumed run starts at
 
     def on_train_batch_end(self, batch, logs=None):
+        # With steps_per_execution k this runs every k steps: every multiple of `every` passed since the
+        # last call counts, n of them pulling as one lerp with decay ** n.
         step = int(self.model.optimizer.iterations.numpy())
-        if step >= self.start and step % self.every == 0:
+        last = step - 1 if self.last is None else self.last
+        self.last = step
+        crossed = step // self.every - max(last, self.start - 1) // self.every
+        if step >= self.start and crossed > 0:
             if bool(self.started.numpy()):
-                decay = self.base ** self.every * (step / self.total) ** self.power
+                decay = (self.base ** self.every * (step / self.total) ** self.power) ** crossed
                 for a, w in zip(self.average, self.tracked):
                     a.assign(decay * a + (1 - decay) * w)
                     w.assign(a)

@@ -79,3 +79,19 @@ def test_lookahead_ends_the_epoch_on_its_average_at_the_last_step():
     assert float(np.asarray(kernel)[0, 0]) == 9.0
     look.on_train_batch_end(2)  # the last of 3 steps
     assert float(np.asarray(kernel)[0, 0]) == 4.0
+
+
+def test_lookahead_counts_every_average_step_passed_when_called_every_few_steps():
+    """Under steps_per_execution k the callback runs every k steps; the pulls it passed still count."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
+    look = Lookahead(model, total_steps=10, steps_per_epoch=2, start_epoch=1, every=2, base=0.5, power=1.0)
+    look.set_model(model)
+    look.on_train_begin()
+    kernel = model.layers[0].kernel
+    for step, value in [(3, 4.0), (6, 10.0)]:  # called at steps 3 and 6, as with steps_per_execution 3
+        model.optimizer.iterations.assign(step)
+        kernel.assign(np.full((2, 1), value, np.float32))
+        look.on_train_batch_end(step - 1)
+    decay = (0.5 ** 2 * (6 / 10)) ** 2  # steps 4 and 6 passed: two pulls
+    assert float(np.asarray(kernel)[0, 0]) == pytest.approx(decay * 4.0 + (1 - decay) * 10.0)
