@@ -140,3 +140,19 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
     assert 16 < flipped[0].sum() < 48
     np.testing.assert_array_equal(flipped[1], ~flipped[0])
     np.testing.assert_array_equal(flipped[2], flipped[0])
+
+
+def test_alternating_flip_alternates_per_pass_when_batches_straddle_epochs():
+    """72 images in batches of 16: batches cross pass boundaries, and each image's k-th appearance in
+    the stream is still mirrored exactly when its first was not, for odd k."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (72, 5, 5, 1)).astype(np.uint8)
+    ds, _ = train_dataset(x, np.zeros(72, int), 2, 16, seed=3, augment="crop_altflip", crop_padding=0)
+    seen = {i: [] for i in range(72)}
+    for bx, _ in ds.take(18):  # 288 images: every image 4 times
+        for img in bx.numpy():
+            i = next(i for i in range(72) if np.array_equal(img, x[i]) or np.array_equal(img, x[i][:, ::-1]))
+            seen[i].append(not np.array_equal(img, x[i]))
+    for i, mirrored in seen.items():
+        assert len(mirrored) == 4
+        assert mirrored == [mirrored[0], not mirrored[0]] * 2, f"image {i}: {mirrored}"

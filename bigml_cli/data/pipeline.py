@@ -77,13 +77,17 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
     xs, ys = _to_tensors(x), tf.constant(y)
     augment_fn = AUGMENTATIONS[augment]
     first_flips = tf.random.stateless_uniform((n,), [seed, 1]) < 0.5  # crop_altflip: epoch 1's mirrored half
-    epoch_steps = steps_per_epoch(n, batch_size * (shard[0] if shard else 1))
 
     def make_batch(step, idx):
         inputs = _gather(xs, idx)
         if augment_fn is not None:
-            odd_epoch = (step // epoch_steps) % 2 == 1
-            flips = tf.not_equal(tf.gather(first_flips, idx), odd_epoch)  # (batch,) bool
+            # Each example's pass over the data, from its place in the shuffled stream (batches straddle
+            # passes when the batch size does not divide n): mirrored in every other pass.
+            place = step * batch_size + tf.range(batch_size, dtype=tf.int64)
+            if shard:
+                place = place * shard[0] + shard[1]  # the worker's examples are every workers-th of the stream
+            odd_pass = (place // n) % 2 == 1
+            flips = tf.not_equal(tf.gather(first_flips, idx), odd_pass)  # (batch,) bool
             inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding, flips)
         return inputs, tf.one_hot(tf.gather(ys, idx), num_classes)
 
