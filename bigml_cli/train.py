@@ -118,8 +118,9 @@ class Lookahead(keras.callbacks.Callback):
         step = int(self.model.optimizer.iterations.numpy())
         last = step - 1 if self.last is None else self.last
         self.last = step
+        # multiples of `every` in (max(last, start - 1), step]: none before the start
         crossed = step // self.every - max(last, self.start - 1) // self.every
-        if step >= self.start and crossed > 0:
+        if crossed > 0:
             if bool(self.started.numpy()):
                 decay = (self.base ** self.every * (step / self.total) ** self.power) ** crossed
                 for a, w in zip(self.average, self.tracked):

@@ -81,7 +81,7 @@ def test_every_recipe_builds_its_model_at_full_size(name):
     raw = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())
     cfg = config.load(raw["model"]["name"], recipe=name)
     d = cfg.data
-    if d.name in ("imdb",):
+    if d.name == "imdb":
         info, classes, x = {"kind": "text", "vocab": ["good", "bad"], "sequence_length": d.sequence_length,
                             "tokens": d.tokens}, 2, np.array(["a good film", ""])
     elif d.name == "tinyshakespeare":
