@@ -48,8 +48,13 @@ class TrainConfig:
     lr_end: float = 0.0  # cosine and linear: the fraction of learning_rate the decay ends at
     bias_lr_scale: float = 1.0  # sgd: multiplies the learning rate of BatchNorm offsets (airbench: 64)
     decay_biases: bool = False  # weight decay also on biases and BatchNorm offsets (airbench decays all)
-    lookahead: bool = False  # airbench's lookahead EMA: from epoch 3, every 5 steps pull the weights toward
-    # their running average, which tightens as training ends
+    lookahead: bool = False  # airbench's lookahead EMA: from an epoch on, every few steps pull the weights
+    # toward their running average, which tightens as training ends
+    lookahead_start_epoch: int = 3  # the epoch the averaging starts at (airbench: 3)
+    lookahead_every: int = 5  # steps between pulls (airbench: 5)
+    lookahead_decay: float = 0.95  # per step: a pull keeps decay ** every x (step / total) ** 3 of the average
+    whiten_bias_epochs: int = 0  # model.stem whiten: its bias trains this many epochs, then stays (airbench:
+    # 3); 0: it trains throughout
     label_smoothing: float = 0.0
     precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool = True  # XLA
@@ -69,7 +74,10 @@ CHOICES = {
     "train.precision": ("float32", "mixed_float16", "mixed_bfloat16"),
     "train.strategy": ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker"),
 }
-POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate", "train.steps_per_execution")
+POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",
+            "train.steps_per_execution", "train.lookahead_every")
+NON_NEGATIVE = ("train.lookahead_start_epoch", "train.whiten_bias_epochs")
+FRACTION = ("train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
 
 
 @dataclass
@@ -132,6 +140,10 @@ def check_value(key, value, default):
         raise unknown(f"value for {key}", value, CHOICES[key])
     if key in POSITIVE and value <= 0:
         raise UserError(f"{key} must be positive, got {value!r}")
+    if key in NON_NEGATIVE and value < 0:
+        raise UserError(f"{key} must be 0 or more, got {value!r}")
+    if key in FRACTION and not 0 <= value <= 1:
+        raise UserError(f"{key} must be from 0 to 1, got {value!r}")
     return value
 
 

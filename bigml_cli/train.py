@@ -21,7 +21,7 @@ from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_train_dat
                                      train_dataset)
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import lm_report, metrics_from_probs, predict_probs, save_lm_report, save_report
-from bigml_cli.models import adapt_to_data, build_model, with_test_time_augmentation
+from bigml_cli.models import adapt_to_data, build_model, whitening_biases, with_test_time_augmentation
 from bigml_cli.optim import make_optimizer
 
 
@@ -137,6 +137,26 @@ class Lookahead(keras.callbacks.Callback):
         if bool(self.started.numpy()):
             for a, w in zip(self.average, self.tracked):
                 w.assign(a)
+
+
+class FreezeAfter(keras.callbacks.Callback):
+    """From optimizer step `step` on, the optimizer no longer changes `variables` (airbench trains the
+    whitening stem's bias for its first 3 epochs only): each step's change to them, weight decay and
+    momentum included, is undone at the step's end. Callbacks after this one (the lookahead) still move
+    them, as airbench's does. Exact with steps_per_execution 1; with k > 1, they are put back every k
+    steps. Holds no state between steps, so resume stays exact."""
+
+    def __init__(self, variables, step):
+        super().__init__()
+        self.variables, self.step, self.saved = list(variables), step, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        frozen = int(self.model.optimizer.iterations.numpy()) >= self.step
+        self.saved = [v.numpy() for v in self.variables] if frozen else None
+
+    def on_train_batch_end(self, batch, logs=None):
+        for v, value in zip(self.variables, self.saved or ()):
+            v.assign(value)
 
 
 class StepCheckpoints(keras.callbacks.Callback):
@@ -326,6 +346,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                 jit_compile=t.jit_compile and ds.kind in ("image", "lm") and place.replicas == 1,
                 steps_per_execution=t.steps_per_execution)
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
+        # a user error, so before the run directory exists
+        freeze = t.whiten_bias_epochs and FreezeAfter(whitening_biases(model), t.whiten_bias_epochs * steps)
         run_ = None
         if not resume and place.is_chief:  # only the chief writes a run directory
             run_ = runs.create(run_dir or runs.default_run_dir(cfg.model["name"], cfg.data.name), overwrite)
@@ -339,7 +361,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
             }, indent=2))
         elif resume:
             run_ = runs.Run(Path(run_dir))
-        lookahead = t.lookahead and Lookahead(model, t.epochs * steps, steps)
+        lookahead = t.lookahead and Lookahead(model, t.epochs * steps, steps, t.lookahead_start_epoch,
+                                              t.lookahead_every, t.lookahead_decay)
         state = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                     # seed-generator states are not carried by the model object itself
                                     non_trainable=[v.value for v in model.non_trainable_variables],
@@ -366,6 +389,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         checkpoints = StepCheckpoints(manager, 0 if place.multi_worker else t.checkpoint_every)
         timer = StepTimer(min(t.batch_size, len(ds.y_train)), t.steps_per_execution)
         callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console), timer]
+        if freeze:  # before the lookahead, which still moves what the optimizer may not
+            callbacks.append(freeze)
         if lookahead:  # before the checkpoints, so they save the averaged weights at epoch ends
             callbacks.append(lookahead)
         if run_:

@@ -134,6 +134,8 @@ def test_unknown_model_dataset_and_recipe_key(cli, tmp_path):
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epochs=1.5"),
                       "train.epochs must be an integer")
     assert_user_error(cli("config", "mlp", "--dataset", "digits", "--recipe", "nope"), "shipped recipe")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.whiten_bias_epochs=1"),
+                      "train.whiten_bias_epochs applies to models with the whitening stem")
     assert not Path("runs").exists() or not list(Path("runs").glob("mlp-mnsit*"))
 
 

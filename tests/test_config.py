@@ -40,6 +40,8 @@ def test_overrides_are_typed_and_applied():
     ("train.epochs=three", "train.epochs must be an integer, got 'three'"),
     ("train.epochs=0", "train.epochs must be positive"),
     ("train.nesterov=3", "train.nesterov must be true or false"),
+    ("train.lookahead_decay=1.5", "train.lookahead_decay must be from 0 to 1, got 1.5"),
+    ("train.whiten_bias_epochs=-1", "train.whiten_bias_epochs must be 0 or more, got -1"),
     ("model.dropuot=0.1", "unknown recipe key 'model.dropuot' (did you mean 'dropout'?)"),
     ("trian.epochs=3", "unknown recipe section 'trian' (did you mean 'train'?)"),
     ("train.optimizer=adam", "unknown value for train.optimizer 'adam' (did you mean 'adamw'?)"),

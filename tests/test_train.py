@@ -1,5 +1,5 @@
 """Optimizer pieces borrowed from airbench: the triangle schedule, the BatchNorm-offset learning-rate
-scale, and the lookahead EMA (exact resume with it is in test_resume.py)."""
+scale, the lookahead EMA and the whitening bias's freeze (exact resume with it is in test_resume.py)."""
 
 import keras
 import numpy as np
@@ -8,7 +8,8 @@ import pytest
 from bigml_cli.config import TrainConfig
 from bigml_cli.errors import UserError
 from bigml_cli.optim import WarmupLinear, make_optimizer
-from bigml_cli.train import Lookahead
+from bigml_cli.models.base import PatchWhitening
+from bigml_cli.train import FreezeAfter, Lookahead
 
 
 def test_linear_schedule_rises_then_falls_to_its_end_fractions():
@@ -95,3 +96,25 @@ def test_lookahead_counts_every_average_step_passed_when_called_every_few_steps(
         look.on_train_batch_end(step - 1)
     decay = (0.5 ** 2 * (6 / 10)) ** 2  # steps 4 and 6 passed: two pulls
     assert float(np.asarray(kernel)[0, 0]) == pytest.approx(decay * 4.0 + (1 - decay) * 10.0)
+
+
+def test_frozen_whitening_bias_stops_moving_while_the_rest_trains():
+    """airbench's whitening bias trains for its first epochs only: from the freeze step on, momentum and
+    weight decay no longer move it either, while the other weights keep training."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 3))
+    white = PatchWhitening(2)
+    head = keras.layers.Dense(2)
+    model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(white(inputs))))
+    model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9, weight_decay=0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 6, 6, 3)).astype(np.float32), rng.integers(0, 2, 16)
+    biases, kernels = [], []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: (
+        biases.append(np.array(white.bias)), kernels.append(np.array(head.kernel))))
+    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0, callbacks=[FreezeAfter([white.bias], 4), record])
+    assert len(biases) == 8
+    assert all(not np.array_equal(a, b) for a, b in zip(biases[:4], biases[1:4]))  # steps 1-4 train it
+    assert all(np.array_equal(b, biases[3]) for b in biases[4:])  # from step 5 on it stays
+    assert all(not np.array_equal(a, b) for a, b in zip(kernels[3:], kernels[4:]))  # the head still trains

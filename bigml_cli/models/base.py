@@ -126,6 +126,15 @@ def adapt_to_data(model, x_train, sample=10000):
             layer.adapt(features)
 
 
+def whitening_biases(model):
+    """The biases of the model's PatchWhitening layers (for train.whiten_bias_epochs)."""
+    found = [layer.bias for layer in model.layers if isinstance(layer, PatchWhitening)]
+    if not found:
+        raise UserError("train.whiten_bias_epochs applies to models with the whitening stem (model.stem: whiten);"
+                        " set it to 0")
+    return found
+
+
 def with_test_time_augmentation(model, flip=True, translate=False):
     """Test-time augmentation (airbench's levels 1 and 2): average the probabilities over each image and
     its mirror image (`flip`) and over copies shifted one pixel up-left and down-right (`translate`)."""
