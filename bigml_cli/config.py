@@ -46,7 +46,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | linear | constant (after warmup)
     lr_start: float = 0.0  # learning rate at step 0, as a fraction of learning_rate (warmup rises from it)
     lr_end: float = 0.0  # cosine and linear: the fraction of learning_rate the decay ends at
-    bias_lr_scale: float = 1.0  # sgd: multiplies the learning rate of BatchNorm offsets (airbench: 64)
+    bias_lr_scale: float = 1.0  # sgd: multiplies the learning rate of norm offsets, `beta` (airbench: 64)
     decay_biases: bool = False  # weight decay also on biases and BatchNorm offsets (airbench decays all)
     lookahead: bool = False  # airbench's lookahead EMA: from an epoch on, every few steps pull the weights
     # toward their running average, which tightens as training ends

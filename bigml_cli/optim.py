@@ -25,8 +25,9 @@ class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
 
 @keras.saving.register_keras_serializable(package="bigml")
 class ScaledSGD(keras.optimizers.SGD):
-    """SGD whose BatchNorm offsets (variables named `beta`) take `bias_scale` times the learning rate
-    (airbench's bias scaler). For SGD, scaling a gradient is scaling its learning rate."""
+    """SGD whose normalization offsets (variables named `beta`: BatchNorm's, and LayerNorm's where a model
+    has them) take `bias_scale` times the learning rate (airbench's bias scaler, for BatchNorm). For SGD,
+    scaling a gradient is scaling its learning rate."""
 
     def __init__(self, *args, bias_scale=1.0, **kwargs):
         super().__init__(*args, **kwargs)

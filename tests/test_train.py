@@ -118,3 +118,19 @@ def test_frozen_whitening_bias_stops_moving_while_the_rest_trains():
     assert all(not np.array_equal(a, b) for a, b in zip(biases[:4], biases[1:4]))  # steps 1-4 train it
     assert all(np.array_equal(b, biases[3]) for b in biases[4:])  # from step 5 on it stays
     assert all(not np.array_equal(a, b) for a, b in zip(kernels[3:], kernels[4:]))  # the head still trains
+
+
+def test_training_with_whiten_bias_epochs_freezes_the_stem_bias_after_them(cifar_dir, tmp_path):
+    """Through `bigml train`'s own loop: the stem's bias moves during epoch 1 and not after it."""
+    from bigml_cli import config, train
+
+    cfg = config.load("cnn", "cifar10", recipe="cnn_cifar10_fast", overrides=[
+        "model.widths=[4,8,8]", "train.epochs=2", "train.batch_size=40", "train.whiten_bias_epochs=1",
+        "train.lookahead=false", "train.test_time_translate=false", "train.test_time_flip=false"])
+    biases = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: biases.append(
+        np.array(record.model.get_layer("whiten").bias)))
+    train.run(cfg, run_dir=tmp_path / "run", data_root=cifar_dir, extra_callbacks=[record])
+    assert len(biases) == 10  # 200 images in batches of 40, twice
+    assert not np.array_equal(biases[3], biases[4])  # epoch 1 trains it
+    assert all(np.array_equal(b, biases[4]) for b in biases[5:])  # epoch 2 does not
