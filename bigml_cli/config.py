@@ -76,8 +76,11 @@ CHOICES = {
 }
 POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",
             "train.steps_per_execution", "train.lookahead_every")
-NON_NEGATIVE = ("train.lookahead_start_epoch", "train.whiten_bias_epochs")
-FRACTION = ("train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
+NON_NEGATIVE = ("data.crop_padding", "train.steps_per_epoch", "train.weight_decay", "train.warmup_epochs",
+                "train.lr_start", "train.lr_end", "train.bias_lr_scale", "train.lookahead_start_epoch",
+                "train.whiten_bias_epochs", "train.checkpoint_every")
+FRACTION = ("train.momentum", "train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
+SHARE = ("data.val_fraction", "data.test_fraction", "model.dropout")  # from 0 to below 1
 
 
 @dataclass
@@ -144,6 +147,8 @@ def check_value(key, value, default):
         raise UserError(f"{key} must be 0 or more, got {value!r}")
     if key in FRACTION and not 0 <= value <= 1:
         raise UserError(f"{key} must be from 0 to 1, got {value!r}")
+    if key in SHARE and not 0 <= value < 1:
+        raise UserError(f"{key} must be from 0 to below 1, got {value!r}")
     return value
 
 

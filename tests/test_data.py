@@ -44,6 +44,11 @@ def test_digits_ships_with_scikit_learn():
     assert ds.x_train.shape[1:] == (8, 8, 1) and len(ds.y_test) == 359 and ds.x_train.max() > 200
 
 
+def test_a_split_that_leaves_nothing_to_train_on_is_a_user_error():
+    with pytest.raises(UserError, match="holding out 0.9999 of 1438 examples leaves none to train on"):
+        load_dataset(DataConfig(name="digits", val_fraction=0.9999, test_fraction=0.2))
+
+
 def test_split_is_seeded_and_disjoint(mnist_dir):
     a = load_dataset(DataConfig(name="mnist"), mnist_dir)
     b = load_dataset(DataConfig(name="mnist"), mnist_dir)

@@ -62,6 +62,9 @@ def split(x, y, fraction, seed):
     n = length(x)
     order = np.random.default_rng(seed).permutation(n)
     k = int(round(n * fraction))
+    if n and k >= n:
+        raise UserError(f"holding out {fraction:g} of {n} examples leaves none to train on; lower "
+                        "data.val_fraction or data.test_fraction")
     held, rest = np.sort(order[:k]), np.sort(order[k:])
     return take(x, rest), y[rest], take(x, held), y[held]
 
