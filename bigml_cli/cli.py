@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ star
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bigml_cli.errors import Interrupted, UserError
@@ -47,10 +48,10 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USER)
         except Interrupted as e:
-            err.print(f"[bold yellow]interrupted:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold yellow]interrupted:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code)
         except (typer.Exit, typer.Abort):
             raise
@@ -60,8 +61,8 @@ def handle_errors(fn):
         except Exception as e:
             if os.environ.get("BIGML_DEBUG"):
                 raise
-            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (set BIGML_DEBUG=1 for the traceback)",
-                      highlight=False, soft_wrap=True)
+            err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
+                      "(set BIGML_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERNAL)
 
     return wrapper
@@ -231,13 +232,13 @@ def generate(
 @handle_errors
 def export(
     run: str = typer.Argument(..., help="Run directory."),
-    fmt: str = typer.Option("savedmodel", "--format", help="Export format: savedmodel."),
+    fmt: str = typer.Option("savedmodel", "--format", help="Export format: savedmodel | onnx | litert."),
     out_dir: Optional[str] = typer.Option(None, "--out", help="Target folder [default: RUN/export/FORMAT]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing target."),
     data_dir: Optional[str] = DataDir,
     as_json: bool = Json,
 ):
-    """Export a SavedModel taking raw inputs; it is reloaded and checked against the Keras model."""
+    """Export a SavedModel, ONNX or LiteRT model taking raw inputs; it is reloaded and checked against Keras."""
     from bigml_cli.export import export as run_export
 
     result = run_export(run, fmt, out_dir, overwrite, data_dir)

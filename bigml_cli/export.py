@@ -1,5 +1,10 @@
-"""Export a run as a SavedModel that takes raw inputs, then reload it and check it against Keras."""
+"""Export a run for serving (SavedModel, ONNX or LiteRT), then reload it and check it against Keras.
 
+Every format takes the raw inputs `bigml predict` takes: a uint8 image batch, token ids for language
+models; SavedModel also takes raw strings and table columns, which ONNX and LiteRT graphs cannot hold.
+"""
+
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -9,15 +14,19 @@ import tensorflow as tf
 
 from bigml_cli import runs
 from bigml_cli.data import load_dataset
-from bigml_cli.errors import UserError
+from bigml_cli.errors import UserError, unknown
 from bigml_cli.evaluate import load_model, predict_probs
 
-FORMATS = ("savedmodel",)
-TOLERANCE = 1e-4  # max |probability difference| between the SavedModel and the Keras model
+FORMATS = ("savedmodel", "onnx", "litert")
+FILES = {"onnx": "model.onnx", "litert": "model.tflite"}  # the artifact inside the export folder
+NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai_edge_litert",)}  # modules: pip install 'bigml[FORMAT]'
+NAMES = {"savedmodel": "SavedModel", "onnx": "ONNX model", "litert": "LiteRT model"}
+NUMERIC_KINDS = ("image", "lm")  # what ONNX and LiteRT can take
+TOLERANCE = 1e-4  # max |probability difference| between the export and the Keras model
 
 
 class ExportMismatch(RuntimeError):
-    """The reloaded SavedModel disagrees with the Keras model: an internal failure, not a user error."""
+    """The reloaded export disagrees with the Keras model: an internal failure, not a user error."""
 
 
 def input_signature(info):
@@ -32,60 +41,170 @@ def input_signature(info):
              for c in info["columns"]}]
 
 
+def output_name(info):
+    return "logits" if info["kind"] == "lm" else "probabilities"  # logits: (batch, seq, vocab), next token
+
+
+def check_format(fmt, info):
+    """Refuse, as a user error, a format this run's inputs or this installation cannot export to."""
+    if fmt == "savedmodel":
+        return
+    if info["kind"] not in NUMERIC_KINDS:
+        raise UserError(f"{fmt} export takes image and language models; this {info['kind']} model reads raw "
+                        f"{'strings' if info['kind'] == 'text' else 'table columns'} inside its graph, which "
+                        f"{NAMES[fmt]}s cannot hold: export it with --format savedmodel")
+    missing = [m for m in NEEDS[fmt] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"{fmt} export needs {', '.join(missing)}; install them with: pip install 'bigml[{fmt}]'")
+
+
+def serving_function(model, info):
+    """The forward pass on raw inputs as a concrete function, its output named as in the SavedModel."""
+    fn = tf.function(lambda inputs: {output_name(info): model(inputs, training=False)}, autograph=False)
+    return fn.get_concrete_function(*input_signature(info))
+
+
 def write_savedmodel(model, info, path):
     import keras
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    output = "logits" if info["kind"] == "lm" else "probabilities"  # logits: (batch, seq, vocab), next token
-    archive.add_endpoint("serving_default", lambda inputs: {output: model(inputs, training=False)},
+    archive.add_endpoint("serving_default", lambda inputs: {output_name(info): model(inputs, training=False)},
                          input_signature=input_signature(info))
     archive.write_out(str(path), verbose=False)
     if info["kind"] == "lm":  # what a client needs to decode the logits (TF Serving's assets.extra)
-        (Path(path) / "assets.extra").mkdir(exist_ok=True)
-        (Path(path) / "assets.extra" / "vocab.json").write_text(json.dumps(
-            {"vocab": info["vocab"], "tokens": info["tokens"], "sequence_length": info["sequence_length"]}))
+        write_vocab(info, Path(path) / "assets.extra")
 
 
-def verify(path, model, info, x):
-    """Reload the SavedModel and compare its probabilities with the Keras model's on real inputs."""
+def write_vocab(info, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(
+        {"vocab": info["vocab"], "tokens": info["tokens"], "sequence_length": info["sequence_length"]}))
+
+
+def write_onnx(model, info, path):
+    """tf2onnx on the frozen graph: Keras' own ONNX export leaves constants captured by layers (the
+    Normalization layer's mean and variance) as extra graph inputs, which ONNX Runtime then demands."""
+    import tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(serving_function(model, info))
+    Path(path).mkdir(parents=True)
+    tf2onnx.convert.from_graph_def(without_erfc(frozen.graph.as_graph_def()),
+                                   input_names=[t.name for t in frozen.inputs],
+                                   output_names=[t.name for t in frozen.outputs],
+                                   output_path=str(Path(path) / FILES["onnx"]))
+    if info["kind"] == "lm":
+        write_vocab(info, Path(path))
+
+
+def without_erfc(graph_def):
+    """TensorFlow's exact GELU computes erfc, which ONNX lacks (tf2onnx passes it through, and ONNX
+    Runtime then refuses the model): rewrite each erfc(x) as 1 - erf(x)."""
+    for node in [n for n in graph_def.node if n.op == "Erfc"]:
+        dtype = node.attr["T"].type
+        erf = graph_def.node.add(name=f"{node.name}/erf", op="Erf", input=[node.input[0]])
+        erf.attr["T"].type = dtype
+        one = graph_def.node.add(name=f"{node.name}/one", op="Const")
+        one.attr["dtype"].type = dtype
+        one.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(1.0, dtype=tf.as_dtype(dtype)))
+        node.op = "Sub"
+        node.input[:] = [one.name, erf.name]
+    return graph_def
+
+
+def write_litert(model, info, path):
+    """Converted from the SavedModel, as Keras' own LiteRT export does: converting the concrete function
+    directly gave a model whose every output was NaN (the tutorial CNN on MNIST, TF 2.21)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as saved:
+        write_savedmodel(model, info, saved)
+        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"]).convert()
+    Path(path).mkdir(parents=True)
+    (Path(path) / FILES["litert"]).write_bytes(flatbuffer)
+    if info["kind"] == "lm":
+        write_vocab(info, Path(path))
+
+
+WRITERS = {"savedmodel": write_savedmodel, "onnx": write_onnx, "litert": write_litert}
+
+
+def savedmodel_runner(path, info):
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    if info["kind"] in ("image", "text", "lm"):
+        key = {"image": "image", "text": "text", "lm": "tokens"}[info["kind"]]
+        return lambda batch: serve(**{key: tf.constant(batch)})[output_name(info)].numpy()
+    return lambda batch: serve(**{k: tf.constant(v) for k, v in batch.items()})[output_name(info)].numpy()
+
+
+def onnx_runner(path, info):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(Path(path) / FILES["onnx"]), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+def litert_runner(path, info):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(Path(path) / FILES["litert"]))
+    source, = interpreter.get_input_details()
+    target = interpreter.get_output_details()[0]["index"]
+
+    def run(batch):
+        interpreter.resize_tensor_input(source["index"], batch.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source["index"], batch)
+        interpreter.invoke()
+        return interpreter.get_tensor(target).copy()
+
+    return run
+
+
+RUNNERS = {"savedmodel": savedmodel_runner, "onnx": onnx_runner, "litert": litert_runner}
+
+
+def batches(x, size=256):
+    if isinstance(x, dict):
+        n = len(next(iter(x.values())))
+        return [{k: v[i:i + size] for k, v in x.items()} for i in range(0, n, size)]
+    return [x[i:i + size] for i in range(0, len(x), size)]
+
+
+def verify(path, model, info, x, fmt="savedmodel"):
+    """Reload the export and compare its outputs with the Keras model's on real inputs."""
+    run = RUNNERS[fmt](path, info)
+    got = np.concatenate([run(batch) for batch in batches(x)])
+    what = f"exported {NAMES[fmt]} disagrees with the Keras model"
     if info["kind"] == "lm":
         expected = np.asarray(model(x, training=False))
-        got = serve(tokens=tf.constant(x))["logits"].numpy()
         diff = float(np.abs(got - expected).max())
         agree = float((got.argmax(-1) == expected.argmax(-1)).mean())
         if diff > TOLERANCE * max(1.0, float(np.abs(expected).max())) or agree < 1.0:
-            raise ExportMismatch(f"exported SavedModel disagrees with the Keras model: max |logit diff| "
-                                 f"{diff:.2e}, next-token agreement {agree:.2%}; the export was removed")
+            raise ExportMismatch(f"{what}: max |logit diff| {diff:.2e}, next-token agreement {agree:.2%}; "
+                                 "the export was removed")
         return {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(x))}
     expected = predict_probs(model, x)
-    if info["kind"] in ("image", "text"):
-        got = np.concatenate([serve(**{info["kind"]: tf.constant(x[i:i + 256])})["probabilities"].numpy()
-                              for i in range(0, len(x), 256)])
-    else:
-        n = len(next(iter(x.values())))
-        got = np.concatenate([serve(**{k: tf.constant(v[i:i + 256]) for k, v in x.items()})["probabilities"].numpy()
-                              for i in range(0, n, 256)])
     diff = float(np.abs(got - expected).max())
     agree = float((got.argmax(1) == expected.argmax(1)).mean())
     if diff > TOLERANCE or agree < 1.0:
-        raise ExportMismatch(f"exported SavedModel disagrees with the Keras model: max |diff| {diff:.2e}, "
-                             f"top-1 agreement {agree:.2%}; the export was removed")
+        raise ExportMismatch(f"{what}: max |diff| {diff:.2e}, top-1 agreement {agree:.2%}; the export was removed")
     return {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(expected))}
 
 
 def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None, check_examples=1000):
-    """`bigml export`: write the SavedModel atomically (to a temporary folder, then renamed)."""
+    """`bigml export`: write the export atomically (to a temporary folder, then renamed) once it matches
+    the Keras model on up to `check_examples` real inputs."""
     if fmt not in FORMATS:
-        from bigml_cli.errors import unknown
-
         raise unknown("export format", fmt, FORMATS)
     run = runs.open_run(run_path)
     out = Path(out) if out else run.default_export(fmt)
     if out.exists() and not overwrite:
         raise UserError(f"export target {out} already exists; pass --out elsewhere or --overwrite to replace it")
     info = run.info["input"]
+    check_format(fmt, info)
     model = load_model(run)
     ds = load_dataset(run.config.data, data_root)  # real inputs to check the export against
     x = ds.x_test
@@ -100,12 +219,13 @@ def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        write_savedmodel(model, info, tmp)
-        check = verify(tmp, model, info, x)
+        WRITERS[fmt](model, info, tmp)
+        check = verify(tmp, model, info, x, fmt)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    return {"path": str(out), "format": fmt, **check}
+    artifact = {"file": str(out / FILES[fmt])} if fmt in FILES else {}
+    return {"path": str(out), "format": fmt, **artifact, **check}

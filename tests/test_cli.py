@@ -103,6 +103,57 @@ print(json.dumps({{"diff": float(abs(got - want).max()), "agree": float((got.arg
     assert_user_error(cli("export", run_dir, "--out", out), "already exists", "--overwrite")
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "litert"])
+def test_export_onnx_and_litert_take_raw_images_and_match_keras(cli, digits_run, tmp_path, fmt):
+    import keras
+
+    from bigml_cli.config import DataConfig
+    from bigml_cli.data import load_dataset
+
+    run_dir, _ = digits_run
+    result = cli("export", run_dir, "--format", fmt, "--out", tmp_path / fmt, "--json")
+    assert result.exit_code == 0, result.text
+    check = json.loads(result.stdout)
+    assert check["top1_agreement"] == 1.0 and check["checked_examples"] == 359
+    x = load_dataset(DataConfig(name="digits")).x_test[:50]
+    assert x.dtype == np.uint8
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(check["file"], providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=check["file"])
+        source = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(source, x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source, x)
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    want = keras.models.load_model(run_dir / "model.keras").predict(x, verbose=0)
+    assert got.shape == (50, 10) and np.abs(got - want).max() <= 1e-4
+
+
+def test_export_formats_a_run_or_install_cannot_take_are_user_errors(cli, digits_run, tmp_path, monkeypatch):
+    import importlib.util
+
+    from bigml_cli import export as export_mod
+    from bigml_cli.errors import UserError
+
+    run_dir, _ = digits_run
+    assert_user_error(cli("export", run_dir, "--format", "tflite"), "unknown export format 'tflite'", "litert")
+    assert_user_error(cli("export", tmp_path / "run[old]"), "run[old] does not exist")  # printed as is, not markup
+    with pytest.raises(UserError, match="export it with --format savedmodel"):
+        export_mod.check_format("onnx", {"kind": "text"})
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a))
+    assert_user_error(cli("export", run_dir, "--format", "onnx", "--out", tmp_path / "x"), "needs tf2onnx",
+                      "pip install 'bigml[onnx]'")
+    assert not (tmp_path / "x").exists()
+
+
 def test_export_refuses_a_mismatching_model(digits_run, tmp_path, monkeypatch):
     from bigml_cli import export as export_mod
 
