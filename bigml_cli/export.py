@@ -90,10 +90,15 @@ def write_onnx(model, info, path):
 
     frozen = convert_variables_to_constants_v2(serving_function(model, info))
     Path(path).mkdir(parents=True)
-    tf2onnx.convert.from_graph_def(without_erfc(frozen.graph.as_graph_def()),
-                                   input_names=[t.name for t in frozen.inputs],
-                                   output_names=[t.name for t in frozen.outputs],
-                                   output_path=str(Path(path) / FILES["onnx"]))
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel("ERROR")  # tf2onnx calls TF1 graph utilities, each of which warns it is deprecated
+    try:
+        tf2onnx.convert.from_graph_def(without_erfc(frozen.graph.as_graph_def()),
+                                       input_names=[t.name for t in frozen.inputs],
+                                       output_names=[t.name for t in frozen.outputs],
+                                       output_path=str(Path(path) / FILES["onnx"]))
+    finally:
+        logger.setLevel(level)
     if info["kind"] == "lm":
         write_vocab(info, Path(path))
 
