@@ -1,7 +1,7 @@
 """Export a run for serving (SavedModel, ONNX or LiteRT), then reload it and check it against Keras.
 
 Every format takes the raw inputs `bigml predict` takes: a uint8 image batch, token ids for language
-models; SavedModel also takes raw strings and table columns, which ONNX and LiteRT graphs cannot hold.
+models. Only the SavedModel takes raw strings (text models) and one input per table column.
 """
 
 import importlib.util
@@ -20,7 +20,7 @@ from bigml_cli.evaluate import load_model, predict_probs
 FORMATS = ("savedmodel", "onnx", "litert")
 FILES = {"onnx": "model.onnx", "litert": "model.tflite"}  # the artifact inside the export folder
 NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai_edge_litert",)}  # modules: pip install 'bigml[FORMAT]'
-NAMES = {"savedmodel": "SavedModel", "onnx": "ONNX model", "litert": "LiteRT model"}
+NAMES = {"savedmodel": "SavedModel", "onnx": "ONNX model", "litert": "LiteRT model"}  # for messages
 NUMERIC_KINDS = ("image", "lm")  # what ONNX and LiteRT can take
 TOLERANCE = 1e-4  # max |probability difference| between the export and the Keras model
 
@@ -50,9 +50,9 @@ def check_format(fmt, info):
     if fmt == "savedmodel":
         return
     if info["kind"] not in NUMERIC_KINDS:
-        raise UserError(f"{fmt} export takes image and language models; this {info['kind']} model reads raw "
-                        f"{'strings' if info['kind'] == 'text' else 'table columns'} inside its graph, which "
-                        f"{NAMES[fmt]}s cannot hold: export it with --format savedmodel")
+        takes = "raw strings" if info["kind"] == "text" else "one input per table column"
+        raise UserError(f"{fmt} export takes image and language models (one numeric tensor in); this "
+                        f"{info['kind']} model takes {takes}: export it with --format savedmodel")
     missing = [m for m in NEEDS[fmt] if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"{fmt} export needs {', '.join(missing)}; install them with: pip install 'bigml[{fmt}]'")
