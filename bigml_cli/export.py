@@ -58,10 +58,13 @@ def check_format(fmt, info):
         raise UserError(f"{fmt} export needs {', '.join(missing)}; install them with: pip install 'bigml[{fmt}]'")
 
 
+def forward(model, info):
+    """The forward pass on raw inputs, its output named: what every format serves."""
+    return lambda inputs: {output_name(info): model(inputs, training=False)}
+
+
 def serving_function(model, info):
-    """The forward pass on raw inputs as a concrete function, its output named as in the SavedModel."""
-    fn = tf.function(lambda inputs: {output_name(info): model(inputs, training=False)}, autograph=False)
-    return fn.get_concrete_function(*input_signature(info))
+    return tf.function(forward(model, info), autograph=False).get_concrete_function(*input_signature(info))
 
 
 def write_savedmodel(model, info, path):
@@ -69,14 +72,12 @@ def write_savedmodel(model, info, path):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", lambda inputs: {output_name(info): model(inputs, training=False)},
-                         input_signature=input_signature(info))
+    archive.add_endpoint("serving_default", forward(model, info), input_signature=input_signature(info))
     archive.write_out(str(path), verbose=False)
-    if info["kind"] == "lm":  # what a client needs to decode the logits (TF Serving's assets.extra)
-        write_vocab(info, Path(path) / "assets.extra")
 
 
 def write_vocab(info, folder):
+    """What a client needs to decode a language model's logits."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(
         {"vocab": info["vocab"], "tokens": info["tokens"], "sequence_length": info["sequence_length"]}))
@@ -99,8 +100,6 @@ def write_onnx(model, info, path):
                                        output_path=str(Path(path) / FILES["onnx"]))
     finally:
         logger.setLevel(level)
-    if info["kind"] == "lm":
-        write_vocab(info, Path(path))
 
 
 def without_erfc(graph_def):
@@ -128,8 +127,6 @@ def write_litert(model, info, path):
         flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serving_default"]).convert()
     Path(path).mkdir(parents=True)
     (Path(path) / FILES["litert"]).write_bytes(flatbuffer)
-    if info["kind"] == "lm":
-        write_vocab(info, Path(path))
 
 
 WRITERS = {"savedmodel": write_savedmodel, "onnx": write_onnx, "litert": write_litert}
@@ -137,10 +134,10 @@ WRITERS = {"savedmodel": write_savedmodel, "onnx": write_onnx, "litert": write_l
 
 def savedmodel_runner(path, info):
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    if info["kind"] in ("image", "text", "lm"):
-        key = {"image": "image", "text": "text", "lm": "tokens"}[info["kind"]]
-        return lambda batch: serve(**{key: tf.constant(batch)})[output_name(info)].numpy()
-    return lambda batch: serve(**{k: tf.constant(v) for k, v in batch.items()})[output_name(info)].numpy()
+    spec, = input_signature(info)  # a table's is a dict of columns, named as its batches are
+    if isinstance(spec, dict):
+        return lambda batch: serve(**{k: tf.constant(v) for k, v in batch.items()})[output_name(info)].numpy()
+    return lambda batch: serve(**{spec.name: tf.constant(batch)})[output_name(info)].numpy()
 
 
 def onnx_runner(path, info):
@@ -225,6 +222,8 @@ def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         WRITERS[fmt](model, info, tmp)
+        if info["kind"] == "lm":  # the SavedModel's goes where TF Serving looks: assets.extra
+            write_vocab(info, tmp / "assets.extra" if fmt == "savedmodel" else tmp)
         check = verify(tmp, model, info, x, fmt)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
