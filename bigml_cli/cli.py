@@ -349,8 +349,10 @@ def list_rows(what, runs_root="runs"):
         from bigml_cli.data import DATASETS
 
         return [{"dataset": n, "description": DATASETS.doc(n)} for n in DATASETS.names()] + [
-            {"dataset": "PATH/", "description": "an image folder: one sub-folder per class, optional train/ test/"},
-            {"dataset": "FILE.csv", "description": "a CSV table; --target COLUMN names the class column"}]
+            {"dataset": "PATH/", "description": "a folder with one sub-folder per class of images or .txt files, "
+                                                "optional train/ test/"},
+            {"dataset": "FILE.csv", "description": "a CSV table; --target COLUMN names the class column"},
+            {"dataset": "FILE.txt", "description": "a UTF-8 corpus for language models (e.g. gpt)"}]
     if what == "recipes":
         import yaml
 

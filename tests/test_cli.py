@@ -167,7 +167,8 @@ def test_export_refuses_a_mismatching_model(digits_run, tmp_path, monkeypatch):
 
 def test_list_and_config_commands(cli, digits_run):
     assert "cnn" in cli("list", "models").stdout
-    assert "cifar10" in cli("list", "datasets").stdout
+    datasets = cli("list", "datasets").stdout
+    assert "cifar10" in datasets and "FILE.csv" in datasets and "FILE.txt" in datasets
     assert "cnn_cifar10" in cli("list", "recipes").stdout
     runs = json.loads(cli("list", "runs", "--runs-root", digits_run[0].parent, "--json").stdout)["runs"]
     assert runs[0]["model"] == "mlp" and runs[0]["test_accuracy"] > 0.85
@@ -180,7 +181,9 @@ def test_list_and_config_commands(cli, digits_run):
 
 def test_unknown_model_dataset_and_recipe_key(cli, tmp_path):
     assert_user_error(cli("train", "resnet", "--dataset", "digits"), "unknown model 'resnet'")
-    assert_user_error(cli("train", "mlp", "--dataset", "mnsit"), "unknown dataset 'mnsit'", "did you mean 'mnist'")
+    assert_user_error(cli("train", "mlp", "--dataset", "mnsit"), "unknown dataset 'mnsit'", "did you mean 'mnist'",
+                      ".txt corpus")
+    assert_user_error(cli("train", "gpt", "--dataset", tmp_path / "corpus.txt"), "corpus.txt does not exist")
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epoch=1"), "did you mean 'epochs'")
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epochs=1.5"),
                       "train.epochs must be an integer")

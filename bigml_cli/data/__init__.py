@@ -1,4 +1,4 @@
-"""Datasets registered by name; a folder or a .csv file given as the dataset name works too.
+"""Datasets registered by name; a folder, a .csv table or a .txt corpus given as the dataset name works too.
 
 Every loader returns a `Dataset` of in-memory NumPy arrays with train/val/test splits; the tf.data
 steps they share live in pipeline.py.
@@ -10,6 +10,9 @@ from pathlib import Path
 from bigml_cli.data.base import DATASETS, Dataset, data_dir  # noqa: F401
 from bigml_cli.data import images, table, text  # noqa: F401  (registers the datasets)
 from bigml_cli.errors import UserError, did_you_mean
+
+
+WHAT_PATHS = "give a folder of images or .txt files (one sub-folder per class), a .csv table or a .txt corpus"
 
 
 def load_dataset(cfg, data_root=None):
@@ -29,8 +32,8 @@ def load_dataset(cfg, data_root=None):
     if path.is_dir():
         return text.load_text_folder(path, cfg) if text.is_text_folder(path) else images.load_image_folder(path, cfg)
     if os.sep in name or path.suffix:
-        raise UserError(f"dataset path {name} does not exist; give an image folder or a .csv file")
+        raise UserError(f"dataset path {name} does not exist; {WHAT_PATHS}")
     raise UserError(
         f"unknown dataset '{name}'{did_you_mean(name, DATASETS.names())}; choose one of: "
-        f"{', '.join(DATASETS.names())}, or give an image folder or a .csv file"
+        f"{', '.join(DATASETS.names())}; or {WHAT_PATHS}"
     )
