@@ -36,7 +36,7 @@ def _quiet_tensorflow_import():
 
 EXIT_USER, EXIT_INTERNAL = 2, 1
 
-DataDir = typer.Option(None, "--data-dir", help="Dataset folder [default: $BIGML_DATA_DIR, else ~/.cache/bigml-data].")
+DataDir = typer.Option(None, "--data-dir", help="Dataset folder \\[default: $BIGML_DATA_DIR, else ~/.cache/bigml-data].")
 Json = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 
 
@@ -97,16 +97,16 @@ def _config(model, dataset, recipe, target, overrides, strategy=None, precision=
 def train(
     model: Optional[str] = typer.Argument(None, help="Model family: see `bigml list models`."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted recipe overrides, e.g. train.epochs=3."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name, image folder, or .csv file."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML file [default: MODEL_DATASET if shipped]."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name, a folder (images or .txt per class), a .csv table or a .txt corpus."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML file \\[default: MODEL_DATASET if shipped]."),
     target: Optional[str] = typer.Option(None, "--target", help="CSV datasets: the column to predict."),
     data_dir: Optional[str] = DataDir,
-    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run [default: runs/MODEL-DATASET[-N]]."),
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run \\[default: runs/MODEL-DATASET[-N]]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored or tpu [default: the recipe's train.strategy]."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored or tpu \\[default: the recipe's train.strategy]."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the unfinished run in this directory from its last checkpoint."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="float32, mixed_float16 or mixed_bfloat16 [default: the recipe's]."),
-    xla: Optional[bool] = typer.Option(None, "--xla/--no-xla", help="Compile steps with XLA [default: the recipe's train.jit_compile]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="float32, mixed_float16 or mixed_bfloat16 \\[default: the recipe's]."),
+    xla: Optional[bool] = typer.Option(None, "--xla/--no-xla", help="Compile steps with XLA \\[default: the recipe's train.jit_compile]."),
     workers: Optional[str] = typer.Option(None, "--workers", help="Multi-worker training: HOST:PORT,HOST:PORT,... (same list on every machine)."),
     worker_index: Optional[int] = typer.Option(None, "--worker-index", help="This machine's position in --workers (0 is the chief)."),
     as_json: bool = Json,
@@ -233,7 +233,7 @@ def generate(
 def export(
     run: str = typer.Argument(..., help="Run directory."),
     fmt: str = typer.Option("savedmodel", "--format", help="Export format: savedmodel | onnx | litert."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Target folder [default: RUN/export/FORMAT]."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Target folder \\[default: RUN/export/FORMAT]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing target."),
     data_dir: Optional[str] = DataDir,
     as_json: bool = Json,

@@ -165,6 +165,12 @@ def test_export_refuses_a_mismatching_model(digits_run, tmp_path, monkeypatch):
     assert not (tmp_path / "sm").exists() and not (tmp_path / ".sm.partial").exists()
 
 
+def test_help_shows_the_defaults(cli):
+    """Help strings go through rich markup, which silently drops an unescaped `[default: ...]`."""
+    text = " ".join(cli("train", "--help").stdout.replace("│", " ").split())
+    assert "[default: MODEL_DATASET if shipped]" in text and "[default: the recipe's train.strategy]" in text
+
+
 def test_list_and_config_commands(cli, digits_run):
     assert "cnn" in cli("list", "models").stdout
     datasets = cli("list", "datasets").stdout
