@@ -72,6 +72,13 @@ def test_csv_with_missing_values_and_categories(table_csv):
     assert ds.class_names == ["no", "yes"]
 
 
+def test_csv_target_of_measurements_is_refused(table_csv):
+    with pytest.raises(UserError, match="'income' has 233 distinct values in 240 rows .*looks like a measurement"):
+        load_dataset(DataConfig(name=str(table_csv), target="income"))
+    ds = load_dataset(DataConfig(name=str(table_csv), target="colour"))  # categories still train
+    assert ds.class_names == ["blue", "green", "red"]
+
+
 def test_training_stream_is_seeded_and_augmented_only_in_training():
     x = np.arange(8 * 6 * 6 * 1, dtype=np.uint8).reshape(8, 6, 6, 1)
     y = np.arange(8) % 2

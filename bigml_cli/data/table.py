@@ -67,6 +67,18 @@ def columns_to_arrays(header, rows, columns):
     return out
 
 
+def check_classes(target, class_names, rows):
+    """bigml trains classifiers: a target of measurements (fractional numbers, or nearly one value per row)
+    would silently become hundreds of one-example classes."""
+    numeric = column_is_numeric(class_names)
+    fractional = numeric and any(float(v) != int(float(v)) for v in class_names if np.isfinite(float(v)))
+    if (fractional and len(class_names) > 20) or (len(class_names) > 100 and len(class_names) > rows // 2):
+        example = ", ".join(class_names[:3])
+        raise UserError(f"target column '{target}' has {len(class_names)} distinct values in {rows} rows ({example}, "
+                        "...): it looks like a measurement, not a class label; bigml trains classifiers, so "
+                        "give a column of class labels (or bin the values into classes)")
+
+
 def load_csv(path, cfg):
     """A CSV table with a header row; `data.target` (--target) names the class column."""
     header, rows = read_rows(path)
@@ -83,6 +95,7 @@ def load_csv(path, cfg):
     if len(class_names) < 2:
         raise UserError(f"target column '{cfg.target}' has {len(class_names)} distinct value(s); "
                         "a classifier needs at least two classes")
+    check_classes(cfg.target, class_names, len(labels))
     y = np.array([class_names.index(v) for v in labels], np.int64)
     columns = [{"name": h, "key": input_key(h),
                 "type": "numeric" if column_is_numeric(r[i] for r in rows) else "categorical"}
