@@ -223,12 +223,28 @@ def test_predict_bad_inputs(cli, digits_run, tmp_path):
     assert_user_error(cli("predict", run_dir, text), "not a readable image")
     rgb = tmp_path / "colour.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(rgb)
-    assert_user_error(cli("predict", run_dir, rgb), "has 3 channel(s) but the model expects 1")
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((5, 5), np.uint8))
     assert_user_error(cli("predict", run_dir, wrong), "has shape (5, 5)")
     assert_user_error(cli("predict", run_dir, tmp_path / "missing.png"), "does not exist")
     assert_user_error(cli("predict", tmp_path, rgb), "not a bigml run directory")
+
+
+def test_predict_converts_colour_and_size(cli, digits_run, tmp_path):
+    """A photo's channels and size are converted to the model's input, as its grayscale twin would be."""
+    run_dir, _ = digits_run
+    digit = np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8)
+    gray, rgb, rgba = tmp_path / "gray.png", tmp_path / "rgb.png", tmp_path / "rgba.png"
+    Image.fromarray(digit).save(gray)
+    Image.fromarray(np.repeat(digit[..., None], 3, axis=-1)).save(rgb)
+    Image.fromarray(np.concatenate([np.repeat(digit[..., None], 3, axis=-1), np.full((16, 16, 1), 255, np.uint8)],
+                                   axis=-1)).save(rgba)
+    outputs = []
+    for f in (gray, rgb, rgba):
+        result = cli("predict", run_dir, f, "--json")
+        assert result.exit_code == 0, result.text
+        outputs.append(json.loads(result.stdout)["predictions"][0]["top_k"])
+    assert outputs[0] == outputs[1] == outputs[2]
 
 
 def test_image_folder_end_to_end(cli, image_folder, tmp_path):

@@ -153,12 +153,9 @@ def digits(cfg, root):
                               augment="none")
 
 
-def read_image(path, size=None, channels=None, convert=False):
-    """An image file as uint8 (H, W, C), resized to `size` (H, W) when given.
-
-    With `channels`, an image with another number of channels is a user error, unless `convert`
-    (training on a folder of mixed images), which converts it to grayscale or RGB.
-    """
+def read_image(path, size=None, channels=None):
+    """An image file as uint8 (H, W, C), resized to `size` (H, W) and converted to `channels` (1: grayscale,
+    3: RGB, dropping any alpha) when given, as a folder of mixed images or a user's own photo needs."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -168,10 +165,6 @@ def read_image(path, size=None, channels=None, convert=False):
                 img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else
                                   "L" if img.mode in ("1", "I", "I;16", "F") else "RGB")
             if channels is not None and len(img.getbands()) != channels:
-                if not convert:
-                    raise UserError(
-                        f"{path} has {len(img.getbands())} channel(s) but the model expects {channels}; "
-                        f"convert it to {'grayscale' if channels == 1 else 'RGB'} first")
                 img = img.convert("L" if channels == 1 else "RGB")
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
@@ -188,7 +181,7 @@ def _read_folder(folder, size, channels):
     for label, name in enumerate(classes):
         for f in sorted((folder / name).iterdir()):
             if f.suffix.lower() in IMAGE_SUFFIXES:
-                xs.append(read_image(f, size, channels, convert=True))
+                xs.append(read_image(f, size, channels))
                 ys.append(label)
     return classes, xs, ys
 
