@@ -88,7 +88,11 @@ def open_run(path):
     if not run.info_file.exists() or not run.config_file.exists():
         raise UserError(f"{path} is not a bigml run directory (no run.json/config.yaml); see `bigml list runs`")
     if not run.model_file.exists():
-        raise UserError(f"run {path} has no model.keras: its training did not finish; train it again")
+        if any((run.checkpoints / "state").glob("*.index")):
+            raise UserError(f"run {path} has no model.keras yet: its training stopped before the end; finish it "
+                            f"with `bigml train --resume {path}`")
+        raise UserError(f"run {path} has no model.keras: its training stopped before its first checkpoint; "
+                        f"train it again with --run-dir {path} --overwrite")
     return run
 
 

@@ -97,6 +97,7 @@ def test_resume_refuses_a_changed_config_and_a_corrupt_checkpoint(tmp_path, cli)
     config.write_text(original.replace("epochs: 3", "epochs: 4"))
     from conftest import assert_user_error
 
+    assert_user_error(cli("eval", run_dir), "stopped before the end", f"bigml train --resume {run_dir}")
     assert_user_error(cli("train", "--resume", run_dir), "changed since the run started")
     config.write_text(original)
     for data in (run_dir / "checkpoints" / "state").glob("*.data-*"):
