@@ -222,6 +222,9 @@ def generate(
     from bigml_cli.generate import generate as run_generate
 
     result = run_generate(run, prompt, max_tokens, temperature, top_k, seed)
+    if result["unknown_words"]:
+        err.print(f"note: the model has never seen {', '.join(result['unknown_words'])}; it reads them as <unk>",
+                  markup=False)
     if as_json:
         print(json.dumps(result))
     else:
@@ -332,8 +335,12 @@ def list_cmd(
     if as_json:
         print(json.dumps({what: rows}))
         return
+    if not rows:  # only runs can be missing
+        out.print(f"no runs under {runs_root}/; `bigml train` writes them there, or pass --runs-root DIR",
+                  markup=False)
+        return
     table = Table(title=what)
-    for col in (rows[0] if rows else {"": ""}):
+    for col in rows[0]:
         table.add_column(col)
     for row in rows:
         table.add_row(*["" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])

@@ -7,6 +7,12 @@ from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model
 
 
+def unknown_words(prompt, info):
+    """The prompt's words that a word-level model reads as <unk>, each once, in order."""
+    known = set(info["vocab"])
+    return [] if info["tokens"] == "characters" else list(dict.fromkeys(w for w in prompt.split() if w not in known))
+
+
 def encode(prompt, info):
     vocab = info["vocab"]
     index = {t: i for i, t in enumerate(vocab)}
@@ -44,4 +50,5 @@ def generate(run_path, prompt, max_tokens=200, temperature=1.0, top_k=0, seed=0)
         probs = np.exp(logits - logits.max())
         ids.append(int(rng.choice(len(vocab), p=probs / probs.sum())))
     sep = "" if info["tokens"] == "characters" else " "
-    return {"prompt": prompt, "text": sep.join(vocab[i] for i in ids), "tokens": max_tokens, "seed": seed}
+    return {"prompt": prompt, "text": sep.join(vocab[i] for i in ids), "tokens": max_tokens, "seed": seed,
+            "unknown_words": unknown_words(prompt, info)}

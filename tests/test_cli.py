@@ -176,6 +176,7 @@ def test_list_and_config_commands(cli, digits_run):
     datasets = cli("list", "datasets").stdout
     assert "cifar10" in datasets and "FILE.csv" in datasets and "FILE.txt" in datasets
     assert "cnn_cifar10" in cli("list", "recipes").stdout
+    assert "no runs under nowhere/" in cli("list", "runs", "--runs-root", "nowhere").stdout
     runs = json.loads(cli("list", "runs", "--runs-root", digits_run[0].parent, "--json").stdout)["runs"]
     assert runs[0]["model"] == "mlp" and runs[0]["test_accuracy"] > 0.85
     shown = cli("config", "cnn", "--dataset", "cifar10", "train.epochs=2")

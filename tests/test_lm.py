@@ -99,3 +99,12 @@ def test_generate_on_a_classifier_is_refused(cli, tmp_path):
     run_dir = tmp_path / "digits"
     assert cli("train", "mlp", "--dataset", "digits", "--run-dir", run_dir, "train.epochs=1").exit_code == 0
     assert_user_error(cli("generate", run_dir, "--prompt", "hello"), "is a classifier")
+
+
+def test_unknown_prompt_words_are_named():
+    from bigml_cli.generate import encode, unknown_words
+
+    info = {"tokens": "words", "vocab": ["", "<unk>", "to", "be"]}
+    assert unknown_words("to be or not to be or", info) == ["or", "not"]
+    assert encode("to zebra", info) == [2, 1]
+    assert unknown_words("to be", {**info, "tokens": "characters"}) == []
