@@ -132,6 +132,9 @@ def evaluate(run_path, split="test", data_root=None):
         save_lm_report(report, run.eval_dir("val"))
         return {"run": str(run.path), "split": "val", **report}
     x, y = ds.arrays(split)
+    if len(y) == 0:
+        raise UserError(f"run {run_path} has no {split} split (its data.{split}_fraction is 0); "
+                        "evaluate another with --split test or --split train")
     report = metrics_from_probs(predict_probs(model, x), y, ds.class_names)
     save_report(report, ds.class_names, run.eval_dir(split), y)
     return {"run": str(run.path), "split": split, **report}

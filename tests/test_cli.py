@@ -2,6 +2,8 @@
 
 import csv
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +50,14 @@ def test_eval_json_reproduces_training_accuracy(cli, digits_run):
     confusion = np.array(report["confusion_matrix"])
     assert confusion.sum() == 359 and np.trace(confusion) / 359 == pytest.approx(report["accuracy"])
     assert (run_dir / "eval/test/confusion_matrix.csv").exists()
+
+
+def test_eval_of_a_split_the_run_does_not_have(cli, digits_run, tmp_path):
+    copy = tmp_path / "no-val"
+    shutil.copytree(digits_run[0], copy)
+    config = copy / "config.yaml"
+    config.write_text(re.sub(r"val_fraction: [0-9.]+", "val_fraction: 0.0", config.read_text()))
+    assert_user_error(cli("eval", copy, "--split", "val"), "has no val split", "--split test")
 
 
 def test_predict_on_png_files_agrees_with_eval(cli, digits_run, tmp_path):
