@@ -79,6 +79,16 @@ def test_csv_target_of_measurements_is_refused(table_csv):
     assert ds.class_names == ["blue", "green", "red"]
 
 
+def test_a_split_that_would_be_empty_is_refused(table_csv, tmp_path):
+    with pytest.raises(UserError, match="has no test split: data.test_fraction is 0.0"):
+        load_dataset(DataConfig(name=str(table_csv), target="label", test_fraction=0.0))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be " * 200)
+    with pytest.raises(UserError, match="data.val_fraction is 0, but a language model"):
+        load_dataset(DataConfig(name=str(corpus), val_fraction=0.0, sequence_length=8))
+    assert load_dataset(DataConfig(name=str(corpus), val_fraction=0.1, sequence_length=8)).kind == "lm"
+
+
 def test_training_stream_is_seeded_and_augmented_only_in_training():
     x = np.arange(8 * 6 * 6 * 1, dtype=np.uint8).reshape(8, 6, 6, 1)
     y = np.arange(8) % 2

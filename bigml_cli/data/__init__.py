@@ -17,6 +17,14 @@ WHAT_PATHS = "give a folder of images or .txt files (one sub-folder per class), 
 
 def load_dataset(cfg, data_root=None):
     """Load the dataset a DataConfig names: registered name, image or text folder, or CSV file."""
+    ds = _load(cfg, data_root)
+    if ds.kind != "lm" and len(ds.y_test) == 0:  # every result bigml reports is on the test split
+        raise UserError(f"dataset {cfg.name} has no test split: data.test_fraction is {cfg.test_fraction} and it "
+                        "has no test/ part of its own; set data.test_fraction above 0 (e.g. 0.2)")
+    return ds
+
+
+def _load(cfg, data_root):
     name = cfg.name
     if name in DATASETS.names():
         return DATASETS.get(name)(cfg, data_dir(data_root))
