@@ -205,6 +205,9 @@ def test_unknown_model_dataset_and_recipe_key(cli, tmp_path):
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epochs=1.5"),
                       "train.epochs must be an integer")
     assert_user_error(cli("config", "mlp", "--dataset", "digits", "--recipe", "nope"), "shipped recipe")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "model.hidden_units=[0]", "--run-dir",
+                          tmp_path / "zero"), "model 'mlp' cannot be built", "units=0")
+    assert not (tmp_path / "zero").exists()
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.whiten_bias_epochs=1"),
                       "train.whiten_bias_epochs applies to models with the whitening stem")
     assert not Path("runs").exists() or not list(Path("runs").glob("mlp-mnsit*"))

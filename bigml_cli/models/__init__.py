@@ -3,6 +3,8 @@ classes, and returns class probabilities; its keyword parameters are the recipe'
 
 import keras
 
+from bigml_cli.errors import UserError
+
 from bigml_cli.models.base import (MODELS, adapt_to_data, model_inputs, whitening_biases,  # noqa: F401
                                    with_test_time_augmentation)
 from bigml_cli.models import cnn, gpt, mlp, rnn, transformer  # noqa: F401  (registers the builders)
@@ -15,5 +17,10 @@ def build_model(model_cfg: dict, input_info: dict, num_classes: int):
     params = {k: v for k, v in model_cfg.items() if k != "name"}
     MODELS.check_params(name, params, skip=2)
     inputs, features = model_inputs(input_info)
-    outputs = MODELS.get(name)(features, num_classes, **params)
+    try:
+        outputs = MODELS.get(name)(features, num_classes, **params)
+    except ValueError as e:  # Keras checks layer arguments (units=0, a negative width) as it builds them
+        detail = " ".join(str(e).split())
+        raise UserError(f"model '{name}' cannot be built from these model.* values: {detail[:300]}; check them "
+                        f"with `bigml config {name} --dataset ...`") from None
     return keras.Model(inputs, outputs, name=name)
