@@ -81,6 +81,7 @@ NON_NEGATIVE = ("data.crop_padding", "train.steps_per_epoch", "train.weight_deca
                 "train.whiten_bias_epochs", "train.checkpoint_every")
 FRACTION = ("train.momentum", "train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
 SHARE = ("data.val_fraction", "data.test_fraction", "model.dropout")  # from 0 to below 1
+AT_LEAST = {"data.vocab_size": (3, "the padding and unknown tokens take two places")}
 
 
 @dataclass
@@ -141,6 +142,8 @@ def check_value(key, value, default):
         raise UserError(f"{key} must be {_type_name(default)}, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
         raise unknown(f"value for {key}", value, CHOICES[key])
+    if key in AT_LEAST and value < AT_LEAST[key][0]:
+        raise UserError(f"{key} must be at least {AT_LEAST[key][0]} ({AT_LEAST[key][1]}), got {value!r}")
     if key in POSITIVE and value <= 0:
         raise UserError(f"{key} must be positive, got {value!r}")
     if key in NON_NEGATIVE and value < 0:

@@ -46,6 +46,7 @@ def test_overrides_are_typed_and_applied():
     ("data.val_fraction=1.5", "data.val_fraction must be from 0 to below 1, got 1.5"),
     ("data.test_fraction=1", "data.test_fraction must be from 0 to below 1, got 1.0"),
     ("model.dropout=1", "model.dropout must be from 0 to below 1, got 1.0"),
+    ("data.vocab_size=1", "data.vocab_size must be at least 3 (the padding and unknown tokens take two places), got 1"),
     ("model.dropuot=0.1", "unknown recipe key 'model.dropuot' (did you mean 'dropout'?)"),
     ("trian.epochs=3", "unknown recipe section 'trian' (did you mean 'train'?)"),
     ("train.optimizer=adam", "unknown value for train.optimizer 'adam' (did you mean 'adamw'?)"),
