@@ -132,7 +132,8 @@ def workers_tf_config(workers, index):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise UserError(f"worker '{h}' in --workers must be HOST:PORT, e.g. 10.0.0.1:12345")
     if len(hosts) < 1:
-        raise UserError("--workers needs at least one HOST:PORT")
+        raise UserError("--worker-index goes with --workers HOST:PORT,HOST:PORT,... (the same list on every "
+                        "machine); give both, or neither to train on this machine alone")
     if index is None or not 0 <= index < len(hosts):
         raise UserError(f"--worker-index must be between 0 and {len(hosts) - 1} for {len(hosts)} workers, "
                         f"got {index}")

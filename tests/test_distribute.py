@@ -92,6 +92,7 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path):
     (["--workers", "localhost:1,localhost", "--worker-index", "0"], "must be HOST:PORT"),
     (["--workers", "localhost:1,localhost:2", "--worker-index", "2"], "--worker-index must be between 0 and 1"),
     (["--workers", "localhost:1,localhost:2"], "--worker-index must be between 0 and 1"),
+    (["--worker-index", "1"], "--worker-index goes with --workers"),
 ])
 def test_bad_worker_lists(cli, tmp_path, args, message):
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", tmp_path / "r", *args), message)
