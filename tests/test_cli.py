@@ -60,6 +60,16 @@ def test_eval_of_a_split_the_run_does_not_have(cli, digits_run, tmp_path):
     assert_user_error(cli("eval", copy, "--split", "val"), "has no val split", "--split test")
 
 
+def test_samples_bad_requests(cli, tmp_path):
+    assert_user_error(cli("samples", "digits", "--out", tmp_path, "-n", 0), "-n must be at least 1")
+    for label in ("good", "bad"):
+        (tmp_path / "reviews" / label).mkdir(parents=True)
+        for i in range(10):
+            (tmp_path / "reviews" / label / f"{i}.txt").write_text(f"a {label} film, number {i}")
+    assert_user_error(cli("samples", tmp_path / "reviews", "--out", tmp_path / "s"), "holds texts",
+                      "image datasets only")
+
+
 def test_predict_on_png_files_agrees_with_eval(cli, digits_run, tmp_path):
     run_dir, _ = digits_run
     assert cli("samples", "digits", "--out", tmp_path, "-n", 20).exit_code == 0

@@ -12,9 +12,12 @@ def write_samples(cfg, out_dir, count=10, split="test", data_root=None):
     """Save the first `count` images of a split as OUT/NNNNN_LABEL.png; returns the paths."""
     from PIL import Image
 
+    if count < 1:
+        raise UserError(f"-n must be at least 1, got {count}")
     ds = load_dataset(cfg, data_root)
     if ds.kind != "image":
-        raise UserError(f"dataset {cfg.name} is a table; samples are written for image datasets only")
+        what = {"table": "is a table", "text": "holds texts", "lm": "is a text corpus"}.get(ds.kind, f"is {ds.kind}")
+        raise UserError(f"dataset {cfg.name} {what}; samples are written for image datasets only")
     x, y = ds.arrays(split)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
