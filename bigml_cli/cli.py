@@ -81,6 +81,11 @@ def _config(model, dataset, recipe, target, overrides, strategy=None, precision=
     from bigml_cli import config
 
     overrides = list(overrides or [])
+    if model and "=" in model:  # `bigml train --recipe R train.epochs=3`: the recipe names the model
+        model, overrides = None, [model, *overrides]
+    if not model and not recipe:
+        raise UserError("give the model, e.g. `bigml train cnn --dataset cifar10` (see `bigml list models`), "
+                        "or a --recipe that names one; `bigml train --resume RUN` continues a run")
     if precision:
         overrides.append(f"train.precision={precision}")
     if xla is not None:
@@ -95,7 +100,7 @@ def _config(model, dataset, recipe, target, overrides, strategy=None, precision=
 @app.command()
 @handle_errors
 def train(
-    model: Optional[str] = typer.Argument(None, help="Model family: see `bigml list models`."),
+    model: Optional[str] = typer.Argument(None, help="Model family: see `bigml list models` (or taken from --recipe)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted recipe overrides, e.g. train.epochs=3."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name, a folder (images or .txt per class), a .csv table or a .txt corpus."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML file \\[default: MODEL_DATASET if shipped]."),
@@ -125,9 +130,6 @@ def train(
                             "recipe, overrides or --run-dir with it")
         metrics = training.run(None, run_dir=resume, data_root=data_dir, console=err, resume=True)
     else:
-        if not model:
-            raise UserError("give the model to train, e.g. `bigml train cnn --dataset cifar10` "
-                            "(see `bigml list models`), or --resume RUN")
         cfg = _config(model, dataset, recipe, target, overrides, strategy, precision, xla)
         command = "bigml " + " ".join(sys.argv[1:]) if sys.argv and "bigml" in sys.argv[0] else None
         metrics = training.run(cfg, run_dir=run_dir, data_root=data_dir, overwrite=overwrite, console=err,
@@ -141,7 +143,7 @@ def train(
 @app.command("config")
 @handle_errors
 def show_config(
-    model: str = typer.Argument(..., help="Model family."),
+    model: Optional[str] = typer.Argument(None, help="Model family (or taken from --recipe)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted recipe overrides."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r"),

@@ -255,6 +255,8 @@ def load(model, dataset=None, recipe=None, overrides=()):
     if model and recipe_model != model:
         raise UserError(f"recipe {path} is for model '{recipe_model}', not '{model}'; drop --recipe or the model")
     model = model or recipe_model
+    if not model:
+        raise UserError(f"recipe {path} does not name its model (model.name); give the model as the first argument")
     MODELS.get(model)
 
     model_defaults = MODELS.params(model, skip=2)

@@ -201,6 +201,9 @@ def test_list_and_config_commands(cli, digits_run):
     assert runs[0]["model"] == "mlp" and runs[0]["test_accuracy"] > 0.85
     shown = cli("config", "cnn", "--dataset", "cifar10", "train.epochs=2")
     assert shown.exit_code == 0 and "epochs: 2" in shown.stdout and "cnn_cifar10.yaml" in shown.stdout
+    by_recipe = cli("config", "--recipe", "cnn_cifar10_fast", "train.epochs=2")  # the recipe names model and data
+    assert by_recipe.exit_code == 0 and "name: cnn" in by_recipe.stdout and "epochs: 2" in by_recipe.stdout
+    assert_user_error(cli("config", "--dataset", "digits"), "give the model")
 
 
 # --- every bad input: one line, exit code 2, no traceback, nothing lost ----------------------------------
