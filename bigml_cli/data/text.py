@@ -95,6 +95,9 @@ def make_lm_dataset(name, text, cfg):
     `sequence_length + 1` tokens (train: every position; val: non-overlapping windows). The corpus has
     no test split: the validation text is also what `bigml eval` reports on.
     """
+    if not cfg.val_fraction:
+        raise UserError("data.val_fraction is 0, but a language model is measured on held-out text (the end of "
+                        "the corpus); set it above 0 (e.g. 0.1)")
     cut = int(len(text) * (1 - cfg.val_fraction))
     train_text, val_text = text[:cut], text[cut:]
     if cfg.tokens == "characters":
@@ -114,9 +117,6 @@ def make_lm_dataset(name, text, cfg):
 
     train_ids, val_ids = encode(train_text), encode(val_text)
     block = cfg.sequence_length
-    if not cfg.val_fraction:
-        raise UserError("data.val_fraction is 0, but a language model is measured on held-out text (the end of "
-                        "the corpus); set it above 0 (e.g. 0.1)")
     if len(train_ids) < block + 2 or len(val_ids) < block + 1:
         raise UserError(f"corpus {name} is too short for data.sequence_length={block}: it has {len(train_ids)} "
                         f"training and {len(val_ids)} validation tokens; give more text or a shorter sequence_length")
