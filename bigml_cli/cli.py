@@ -188,7 +188,7 @@ def evaluate_cmd(
 @handle_errors
 def predict(
     run: str = typer.Argument(..., help="Run directory."),
-    inputs: List[str] = typer.Argument(..., help="PNG/JPEG images, .npy arrays, CSV files (tables), or texts (text models)."),
+    inputs: List[str] = typer.Argument(..., help="PNG/JPEG images, .npy arrays, CSV files (tables), folders of these, or texts (text models)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per input."),
     from_files: bool = typer.Option(False, "--file", help="Text models: the inputs are paths of text files."),
     as_json: bool = Json,

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from bigml_cli import runs
-from bigml_cli.data.images import read_image
+from bigml_cli.data.images import IMAGE_SUFFIXES, read_image
 from bigml_cli.data.table import columns_to_arrays, read_rows
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
@@ -44,8 +44,25 @@ def read_text_inputs(items, from_files):
     return np.array(texts, dtype=object).astype(str)
 
 
+def expand_folders(files, kind):
+    """The inputs with each folder replaced by the files in it (and its sub-folders) that this model reads."""
+    suffixes = {"image": IMAGE_SUFFIXES + (".npy",), "table": (".csv",), "text": (".txt",)}[kind]
+    out = []
+    for f in files:
+        if not Path(f).is_dir():
+            out.append(f)
+            continue
+        found = sorted(p for p in Path(f).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        if not found:
+            raise UserError(f"folder {f} holds no {'/'.join(suffixes)} files to predict on")
+        out += [str(p) for p in found]
+    return out
+
+
 def load_inputs(files, info, from_files=False):
     """(names, model inputs) for the inputs given to `bigml predict`."""
+    if info["kind"] != "text" or from_files:
+        files = expand_folders(files, info["kind"])
     if info["kind"] == "text":
         names = [f if from_files else (f[:40] + "..." if len(f) > 40 else f) for f in files]
         return names, read_text_inputs(files, from_files)

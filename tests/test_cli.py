@@ -83,6 +83,12 @@ def test_predict_on_png_files_agrees_with_eval(cli, digits_run, tmp_path):
     assert [p["top_k"][0]["label"] for p in predictions] == [r["predicted"] for r in eval_rows]
     assert all(len(p["top_k"]) == 2 and p["top_k"][0]["probability"] >= p["top_k"][1]["probability"]
                for p in predictions)
+    (tmp_path / "README.txt").write_text("not an image: a folder's other files are skipped")
+    result = cli("predict", run_dir, tmp_path, "--json", "--top-k", 2)
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["predictions"] == predictions
+    (tmp_path / "empty").mkdir()
+    assert_user_error(cli("predict", run_dir, tmp_path / "empty"), "holds no .png", "files to predict on")
 
 
 def test_predict_resizes_large_images_and_reads_npy(cli, digits_run, tmp_path):
