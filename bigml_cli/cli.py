@@ -73,8 +73,17 @@ def metrics_table(title, metrics):
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        table.add_row(key, format_number(value))
     return table
+
+
+def format_number(value):
+    """4 significant digits, but large numbers in full with thousands separators (29,430, not 2.943e+04)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _config(model, dataset, recipe, target, overrides, strategy=None, precision=None, xla=None):

@@ -313,3 +313,9 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("age,colour\n30,red\n")
     assert_user_error(cli("predict", run_dir, bad), "missing the column 'income'")
+
+
+def test_metrics_print_large_numbers_in_full():
+    from bigml_cli.cli import format_number
+    assert [format_number(v) for v in (29430.4, 0.952613, 359, 12345, True, "x")] == \
+        ["29,430", "0.9526", "359", "12,345", "True", "x"]
