@@ -19,6 +19,7 @@ from bigml_cli.evaluate import load_model, predict_probs
 
 FORMATS = ("savedmodel", "onnx", "litert")
 FILES = {"onnx": "model.onnx", "litert": "model.tflite"}  # the artifact inside the export folder
+EXPORT_MARKS = ("saved_model.pb", *FILES.values())  # a folder holding one of these is an export --overwrite may replace
 NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai_edge_litert",)}  # modules: pip install 'bigml[FORMAT]'
 NAMES = {"savedmodel": "SavedModel", "onnx": "ONNX model", "litert": "LiteRT model"}  # for messages
 NUMERIC_KINDS = ("image", "lm")  # what ONNX and LiteRT can take
@@ -196,6 +197,21 @@ def verify(path, model, info, x, fmt="savedmodel"):
     return {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(expected))}
 
 
+def check_target(out, run_path, overwrite):
+    """`out` may be replaced only when it is an earlier export: never the run itself, a folder holding the run,
+    or a folder of other files."""
+    if not out.exists():
+        return
+    if not overwrite:
+        raise UserError(f"export target {out} already exists; pass --out elsewhere or --overwrite to replace it")
+    if Path(run_path).resolve().is_relative_to(out.resolve()):
+        raise UserError(f"--out {out} holds the run {run_path} itself; pick an --out outside it, e.g. the default "
+                        f"{Path(run_path) / 'export'}/FORMAT")
+    is_export = out.is_dir() and (not any(out.iterdir()) or any((out / f).is_file() for f in EXPORT_MARKS))
+    if not is_export:
+        raise UserError(f"{out} is not an earlier export, so --overwrite will not delete it; pick another --out")
+
+
 def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None, check_examples=1000):
     """`bigml export`: write the export atomically (to a temporary folder, then renamed) once it matches
     the Keras model on up to `check_examples` real inputs."""
@@ -203,8 +219,7 @@ def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None
         raise unknown("export format", fmt, FORMATS)
     run = runs.open_run(run_path)
     out = Path(out) if out else run.default_export(fmt)
-    if out.exists() and not overwrite:
-        raise UserError(f"export target {out} already exists; pass --out elsewhere or --overwrite to replace it")
+    check_target(out, run.path, overwrite)
     info = run.info["input"]
     check_format(fmt, info)
     model = load_model(run)

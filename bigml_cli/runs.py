@@ -67,6 +67,12 @@ def default_run_dir(model, dataset, root=RUNS_ROOT):
     return path
 
 
+def is_run(path):
+    """A folder bigml wrote as a run: it holds run.json or config.yaml."""
+    path = Path(path)
+    return path.is_dir() and ((path / "run.json").is_file() or (path / "config.yaml").is_file())
+
+
 def create(path, overwrite=False):
     """Make a new run directory; an existing non-empty one is refused unless `overwrite`."""
     path = Path(path)
@@ -74,7 +80,10 @@ def create(path, overwrite=False):
         if not overwrite:
             raise UserError(f"run directory {path} already exists; pick another --run-dir or pass --overwrite "
                             "to replace it")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if not is_run(path):  # --overwrite replaces an old run, never a folder of the user's own files
+            raise UserError(f"{path} is not a bigml run directory, so --overwrite will not delete it; "
+                            "pick another --run-dir")
+        shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return Run(path)
 

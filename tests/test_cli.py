@@ -249,6 +249,27 @@ def test_existing_run_directory_is_refused_and_kept(cli, digits_run):
     assert (run_dir / "model.keras").read_bytes() == before
 
 
+def test_overwrite_replaces_only_what_bigml_wrote(cli, digits_run, tmp_path):
+    """--overwrite never deletes the run being exported, a folder holding it, or a folder of the user's files."""
+    run_dir, _ = digits_run
+    before = (run_dir / "model.keras").read_bytes()
+    mine = tmp_path / "my-photos"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", mine, "--overwrite", "train.epochs=1"),
+                      "not a bigml run directory", "will not delete")
+    for out in (run_dir, run_dir.parent):
+        assert_user_error(cli("export", run_dir, "--out", out, "--overwrite"), "holds the run", "outside it")
+    assert_user_error(cli("export", run_dir, "--out", mine, "--overwrite"), "not an earlier export")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert (run_dir / "model.keras").read_bytes() == before
+    out = tmp_path / "export"
+    assert cli("export", run_dir, "--out", out).exit_code == 0
+    result = cli("export", run_dir, "--out", out, "--overwrite", "--json")
+    assert result.exit_code == 0, result.text
+    assert (out / "saved_model.pb").is_file()
+
+
 def test_predict_bad_inputs(cli, digits_run, tmp_path):
     run_dir, _ = digits_run
     text = tmp_path / "notes.png"
