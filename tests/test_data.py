@@ -72,6 +72,17 @@ def test_csv_with_missing_values_and_categories(table_csv):
     assert ds.class_names == ["no", "yes"]
 
 
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_csv_with_semicolons_or_tabs_reads_like_commas(table_csv, tmp_path, sep):
+    """European spreadsheets save CSV with ';' (decimal commas are then quoted or absent); tabs are TSV."""
+    other = tmp_path / "people-sep.csv"
+    other.write_text(table_csv.read_text().replace(",", sep))
+    want = load_dataset(DataConfig(name=str(table_csv), target="label"))
+    got = load_dataset(DataConfig(name=str(other), target="label"))
+    assert got.class_names == want.class_names and got.input_info == want.input_info
+    np.testing.assert_array_equal(got.x_train["income"], want.x_train["income"])
+
+
 def test_csv_target_of_measurements_is_refused(table_csv):
     with pytest.raises(UserError, match="'income' has 233 distinct values in 240 rows .*looks like a measurement"):
         load_dataset(DataConfig(name=str(table_csv), target="income"))

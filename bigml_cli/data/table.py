@@ -22,10 +22,21 @@ def input_key(column):
     return key if not key[0].isdigit() else f"c_{key}"
 
 
+def guess_delimiter(header_line):
+    """',' unless the header has none and has semicolons (European spreadsheets), tabs or pipes instead."""
+    if "," in header_line:
+        return ","
+    counts = {d: header_line.count(d) for d in ";\t|"}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
 def read_rows(path):
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            sep = guess_delimiter(f.readline())
+            f.seek(0)
+            rows = list(csv.reader(f, delimiter=sep))
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{path} is not a readable CSV file ({e}); save it as UTF-8 CSV with a header row") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
