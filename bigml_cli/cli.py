@@ -369,7 +369,7 @@ def list_rows(what, runs_root="runs"):
         return [{"dataset": n, "description": DATASETS.doc(n)} for n in DATASETS.names()] + [
             {"dataset": "PATH/", "description": "a folder with one sub-folder per class of images or .txt files, "
                                                 "optional train/ test/"},
-            {"dataset": "FILE.csv", "description": "a CSV table; --target COLUMN names the class column"},
+            {"dataset": "FILE.csv", "description": "a CSV table (comma, semicolon or tab separated); --target COLUMN names the class column"},
             {"dataset": "FILE.txt", "description": "a UTF-8 corpus for language models (e.g. gpt)"}]
     if what == "recipes":
         import yaml
