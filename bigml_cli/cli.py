@@ -168,13 +168,15 @@ def show_config(
 def evaluate_cmd(
     run: str = typer.Argument(..., help="Run directory."),
     split: str = typer.Option("test", "--split", help="test, val or train."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Your own labelled data instead: a folder "
+                                          "with a sub-folder per class, or a CSV with the run's target column."),
     data_dir: Optional[str] = DataDir,
     as_json: bool = Json,
 ):
     """Evaluate a run: accuracy, loss, per-class precision/recall/F1, confusion matrix (CSV and PNG)."""
     from bigml_cli.evaluate import evaluate
 
-    report = evaluate(run, split, data_dir)
+    report = evaluate(run, split, data_dir, dataset)
     if as_json:
         print(json.dumps({k: v for k, v in report.items() if k != "predictions"}))
         return
@@ -182,7 +184,8 @@ def evaluate_cmd(
         out.print(metrics_table(f"language model on the validation text of {report['run']}",
                                 {k: report[k] for k in ("loss", "perplexity", "accuracy", "examples")}))
         return
-    table = Table(title=f"{report['split']} split of {report['run']}: accuracy {report['accuracy']:.4f}, "
+    what = f"{report['dataset']} on" if "dataset" in report else f"{report['split']} split of"
+    table = Table(title=f"{what} {report['run']}: accuracy {report['accuracy']:.4f}, "
                         f"loss {report['loss']:.4f}, {report['examples']} examples")
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
@@ -190,7 +193,7 @@ def evaluate_cmd(
         table.add_row(row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
                       str(row["support"]))
     out.print(table)
-    out.print(f"report and confusion matrix saved in {run}/eval/{split}/")
+    out.print(f"report and confusion matrix saved in {run}/eval/{report['split']}/")
 
 
 @app.command()

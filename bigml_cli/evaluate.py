@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -117,13 +118,71 @@ def load_model(run):
                         "train the run again") from None
 
 
-def evaluate(run_path, split="test", data_root=None):
-    """`bigml eval`: evaluate a finished run on one split; saves RUN/eval/SPLIT/."""
+def labelled_examples(path, run):
+    """(inputs, class indices of the run) of a user's own labelled data: a folder with one sub-folder per class
+    (its test/ part when it is split into train/ and test/), or a CSV holding the run's target column."""
+    from bigml_cli.data.images import IMAGE_SUFFIXES, read_image
+    from bigml_cli.data.table import columns_to_arrays, is_missing, read_rows
+
+    info, classes, path = run.info["input"], run.info["class_names"], Path(path)
+    if not path.exists():
+        raise UserError(f"--dataset {path} does not exist")
+    if info["kind"] == "table":
+        if not path.is_file():
+            raise UserError(f"--dataset {path} is not a file; this run's model takes a CSV table")
+        target = run.config.data.target
+        header, rows = read_rows(path)
+        if target not in header:
+            raise UserError(f"{path} has no column '{target}', the labels this run predicts; add it to score the rows")
+        rows = [r for r in rows if not is_missing(r[header.index(target)])]
+        labels = [r[header.index(target)].strip() for r in rows]
+        x = columns_to_arrays(header, rows, info["columns"])
+    else:
+        if not path.is_dir():
+            raise UserError(f"--dataset {path} is not a folder; give one with a sub-folder of "
+                            f"{'images' if info['kind'] == 'image' else '.txt files'} per class")
+        folder = path / "test" if (path / "train").is_dir() and (path / "test").is_dir() else path
+        suffixes = IMAGE_SUFFIXES if info["kind"] == "image" else (".txt",)
+        files = [(f, d.name) for d in sorted(folder.iterdir()) if d.is_dir()
+                 for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in suffixes]
+        labels = [name for _, name in files]
+        if info["kind"] == "image":
+            shape = info["shape"]
+            x = np.stack([read_image(f, size=shape[:2], channels=shape[2]) for f, _ in files]) if files else None
+        else:
+            x = np.array([f.read_text(encoding="utf-8", errors="replace").replace("<br />", " ") for f, _ in files],
+                         dtype=object).astype(str)
+    unknown_labels = sorted(set(labels) - set(classes))
+    if unknown_labels:
+        raise UserError(f"{path} has labels this run was not trained on: {', '.join(unknown_labels[:10])}; its "
+                        f"classes are: {', '.join(classes)}")
+    if not labels and info["kind"] == "table":
+        raise UserError(f"{path} has no rows with a value in its '{run.config.data.target}' column to score")
+    if not labels:
+        raise UserError(f"{path} holds no labelled examples: give it a sub-folder of "
+                        f"{'images' if info['kind'] == 'image' else '.txt files'} per class, named as the run's "
+                        f"classes ({', '.join(classes[:10])})")
+    return x, np.array([classes.index(name) for name in labels], np.int64)
+
+
+def evaluate(run_path, split="test", data_root=None, dataset=None):
+    """`bigml eval`: evaluate a finished run on one split, or on the user's own labelled `dataset`;
+    saves RUN/eval/SPLIT/ (RUN/eval/dataset-NAME/)."""
     if split not in SPLITS:
         from bigml_cli.errors import unknown
 
         raise unknown("split", split, SPLITS)
     run = runs.open_run(run_path)
+    if dataset is not None:
+        if run.info["input"]["kind"] == "lm":
+            raise UserError(f"run {run_path} is a language model; it is evaluated on its own validation text, "
+                            "so leave out --dataset")
+        x, y = labelled_examples(dataset, run)
+        classes = run.info["class_names"]
+        report = metrics_from_probs(predict_probs(load_model(run), x), y, classes)
+        name = f"dataset-{runs.slug(str(dataset).rstrip('/'))}"
+        save_report(report, classes, run.eval_dir(name), y)
+        return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     cfg = run.config
     ds = load_dataset(cfg.data, data_root)
     model = load_model(run)

@@ -52,6 +52,26 @@ def test_eval_json_reproduces_training_accuracy(cli, digits_run):
     assert (run_dir / "eval/test/confusion_matrix.csv").exists()
 
 
+def test_eval_on_your_own_labelled_folder_matches_the_test_split(cli, digits_run, tmp_path):
+    """The test split written out as PNGs in class sub-folders scores exactly as `eval --split test` does."""
+    run_dir, metrics = digits_run
+    assert cli("samples", "digits", "--out", tmp_path / "flat", "-n", 1000).exit_code == 0
+    for png in (tmp_path / "flat").glob("*.png"):
+        label = png.stem.split("_")[1]
+        (tmp_path / "mine" / label).mkdir(parents=True, exist_ok=True)
+        png.rename(tmp_path / "mine" / label / png.name)
+    result = cli("eval", run_dir, "--dataset", tmp_path / "mine", "--json")
+    assert result.exit_code == 0, result.text
+    report = json.loads(result.stdout)
+    assert report["examples"] == 359 and report["accuracy"] == metrics["accuracy"]
+    assert (run_dir / "eval/dataset-mine/confusion_matrix.csv").exists()
+    (tmp_path / "mine" / "11").mkdir()
+    shutil.copy(next((tmp_path / "mine" / "0").iterdir()), tmp_path / "mine" / "11")
+    assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "mine"), "labels this run was not trained on: 11")
+    assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "flat"), "holds no labelled examples")
+    assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "nowhere"), "does not exist")
+
+
 def test_eval_of_a_split_the_run_does_not_have(cli, digits_run, tmp_path):
     copy = tmp_path / "no-val"
     shutil.copytree(digits_run[0], copy)
@@ -323,6 +343,12 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
     result = cli("predict", run_dir, rows, "--json")
     assert result.exit_code == 0, result.text
     assert len(json.loads(result.stdout)["predictions"]) == 2
+    result = cli("eval", run_dir, "--dataset", table_csv, "--json")  # every labelled row of a CSV
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["examples"] == 240
+    assert_user_error(cli("eval", run_dir, "--dataset", rows), "no rows with a value in its 'label' column")
+    rows.write_text("income,colour,age\n70,red,30\n")
+    assert_user_error(cli("eval", run_dir, "--dataset", rows), "has no column 'label'")
     result = cli("export", run_dir, "--json")
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["top1_agreement"] == 1.0

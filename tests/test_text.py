@@ -64,6 +64,11 @@ def test_text_models_train_predict_and_export_raw_strings(cli, text_folder, tmp_
     review_file = tmp_path / "r.txt"
     review_file.write_text("great great movie")
     assert cli("predict", run_dir, review_file, "--file", "--json").exit_code == 0
+    write_reviews(tmp_path / "new-reviews", 10, seed=5)  # the user's own labelled reviews
+    result = cli("eval", run_dir, "--dataset", tmp_path / "new-reviews", "--json")
+    assert result.exit_code == 0, result.text
+    report = json.loads(result.stdout)
+    assert report["examples"] == 20 and report["accuracy"] >= 0.8
     result = cli("export", run_dir, "--json")
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["top1_agreement"] == 1.0
