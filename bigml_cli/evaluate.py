@@ -121,8 +121,9 @@ def load_model(run):
 def labelled_examples(path, run):
     """(inputs, class indices of the run) of a user's own labelled data: a folder with one sub-folder per class
     (its test/ part when it is split into train/ and test/), or a CSV holding the run's target column."""
-    from bigml_cli.data.images import IMAGE_SUFFIXES, read_image
+    from bigml_cli.data.images import read_folder
     from bigml_cli.data.table import columns_to_arrays, is_missing, read_rows
+    from bigml_cli.data.text import read_texts
 
     info, classes, path = run.info["input"], run.info["class_names"], Path(path)
     if not path.exists():
@@ -142,16 +143,13 @@ def labelled_examples(path, run):
             raise UserError(f"--dataset {path} is not a folder; give one with a sub-folder of "
                             f"{'images' if info['kind'] == 'image' else '.txt files'} per class")
         folder = path / "test" if (path / "train").is_dir() and (path / "test").is_dir() else path
-        suffixes = IMAGE_SUFFIXES if info["kind"] == "image" else (".txt",)
-        files = [(f, d.name) for d in sorted(folder.iterdir()) if d.is_dir()
-                 for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in suffixes]
-        labels = [name for _, name in files]
         if info["kind"] == "image":
-            shape = info["shape"]
-            x = np.stack([read_image(f, size=shape[:2], channels=shape[2]) for f, _ in files]) if files else None
+            names, x, idx = read_folder(folder, info["shape"][:2], info["shape"][2])
+            x = np.stack(x) if x else None
         else:
-            x = np.array([f.read_text(encoding="utf-8", errors="replace").replace("<br />", " ") for f, _ in files],
-                         dtype=object).astype(str)
+            names = sorted(d.name for d in folder.iterdir() if d.is_dir())
+            x, idx = read_texts(folder, names)
+        labels = [names[i] for i in idx]
     unknown_labels = sorted(set(labels) - set(classes))
     if unknown_labels:
         raise UserError(f"{path} has labels this run was not trained on: {', '.join(unknown_labels[:10])}; its "

@@ -174,7 +174,7 @@ def read_image(path, size=None, channels=None):
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def _read_folder(folder, size, channels):
+def read_folder(folder, size, channels):
     """(class names, images, labels) of a folder with one sub-folder per class."""
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in ("train", "test"))
     xs, ys = [], []
@@ -211,10 +211,10 @@ def load_image_folder(path: Path, cfg):
         raise UserError(f"image folder {train_dir} holds no .png/.jpg images in its class sub-folders")
     size, channels = _common_size_and_channels(files)
     size = tuple(cfg.image_size) if cfg.image_size else size
-    _, xs, ys = _read_folder(train_dir, size, channels)
+    _, xs, ys = read_folder(train_dir, size, channels)
     x, y = np.stack(xs), np.asarray(ys)
     if test_dir:
-        test_classes, xt, yt = _read_folder(test_dir, size, channels)
+        test_classes, xt, yt = read_folder(test_dir, size, channels)
         if test_classes != classes:
             raise UserError(f"{test_dir} has classes {test_classes} but {train_dir} has {classes}; make them match")
         x_train, y_train, x_test, y_test = x, y, np.stack(xt), np.asarray(yt)
