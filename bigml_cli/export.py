@@ -177,7 +177,7 @@ def batches(x, size=256):
 
 
 def verify(path, model, info, x, fmt="savedmodel"):
-    """Reload the export and compare its outputs with the Keras model's on real inputs."""
+    """Reload the export and compare its outputs with the Keras model's on inputs `x`."""
     run = RUNNERS[fmt](path, info)
     got = np.concatenate([run(batch) for batch in batches(x)])
     what = f"exported {NAMES[fmt]} disagrees with the Keras model"
@@ -197,6 +197,45 @@ def verify(path, model, info, x, fmt="savedmodel"):
     return {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(expected))}
 
 
+def check_inputs(run, info, data_root, count):
+    """(inputs, what they are) to check the export against: the run's own test inputs (validation windows for
+    a language model), or random inputs of the model's spec when its dataset is not on this machine."""
+    try:
+        ds = load_dataset(run.config.data, data_root)
+    except UserError:  # exporting needs the model, not the data: e.g. a run copied to a serving machine
+        return random_inputs(info, min(count, 256)), f"random inputs ({run.config.data.name} is not here)"
+    if ds.kind == "lm":  # validation windows of token ids
+        length = info["sequence_length"]
+        windows = np.stack([ds.x_val[s:s + length] for s in ds.y_val[:count // 4 or 1]]).astype(np.int32)
+        return windows, "validation text"
+    if isinstance(ds.x_test, dict):
+        return {k: v[:count] for k, v in ds.x_test.items()}, "test split"
+    return ds.x_test[:count], "test split"
+
+
+def random_inputs(info, n, seed=0):
+    """`n` inputs drawn to fit the model's input spec (run.json's input): pixels, vocabulary words, column
+    values around their training mean or from their categories (missing ones included), token ids."""
+    rng = np.random.default_rng(seed)
+    if info["kind"] == "image":
+        return rng.integers(0, 256, (n, *info["shape"]), dtype=np.uint8)
+    if info["kind"] == "lm":
+        return rng.integers(0, len(info["vocab"]), (n // 4 or 1, info["sequence_length"]), dtype=np.int32)
+    if info["kind"] == "text":
+        words = np.array(info["vocab"] + ["unseen"])
+        return np.array([" ".join(rng.choice(words, rng.integers(1, 2 * info["sequence_length"])))
+                         for _ in range(n)], dtype=object).astype(str)
+    columns = {}
+    for col in info["columns"]:
+        if col["type"] == "numeric":
+            values = (col["mean"] + col["std"] * rng.normal(size=n)).astype(np.float32)
+            values[rng.random(n) < 0.1] = np.nan
+        else:
+            values = rng.choice(np.array(col["vocab"] + ["", "unseen"], dtype=object), n).astype(str)
+        columns[col["key"]] = values
+    return columns
+
+
 def check_target(out, run_path, overwrite):
     """`out` may be replaced only when it is an earlier export: never the run itself, a folder holding the run,
     or a folder of other files."""
@@ -214,7 +253,7 @@ def check_target(out, run_path, overwrite):
 
 def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None, check_examples=1000):
     """`bigml export`: write the export atomically (to a temporary folder, then renamed) once it matches
-    the Keras model on up to `check_examples` real inputs."""
+    the Keras model on up to `check_examples` of the run's test inputs (random ones without its dataset)."""
     if fmt not in FORMATS:
         raise unknown("export format", fmt, FORMATS)
     run = runs.open_run(run_path)
@@ -223,15 +262,7 @@ def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None
     info = run.info["input"]
     check_format(fmt, info)
     model = load_model(run)
-    ds = load_dataset(run.config.data, data_root)  # real inputs to check the export against
-    x = ds.x_test
-    if ds.kind == "lm":  # validation windows of token ids
-        length = info["sequence_length"]
-        x = np.stack([ds.x_val[s:s + length] for s in ds.y_val[:check_examples // 4 or 1]]).astype(np.int32)
-    if isinstance(x, dict):
-        x = {k: v[:check_examples] for k, v in x.items()}
-    else:
-        x = x[:check_examples]
+    x, checked_on = check_inputs(run, info, data_root, check_examples)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -247,4 +278,4 @@ def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None
         shutil.rmtree(out)
     tmp.rename(out)
     artifact = {"file": str(out / FILES[fmt])} if fmt in FILES else {}
-    return {"path": str(out), "format": fmt, **artifact, **check}
+    return {"path": str(out), "format": fmt, **artifact, **check, "checked_on": checked_on}

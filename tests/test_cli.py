@@ -330,6 +330,10 @@ def test_image_folder_end_to_end(cli, image_folder, tmp_path):
     result = cli("predict", run_dir, png, "--json")
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["predictions"][0]["top_k"][0]["label"].startswith("class_")
+    shutil.rmtree(image_folder)
+    result = cli("export", run_dir, "--json")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["checked_on"] == f"random inputs ({image_folder} is not here)"
 
 
 def test_csv_table_end_to_end(cli, table_csv, tmp_path):
@@ -351,6 +355,7 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
     assert_user_error(cli("eval", run_dir, "--dataset", rows), "has no column 'label'")
     result = cli("export", run_dir, "--json")
     assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["checked_on"] == "test split"
     assert json.loads(result.stdout)["top1_agreement"] == 1.0
     assert_user_error(cli("train", "mlp", "--dataset", table_csv, "--run-dir", tmp_path / "r2"), "--target")
     assert_user_error(cli("train", "mlp", "--dataset", table_csv, "--target", "lable", "--run-dir", tmp_path / "r2"),
@@ -360,6 +365,12 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("age,colour\n30,red\n")
     assert_user_error(cli("predict", run_dir, bad), "missing the column 'income'")
+    table_csv.rename(tmp_path / "moved.csv")  # exporting needs the run, not its data
+    result = cli("export", run_dir, "--out", tmp_path / "served", "--json")
+    assert result.exit_code == 0, result.text
+    check = json.loads(result.stdout)
+    assert check["checked_on"].startswith("random inputs") and check["top1_agreement"] == 1.0
+    assert check["checked_examples"] == 256
 
 
 def test_metrics_print_large_numbers_in_full():

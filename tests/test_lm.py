@@ -1,6 +1,8 @@
 """The GPT language model on a tiny synthetic corpus: train, eval, seeded generation, export, bad inputs."""
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -64,6 +66,17 @@ def test_export_returns_logits_and_the_vocabulary(lm_run, cli, tmp_path):
     serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
     logits = serve(tokens=tf.zeros((2, 16), tf.int32))["logits"]
     assert logits.shape == (2, 16, len(vocab["vocab"]))
+
+
+def test_export_without_the_corpus_checks_random_tokens(lm_run, cli, tmp_path):
+    copy = tmp_path / "copied-run"
+    shutil.copytree(lm_run[0], copy)
+    config = copy / "config.yaml"
+    config.write_text(re.sub(r"name: .*verse\.txt", f"name: {tmp_path / 'gone.txt'}", config.read_text()))
+    result = cli("export", copy, "--json")
+    assert result.exit_code == 0, result.text
+    check = json.loads(result.stdout)
+    assert check["checked_on"].startswith("random inputs") and check["top1_agreement"] == 1.0
 
 
 def test_onnx_export_of_the_gpt_runs_in_onnx_runtime(lm_run, cli, tmp_path):

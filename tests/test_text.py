@@ -1,6 +1,7 @@
 """Text classification on tiny synthetic text: folders of .txt files and the aclImdb layout."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -72,6 +73,11 @@ def test_text_models_train_predict_and_export_raw_strings(cli, text_folder, tmp_
     result = cli("export", run_dir, "--json")
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["top1_agreement"] == 1.0
+    shutil.rmtree(text_folder)  # a run exports without its data: checked on random texts
+    result = cli("export", run_dir, "--out", tmp_path / "served", "--json")
+    assert result.exit_code == 0, result.text
+    check = json.loads(result.stdout)
+    assert check["checked_on"].startswith("random inputs") and check["top1_agreement"] == 1.0
 
 
 def test_text_bad_inputs(cli, text_folder, tmp_path, digits_image_run):
