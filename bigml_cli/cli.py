@@ -169,7 +169,8 @@ def evaluate_cmd(
     run: str = typer.Argument(..., help="Run directory."),
     split: str = typer.Option("test", "--split", help="test, val or train."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Your own labelled data instead: a folder "
-                                          "with a sub-folder per class, or a CSV with the run's target column."),
+                                          "with a sub-folder per class, a CSV with the run's target column, or a "
+                                          ".txt file for a language model."),
     data_dir: Optional[str] = DataDir,
     as_json: bool = Json,
 ):
@@ -181,7 +182,8 @@ def evaluate_cmd(
         print(json.dumps({k: v for k, v in report.items() if k != "predictions"}))
         return
     if "perplexity" in report:
-        out.print(metrics_table(f"language model on the validation text of {report['run']}",
+        text = report.get("dataset", "the validation text")
+        out.print(metrics_table(f"language model {report['run']} on {text}",
                                 {k: report[k] for k in ("loss", "perplexity", "accuracy", "examples")}))
         return
     what = f"{report['dataset']} on" if "dataset" in report else f"{report['split']} split of"

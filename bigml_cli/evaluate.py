@@ -163,6 +163,28 @@ def labelled_examples(path, run):
     return x, np.array([classes.index(name) for name in labels], np.int64)
 
 
+def text_windows(path, info):
+    """A user's own text for a language-model run: its token ids in non-overlapping windows, as the run's
+    validation text is scored (characters the model never saw are skipped; unseen words read as <unk>)."""
+    from bigml_cli.data.base import Dataset
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--dataset {path} is not a file; a language model is scored on a UTF-8 .txt file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    index = {t: i for i, t in enumerate(info["vocab"])}
+    tokens = list(text) if info["tokens"] == "characters" else text.split()
+    ids = np.array([index.get(t, index.get("<unk>", -1)) for t in tokens], np.int32)
+    ids = ids[ids >= 0]
+    length = info["sequence_length"]
+    if len(ids) < length + 1:
+        raise UserError(f"{path} has {len(ids)} tokens the model reads; scoring needs at least {length + 1} "
+                        f"(sequence_length + 1)")
+    starts = np.arange(0, len(ids) - length, length, dtype=np.int64)
+    return Dataset(str(path), "lm", info["vocab"], ids[:0], starts[:0], ids, starts, ids, starts, augment="none",
+                   input_info=info)
+
+
 def evaluate(run_path, split="test", data_root=None, dataset=None):
     """`bigml eval`: evaluate a finished run on one split, or on the user's own labelled `dataset`;
     saves RUN/eval/SPLIT/ (RUN/eval/dataset-NAME/)."""
@@ -171,10 +193,12 @@ def evaluate(run_path, split="test", data_root=None, dataset=None):
 
         raise unknown("split", split, SPLITS)
     run = runs.open_run(run_path)
+    if dataset is not None and run.info["input"]["kind"] == "lm":
+        name = f"dataset-{runs.slug(str(dataset))}"
+        report = lm_report(load_model(run), text_windows(dataset, run.info["input"]))
+        save_lm_report(report, run.eval_dir(name))
+        return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     if dataset is not None:
-        if run.info["input"]["kind"] == "lm":
-            raise UserError(f"run {run_path} is a language model; it is evaluated on its own validation text, "
-                            "so leave out --dataset")
         x, y = labelled_examples(dataset, run)
         classes = run.info["class_names"]
         report = metrics_from_probs(predict_probs(load_model(run), x), y, classes)

@@ -68,6 +68,22 @@ def test_export_returns_logits_and_the_vocabulary(lm_run, cli, tmp_path):
     assert logits.shape == (2, 16, len(vocab["vocab"]))
 
 
+def test_eval_on_your_own_text(lm_run, cli, corpus, tmp_path):
+    """The corpus's own validation part, given as a file, scores as `bigml eval` does on it."""
+    run_dir, _ = lm_run
+    report = json.loads(cli("eval", run_dir, "--json").stdout)
+    text = corpus.read_text()
+    own = tmp_path / "held-out.txt"
+    own.write_text(text[int(len(text) * 0.9):])  # data.val_fraction's default: the last 10%
+    result = cli("eval", run_dir, "--dataset", own, "--json")
+    assert result.exit_code == 0, result.text
+    mine = json.loads(result.stdout)
+    assert mine["examples"] == report["examples"] and mine["loss"] == pytest.approx(report["loss"], rel=1e-6)
+    assert (run_dir / "eval" / "dataset-held-out" / "report.json").exists()
+    own.write_text("to be")
+    assert_user_error(cli("eval", run_dir, "--dataset", own), "scoring needs at least 17")
+
+
 def test_export_without_the_corpus_checks_random_tokens(lm_run, cli, tmp_path):
     copy = tmp_path / "copied-run"
     shutil.copytree(lm_run[0], copy)
