@@ -167,7 +167,7 @@ def show_config(
 @handle_errors
 def evaluate_cmd(
     run: str = typer.Argument(..., help="Run directory."),
-    split: str = typer.Option("test", "--split", help="test, val or train."),
+    split: Optional[str] = typer.Option(None, "--split", help="test, val or train. \\[default: test]"),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Your own labelled data instead: a folder "
                                           "with a sub-folder per class, a CSV with the run's target column, or a "
                                           ".txt file for a language model."),

@@ -185,9 +185,13 @@ def text_windows(path, info):
                    input_info=info)
 
 
-def evaluate(run_path, split="test", data_root=None, dataset=None):
+def evaluate(run_path, split=None, data_root=None, dataset=None):
     """`bigml eval`: evaluate a finished run on one split, or on the user's own labelled `dataset`;
     saves RUN/eval/SPLIT/ (RUN/eval/dataset-NAME/)."""
+    if split is not None and dataset is not None:
+        raise UserError(f"--split {split} and --dataset both name what to score; --dataset scores all of your "
+                        "data, so give one of them")
+    split = split or "test"
     if split not in SPLITS:
         from bigml_cli.errors import unknown
 

@@ -70,6 +70,13 @@ def test_eval_on_your_own_labelled_folder_matches_the_test_split(cli, digits_run
     assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "mine"), "labels this run was not trained on: 11")
     assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "flat"), "holds no labelled examples")
     assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "nowhere"), "does not exist")
+    assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "mine", "--split", "val"), "give one of them")
+
+
+def test_target_is_refused_for_data_without_columns(cli, tmp_path):
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--target", "label", "--run-dir", tmp_path / "r"),
+                      "names a CSV column", "not a .csv table")
+    assert not (tmp_path / "r").exists()
 
 
 def test_eval_of_a_split_the_run_does_not_have(cli, digits_run, tmp_path):

@@ -26,6 +26,9 @@ def load_dataset(cfg, data_root=None):
 
 def _load(cfg, data_root):
     name = cfg.name
+    if cfg.target and not name.lower().endswith(".csv"):  # a column name means nothing to images or texts
+        raise UserError(f"--target (data.target) names a CSV column, but dataset {name} is not a .csv table; "
+                        "leave it out")
     if name in DATASETS.names():
         return DATASETS.get(name)(cfg, data_dir(data_root))
     path = Path(name).expanduser()
