@@ -121,6 +121,7 @@ def load_model(run):
 def labelled_examples(path, run):
     """(inputs, class indices of the run) of a user's own labelled data: a folder with one sub-folder per class
     (its test/ part when it is split into train/ and test/), or a CSV holding the run's target column."""
+    from bigml_cli.data.base import sub_folders
     from bigml_cli.data.images import read_folder
     from bigml_cli.data.table import columns_to_arrays, is_missing, read_rows
     from bigml_cli.data.text import read_texts
@@ -147,7 +148,7 @@ def labelled_examples(path, run):
             names, x, idx = read_folder(folder, info["shape"][:2], info["shape"][2])
             x = np.stack(x) if x else None
         else:
-            names = sorted(d.name for d in folder.iterdir() if d.is_dir())
+            names = sub_folders(folder)
             x, idx = read_texts(folder, names)
         labels = [names[i] for i in idx]
     unknown_labels = sorted(set(labels) - set(classes))

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from bigml_cli import runs
+from bigml_cli.data.base import files_in
 from bigml_cli.data.images import IMAGE_SUFFIXES, read_image
 from bigml_cli.data.table import columns_to_arrays, read_rows
 from bigml_cli.errors import UserError
@@ -52,7 +53,7 @@ def expand_folders(files, kind):
         if not Path(f).is_dir():
             out.append(f)
             continue
-        found = sorted(p for p in Path(f).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        found = files_in(f, suffixes)
         if not found:
             raise UserError(f"folder {f} holds no {'/'.join(suffixes)} files to predict on")
         out += [str(p) for p in found]

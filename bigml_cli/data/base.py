@@ -69,11 +69,25 @@ def split(x, y, fraction, seed):
     return take(x, rest), y[rest], take(x, held), y[held]
 
 
+def sub_folders(folder):
+    """The class sub-folders of `folder`, sorted; hidden ones (.ipynb_checkpoints, .git) are not classes."""
+    return sorted(p.name for p in Path(folder).iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name not in ("train", "test"))
+
+
+def files_in(folder, suffixes):
+    """The files under `folder` (sub-folders included, as Keras' *_dataset_from_directory reads them) whose
+    names end in one of `suffixes`, sorted; hidden ones (macOS' ._IMG.jpg copies) are skipped."""
+    folder = Path(folder)
+    return sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in suffixes
+                  and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
 def class_folders(path, what):
     """(train folder, test folder or None, class names) of a folder with one sub-folder per class,
     optionally split into train/ and test/."""
     train_dir = path / "train" if (path / "train").is_dir() else path
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and p.name not in ("train", "test"))
+    classes = sub_folders(train_dir)
     if len(classes) < 2:
         raise UserError(f"{what} folder {train_dir} needs one sub-folder per class, at least two; found "
                         f"{len(classes)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, class_folders, make_image_dataset, split
+from bigml_cli.data.base import DATASETS, class_folders, files_in, make_image_dataset, split, sub_folders
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -176,13 +176,12 @@ def read_image(path, size=None, channels=None):
 
 def read_folder(folder, size, channels):
     """(class names, images, labels) of a folder with one sub-folder per class."""
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in ("train", "test"))
+    classes = sub_folders(folder)
     xs, ys = [], []
     for label, name in enumerate(classes):
-        for f in sorted((folder / name).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                xs.append(read_image(f, size, channels))
-                ys.append(label)
+        for f in files_in(folder / name, IMAGE_SUFFIXES):
+            xs.append(read_image(f, size, channels))
+            ys.append(label)
     return classes, xs, ys
 
 
@@ -206,7 +205,7 @@ def _common_size_and_channels(files):
 def load_image_folder(path: Path, cfg):
     """An image folder: one sub-folder per class, optionally split into train/ and test/."""
     train_dir, test_dir, classes = class_folders(path, "image")
-    files = [f for c in classes for f in sorted((train_dir / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [f for c in classes for f in files_in(train_dir / c, IMAGE_SUFFIXES)]
     if not files:
         raise UserError(f"image folder {train_dir} holds no .png/.jpg images in its class sub-folders")
     size, channels = _common_size_and_channels(files)

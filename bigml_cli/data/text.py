@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, Dataset, class_folders, split
+from bigml_cli.data.base import DATASETS, Dataset, class_folders, files_in, split
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -20,7 +20,7 @@ def read_texts(folder, classes):
     """(texts, labels) from folder/<class>/*.txt."""
     texts, labels = [], []
     for label, name in enumerate(classes):
-        for f in sorted((folder / name).glob("*.txt")):
+        for f in files_in(folder / name, (".txt",)):
             try:
                 texts.append(f.read_text(encoding="utf-8", errors="replace").replace("<br />", " "))
             except OSError as e:
