@@ -66,12 +66,13 @@ def test_image_folder_with_train_and_test(image_folder):
 
 def test_image_folder_skips_hidden_files_and_reads_nested_ones(image_folder):
     """Jupyter's .ipynb_checkpoints is not a class, macOS' ._NAME.png copies are not images, and a class's own
-    sub-folders belong to it (as in Keras' image_dataset_from_directory)."""
+    sub-folders belong to it (as in Keras' image_dataset_from_directory); a notes.txt is not a text dataset."""
     train = image_folder / "train"
     (train / ".ipynb_checkpoints").mkdir()
     (train / "class_0" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
     (train / "class_1" / "more").mkdir()
     shutil.copy(next((train / "class_1").glob("*.png")), train / "class_1" / "more" / "copy.png")
+    (train / "class_2" / "notes.txt").write_text("where these came from: not a text dataset")
     ds = load_dataset(DataConfig(name=str(image_folder), val_fraction=0.0))
     assert ds.class_names == ["class_0", "class_1", "class_2"]
     assert len(ds.y_train) == 37 and (ds.y_train == 1).sum() == 13

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, Dataset, class_folders, files_in, split
+from bigml_cli.data.base import DATASETS, Dataset, class_folders, files_in, split, sub_folders
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -70,7 +70,15 @@ def imdb(cfg, root):
 
 
 def is_text_folder(path: Path):
-    return any(path.glob("*/*.txt")) or any(path.glob("train/*/*.txt"))
+    """Whether a class folder holds texts: more .txt files than images (a stray notes.txt beside the photos
+    does not make it a text dataset)."""
+    from bigml_cli.data.images import IMAGE_SUFFIXES
+
+    root = path / "train" if (path / "train").is_dir() else path
+    if not root.is_dir():
+        return False
+    texts = sum(len(files_in(root / c, (".txt",))) for c in sub_folders(root))
+    return texts > sum(len(files_in(root / c, IMAGE_SUFFIXES)) for c in sub_folders(root))
 
 
 def load_text_folder(path: Path, cfg):
