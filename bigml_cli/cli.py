@@ -202,9 +202,9 @@ def evaluate_cmd(
 @handle_errors
 def predict(
     run: str = typer.Argument(..., help="Run directory."),
-    inputs: List[str] = typer.Argument(..., help="PNG/JPEG images, .npy arrays, CSV files (tables), folders of these, or texts (text models)."),
+    inputs: List[str] = typer.Argument(..., help="PNG/JPEG images, .npy arrays, CSV files (tables), folders of these, or texts (text models: words, .txt files or folders)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per input."),
-    from_files: bool = typer.Option(False, "--file", help="Text models: the inputs are paths of text files."),
+    from_files: bool = typer.Option(False, "--file", help="Text models: every input is a path of a text file (.txt files and folders are read without it)."),
     as_json: bool = Json,
 ):
     """Predict the classes of your own inputs."""

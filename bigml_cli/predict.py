@@ -31,11 +31,17 @@ def read_npy(path, shape):
     return np.clip(np.round(arr), 0, 255).astype(np.uint8)
 
 
+def is_text_file(item):
+    """An argument naming an existing .txt file is read, not classified as the words of its name."""
+    return item.lower().endswith(".txt") and Path(item).is_file()
+
+
 def read_text_inputs(items, from_files):
-    """Raw strings for a text model: the arguments themselves, or the contents of --file paths."""
+    """Raw strings for a text model: the arguments themselves, or the contents of .txt files (every
+    argument with --file)."""
     texts = []
     for item in items:
-        if from_files:
+        if from_files or is_text_file(item):
             if not Path(item).is_file():
                 raise UserError(f"text file {item} does not exist")
             item = Path(item).read_text(encoding="utf-8", errors="replace")
@@ -62,10 +68,9 @@ def expand_folders(files, kind):
 
 def load_inputs(files, info, from_files=False):
     """(names, model inputs) for the inputs given to `bigml predict`."""
-    if info["kind"] != "text" or from_files:
-        files = expand_folders(files, info["kind"])
+    files = expand_folders(files, info["kind"])
     if info["kind"] == "text":
-        names = [f if from_files else (f[:40] + "..." if len(f) > 40 else f) for f in files]
+        names = [f if from_files or is_text_file(f) else (f[:40] + "..." if len(f) > 40 else f) for f in files]
         return names, read_text_inputs(files, from_files)
     for f in files:
         if not Path(f).is_file() and not from_files and (" " in f or not Path(f).suffix):

@@ -64,8 +64,13 @@ def test_text_models_train_predict_and_export_raw_strings(cli, text_folder, tmp_
     assert labels == ["pos", "neg"]
     review_file = tmp_path / "r.txt"
     review_file.write_text("great great movie")
-    assert cli("predict", run_dir, review_file, "--file", "--json").exit_code == 0
+    result = cli("predict", run_dir, review_file, "--file", "--json")
+    assert result.exit_code == 0, result.text
+    assert cli("predict", run_dir, review_file, "--json").stdout == result.stdout, "a .txt path is read as a file"
     write_reviews(tmp_path / "new-reviews", 10, seed=5)  # the user's own labelled reviews
+    result = cli("predict", run_dir, tmp_path / "new-reviews", "--json")
+    assert result.exit_code == 0, result.text
+    assert len(json.loads(result.stdout)["predictions"]) == 20
     result = cli("eval", run_dir, "--dataset", tmp_path / "new-reviews", "--json")
     assert result.exit_code == 0, result.text
     report = json.loads(result.stdout)
