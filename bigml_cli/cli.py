@@ -147,6 +147,11 @@ def train(
         print(json.dumps(metrics))
     else:
         out.print(metrics_table(f"test metrics: {metrics['run']}", {k: v for k, v in metrics.items() if k != "run"}))
+        run_path = metrics["run"]
+        first = (f"bigml generate {run_path} --prompt TEXT" if "perplexity" in metrics
+                 else f"bigml predict {run_path} INPUT...")
+        out.print(f"next: {first}  |  bigml eval {run_path}  |  bigml export {run_path}", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 @app.command("config")

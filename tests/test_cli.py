@@ -73,6 +73,14 @@ def test_eval_on_your_own_labelled_folder_matches_the_test_split(cli, digits_run
     assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "mine", "--split", "val"), "give one of them")
 
 
+def test_train_prints_its_results_and_what_to_run_next(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    result = cli("train", "mlp", "--dataset", "digits", "--run-dir", run_dir, "train.epochs=1")
+    assert result.exit_code == 0, result.text
+    assert "accuracy" in result.stdout
+    assert f"next: bigml predict {run_dir} INPUT...  |  bigml eval {run_dir}  |  bigml export {run_dir}" in result.stdout
+
+
 def test_target_is_refused_for_data_without_columns(cli, tmp_path):
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "--target", "label", "--run-dir", tmp_path / "r"),
                       "names a CSV column", "not a .csv table")
