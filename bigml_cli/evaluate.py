@@ -198,17 +198,16 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
 
         raise unknown("split", split, SPLITS)
     run = runs.open_run(run_path)
-    if dataset is not None and run.info["input"]["kind"] == "lm":
-        name = f"dataset-{runs.slug(str(dataset))}"
-        report = lm_report(load_model(run), text_windows(dataset, run.info["input"]))
-        save_lm_report(report, run.eval_dir(name))
-        return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     if dataset is not None:
-        x, y = labelled_examples(dataset, run)
-        classes = run.info["class_names"]
-        report = metrics_from_probs(predict_probs(load_model(run), x), y, classes)
         name = f"dataset-{runs.slug(str(dataset).rstrip('/'))}"
-        save_report(report, classes, run.eval_dir(name), y)
+        if run.info["input"]["kind"] == "lm":
+            report = lm_report(load_model(run), text_windows(dataset, run.info["input"]))
+            save_lm_report(report, run.eval_dir(name))
+        else:
+            x, y = labelled_examples(dataset, run)
+            classes = run.info["class_names"]
+            report = metrics_from_probs(predict_probs(load_model(run), x), y, classes)
+            save_report(report, classes, run.eval_dir(name), y)
         return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     cfg = run.config
     ds = load_dataset(cfg.data, data_root)
