@@ -25,7 +25,7 @@ class DataConfig:
     test_fraction: float = 0.2  # for datasets that ship no test split
     augment: str = "auto"  # auto (the dataset's choice) | none | crop_flip | crop_altflip | shift
     crop_padding: int = 4  # crop_flip and shift: pixels of padding before the random crop
-    image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = the most common size
+    image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = the most common size, scaled to fit 256
     vocab_size: int = 20000  # text: most frequent tokens of the training split (plus padding and unknown)
     sequence_length: int = 256  # text: tokens per example (longer texts are cut, shorter padded)
     tokens: str = "words"  # text: words | characters

@@ -78,6 +78,21 @@ def test_image_folder_skips_hidden_files_and_reads_nested_ones(image_folder):
     assert len(ds.y_train) == 37 and (ds.y_train == 1).sum() == 13
 
 
+def test_image_folder_of_large_photos_trains_at_a_fitting_size(tmp_path):
+    """Photos of 600 x 400 become 256 x 171 inputs (aspect kept) unless data.image_size says otherwise."""
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (600, 400), (40 * i, 200 if label == "a" else 20, 90)).save(
+                tmp_path / "photos" / label / f"{i}.jpg")
+    ds = load_dataset(DataConfig(name=str(tmp_path / "photos"), val_fraction=0.0))
+    assert ds.x_train.shape[1:] == (171, 256, 3)
+    ds = load_dataset(DataConfig(name=str(tmp_path / "photos"), val_fraction=0.0, image_size=[40, 60]))
+    assert ds.x_train.shape[1:] == (40, 60, 3)
+
+
 def test_csv_with_missing_values_and_categories(table_csv):
     ds = load_dataset(DataConfig(name=str(table_csv), target="label"))
     cols = {c["name"]: c for c in ds.input_info["columns"]}

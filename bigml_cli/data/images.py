@@ -13,6 +13,7 @@ from bigml_cli.errors import UserError
 
 KERAS_DATA = "https://storage.googleapis.com/tensorflow/tf-keras-datasets"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+MAX_SIDE = 256  # image folders: the longest side of the default input size (data.image_size sets any size)
 
 
 def corrupt(path, err):
@@ -202,6 +203,14 @@ def _common_size_and_channels(files):
     return sizes.most_common(1)[0][0], 1 if gray > len(files) / 2 else 3
 
 
+def fit_within(size, side):
+    """(height, width) scaled down, aspect kept, so that neither exceeds `side`: phone photos (4032 x 3024)
+    would otherwise become the model's input size."""
+    h, w = size
+    scale = min(1.0, side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 def load_image_folder(path: Path, cfg):
     """An image folder: one sub-folder per class, optionally split into train/ and test/."""
     train_dir, test_dir, classes = class_folders(path, "image")
@@ -209,7 +218,7 @@ def load_image_folder(path: Path, cfg):
     if not files:
         raise UserError(f"image folder {train_dir} holds no .png/.jpg images in its class sub-folders")
     size, channels = _common_size_and_channels(files)
-    size = tuple(cfg.image_size) if cfg.image_size else size
+    size = tuple(cfg.image_size) if cfg.image_size else fit_within(size, MAX_SIDE)
     _, xs, ys = read_folder(train_dir, size, channels)
     x, y = np.stack(xs), np.asarray(ys)
     if test_dir:
