@@ -224,6 +224,16 @@ def read_recipe(path):
     return data
 
 
+def section_hint(key, value):
+    """'; did you mean train.epochs=5?' for a bare key of the data or train section (yolo-style epochs=5)."""
+    from dataclasses import fields
+
+    for section, cls in (("data", DataConfig), ("train", TrainConfig)):
+        if key in {f.name for f in fields(cls)}:
+            return f"; did you mean {section}.{key}={value}?"
+    return ""
+
+
 def parse_overrides(overrides):
     """['train.epochs=3', ...] -> {'train': {'epochs': 3}, ...} (values parsed as YAML)."""
     parsed = {}
@@ -231,7 +241,8 @@ def parse_overrides(overrides):
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
-            raise UserError(f"override '{item}' must look like SECTION.KEY=VALUE, e.g. train.epochs=3")
+            raise UserError(f"override '{item}' must look like SECTION.KEY=VALUE, e.g. train.epochs=3"
+                            f"{section_hint(key, raw) if sep and not dot else ''}")
         if section not in ("model", "data", "train"):
             raise UserError(
                 f"unknown recipe section '{section}'{did_you_mean(section, ('model', 'data', 'train'))} "

@@ -51,6 +51,8 @@ def test_overrides_are_typed_and_applied():
     ("trian.epochs=3", "unknown recipe section 'trian' (did you mean 'train'?)"),
     ("train.optimizer=adam", "unknown value for train.optimizer 'adam' (did you mean 'adamw'?)"),
     ("epochs", "must look like SECTION.KEY=VALUE"),
+    ("epochs=5", "did you mean train.epochs=5?"),
+    ("val_fraction=0.2", "did you mean data.val_fraction=0.2?"),
 ])
 def test_bad_overrides_are_user_errors(override, message):
     with pytest.raises(UserError) as e:
