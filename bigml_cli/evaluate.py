@@ -106,6 +106,36 @@ def plot_confusion(confusion, class_names, path):
     plt.close(fig)
 
 
+def plot_history(history_csv, path):
+    """Training curves: loss and accuracy per epoch, training and validation, from history.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    with open(history_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    panels = [m for m in ("loss", "accuracy") if rows and m in rows[0]]
+    if not panels:
+        return
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], panels):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+            if any(v == v for v in values):  # not all NaN
+                ax.plot(epochs, values, marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def load_model(run):
     import keras
 

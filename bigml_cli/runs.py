@@ -5,6 +5,7 @@
     RUN/model.keras          the selected model (best validation accuracy)
     RUN/checkpoints/         last.weights.h5 (every epoch) and best.weights.h5
     RUN/history.csv          per-epoch loss, accuracy, val_loss, val_accuracy, learning rate
+    RUN/history.png          the same as training curves
     RUN/logs/                TensorBoard event files
     RUN/metrics.json         test metrics measured at the end of training
     RUN/eval/<split>/        written by `bigml eval`: report.json, confusion_matrix.csv/.png, predictions.csv
@@ -33,6 +34,7 @@ class Run:
     model_file = property(lambda self: self.path / "model.keras")
     checkpoints = property(lambda self: self.path / "checkpoints")
     history_file = property(lambda self: self.path / "history.csv")
+    history_plot = property(lambda self: self.path / "history.png")
     logs = property(lambda self: self.path / "logs")
     metrics_file = property(lambda self: self.path / "metrics.json")
 

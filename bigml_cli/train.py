@@ -20,7 +20,8 @@ from bigml_cli.data import load_dataset
 from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_train_dataset, steps_per_epoch,
                                      train_dataset)
 from bigml_cli.errors import Interrupted, UserError
-from bigml_cli.evaluate import lm_report, metrics_from_probs, predict_probs, save_lm_report, save_report
+from bigml_cli.evaluate import (lm_report, metrics_from_probs, plot_history, predict_probs, save_lm_report,
+                                save_report)
 from bigml_cli.models import adapt_to_data, build_model, whitening_biases, with_test_time_augmentation
 from bigml_cli.optim import make_optimizer
 
@@ -447,4 +448,5 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                "examples_per_second": round(timer.summary().get("examples_per_second", 0.0), 1),
                "run": str(run_.path)}
     run_.metrics_file.write_text(json.dumps(metrics, indent=2))
+    plot_history(run_.history_file, run_.history_plot)
     return metrics

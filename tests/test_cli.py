@@ -30,7 +30,7 @@ def digits_run(tmp_path_factory):
 def test_train_writes_the_run_directory(digits_run):
     run_dir, metrics = digits_run
     assert metrics["accuracy"] > 0.85, "4 epochs on digits learn something real"
-    for name in ("config.yaml", "run.json", "model.keras", "history.csv", "metrics.json",
+    for name in ("config.yaml", "run.json", "model.keras", "history.csv", "history.png", "metrics.json",
                  "checkpoints/best.weights.h5", "checkpoints/last.weights.h5", "eval/test/confusion_matrix.png"):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "logs").rglob("*tfevents*")), "TensorBoard logs"
