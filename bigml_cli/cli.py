@@ -399,9 +399,46 @@ def list_rows(what, runs_root="runs"):
     return list_runs(runs_root)
 
 
+def _usage_errors():
+    """Typer's UsageError class and its no-arguments-given subclass (vendored click since typer 0.2x)."""
+    try:
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # older typer on the external click package
+        from click.exceptions import UsageError
+
+        NoArgsIsHelpError = ()
+    return UsageError, NoArgsIsHelpError
+
+
+def _value_after(option, argv=None):
+    """The value a user gave an unknown option (--epochs 3 or --epochs=3), for the override it should be."""
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+        if arg == option and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            return argv[i + 1]
+    return "N"
+
+
 def main():
     _quiet_tensorflow_import()
-    app()
+    usage_error, no_args = _usage_errors()
+    try:
+        code = app(standalone_mode=False)
+    except no_args as e:  # `bigml` alone: the help text
+        e.show()
+        code = e.exit_code
+    except usage_error as e:  # an unknown option, a missing argument, a value of the wrong type: one line
+        from bigml_cli.config import section_hint
+
+        where = e.ctx.command_path if e.ctx else "bigml"
+        option = getattr(e, "option_name", None) or ""  # --epochs 3: the recipe key train.epochs, as an override
+        hint = section_hint(option.lstrip("-").replace("-", "_"), _value_after(option)) if option else ""
+        err.print(f"error: {e.format_message().rstrip('.')}{hint or f'; see `{where} --help`'}", markup=False,
+                  highlight=False)
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,21 @@ def test_train_prints_its_results_and_what_to_run_next(cli, tmp_path):
     assert f"next: bigml predict {run_dir} INPUT...  |  bigml eval {run_dir}  |  bigml export {run_dir}" in result.stdout
 
 
+@pytest.mark.parametrize("args, fragments", [
+    (["train", "mlp", "--dataset", "digits", "--epochs", "3"], ["No such option: --epochs", "did you mean train.epochs=3?"]),
+    (["predict"], ["Missing argument 'run'", "see `bigml predict --help`"]),
+    (["eval", "runs/x", "--split"], ["Option '--split' requires an argument", "--help`"]),
+])
+def test_command_line_mistakes_are_one_line(args, fragments):
+    """Typer's own usage errors (an unknown option, a missing argument) end as bigml's do: one line, exit 2."""
+    proc = subprocess.run([str(Path(sys.executable).with_name("bigml")), *args], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
 def test_target_is_refused_for_data_without_columns(cli, tmp_path):
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "--target", "label", "--run-dir", tmp_path / "r"),
                       "names a CSV column", "not a .csv table")
