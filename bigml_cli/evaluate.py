@@ -106,6 +106,13 @@ def plot_confusion(confusion, class_names, path):
     plt.close(fig)
 
 
+def as_float(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def plot_history(history_csv, path):
     """Training curves: loss and accuracy per epoch, training and validation, from history.csv."""
     import matplotlib
@@ -123,7 +130,7 @@ def plot_history(history_csv, path):
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], panels):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
-            values = [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+            values = [as_float(r.get(key)) for r in rows]  # CSVLogger writes NA where there is no validation
             if any(v == v for v in values):  # not all NaN
                 ax.plot(epochs, values, marker="o", label=label)
         ax.set_xlabel("epoch")
