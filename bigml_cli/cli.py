@@ -68,10 +68,10 @@ def handle_errors(fn):
     return wrapper
 
 
-def metrics_table(title, metrics):
+def metrics_table(title, metrics, name="metric", justify="right"):
     table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column(name)
+    table.add_column("value", justify=justify)
     for key, value in metrics.items():
         table.add_row(key, format_number(value))
     return table
@@ -314,7 +314,7 @@ def doctor(as_json: bool = Json):
         print(json.dumps(report))
         return
     out.print(metrics_table("bigml doctor", {k: ", ".join(v) if isinstance(v, list) else v
-                                             for k, v in report.items()}))
+                                             for k, v in report.items()}, name="check", justify="left"))
 
 
 @app.command()
