@@ -35,3 +35,17 @@ def test_one_epoch_of_mlp_on_mnist_learns(cli, real_data_dir, tmp_path):
                  "--json", "train.epochs=1", "model.hidden_units=[128]")
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] > 0.90
+
+
+def test_eval_on_the_cifar10_image_folder_matches_the_test_split(cli, real_data_dir, tmp_path):
+    """The 10,000 test JPEGs, read as the user's own labelled folder, score exactly as the pickled test batch."""
+    run_dir = tmp_path / "r"
+    result = cli("train", "tutorial_cnn", "--dataset", "cifar10", "--data-dir", real_data_dir, "--run-dir", run_dir,
+                 "--json", "train.epochs=1", "train.steps_per_epoch=20")
+    assert result.exit_code == 0, result.text
+    on_split = json.loads(result.stdout.strip().splitlines()[-1])
+    result = cli("eval", run_dir, "--dataset", real_data_dir / "cifar10-images", "--json")
+    assert result.exit_code == 0, result.text
+    on_folder = json.loads(result.stdout)
+    assert on_folder["examples"] == 10000 and on_folder["accuracy"] == on_split["accuracy"]
+    assert on_folder["loss"] == pytest.approx(on_split["loss"], rel=1e-6)
