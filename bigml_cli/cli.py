@@ -438,6 +438,9 @@ def main():
         err.print(f"error: {e.format_message().rstrip('.')}{hint or f'; see `{where} --help`'}", markup=False,
                   highlight=False)
         code = 2
+    except typer.Abort:  # end of input at a prompt
+        err.print("aborted")
+        code = 1
     sys.exit(code if isinstance(code, int) else 0)
 
 
