@@ -28,6 +28,10 @@ def read_npy(path, shape):
                         f"(or a batch: (N, {', '.join(map(str, shape))}))")
     if not np.issubdtype(arr.dtype, np.number):
         raise UserError(f"{path} holds {arr.dtype} values; give raw pixel values 0-255")
+    if np.issubdtype(arr.dtype, np.floating) and arr.size and (np.nanmin(arr) < 0 or 0 < np.nanmax(arr) <= 1):
+        # the model scales raw pixels itself: x / 255 or standardized arrays would be read as near-black
+        raise UserError(f"{path} holds values from {np.nanmin(arr):.3g} to {np.nanmax(arr):.3g}, not raw pixels; "
+                        "save the images as 0-255 values (e.g. x * 255 for arrays scaled to 0-1)")
     return np.clip(np.round(arr), 0, 255).astype(np.uint8)
 
 

@@ -330,6 +330,9 @@ def test_predict_bad_inputs(cli, digits_run, tmp_path):
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((5, 5), np.uint8))
     assert_user_error(cli("predict", run_dir, wrong), "has shape (5, 5)")
+    scaled = tmp_path / "scaled.npy"
+    np.save(scaled, np.full((2, 8, 8), 0.5, np.float32))
+    assert_user_error(cli("predict", run_dir, scaled), "values from 0.5 to 0.5, not raw pixels", "x * 255")
     assert_user_error(cli("predict", run_dir, tmp_path / "missing.png"), "does not exist")
     assert_user_error(cli("predict", tmp_path, rgb), "not a bigml run directory")
 
