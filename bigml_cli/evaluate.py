@@ -8,15 +8,24 @@ import numpy as np
 
 from bigml_cli import runs
 from bigml_cli.data import load_dataset
+from bigml_cli.data.base import length
 from bigml_cli.data.pipeline import inputs_dataset
 from bigml_cli.errors import UserError
 
 SPLITS = ("test", "val", "train")
 
 
-def predict_probs(model, x, batch_size=512):
-    """Class probabilities (N, classes) for in-memory inputs, in order."""
-    return np.concatenate([np.asarray(model(batch, training=False)) for batch in inputs_dataset(x, batch_size)])
+def predict_probs(model, x, batch_size=512, progress=None):
+    """Class probabilities (N, classes) for in-memory inputs, in order; `progress` names a progress bar
+    (on stderr, with rate and time left) for inputs of more than one batch."""
+    batches = inputs_dataset(x, batch_size)
+    steps = -(-length(x) // batch_size)
+    if progress and steps > 1:
+        from rich.console import Console
+        from rich.progress import track
+
+        batches = track(batches, description=progress, total=steps, console=Console(stderr=True), transient=True)
+    return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
 
 
 def metrics_from_probs(probs, y, class_names):
@@ -243,7 +252,7 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
         else:
             x, y = labelled_examples(dataset, run)
             classes = run.info["class_names"]
-            report = metrics_from_probs(predict_probs(load_model(run), x), y, classes)
+            report = metrics_from_probs(predict_probs(load_model(run), x, progress="evaluating"), y, classes)
             save_report(report, classes, run.eval_dir(name), y)
         return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     cfg = run.config
@@ -257,6 +266,6 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
     if len(y) == 0:
         raise UserError(f"run {run_path} has no {split} split (its data.{split}_fraction is 0); "
                         "evaluate another with --split test or --split train")
-    report = metrics_from_probs(predict_probs(model, x), y, ds.class_names)
+    report = metrics_from_probs(predict_probs(model, x, progress="evaluating"), y, ds.class_names)
     save_report(report, ds.class_names, run.eval_dir(split), y)
     return {"run": str(run.path), "split": split, **report}

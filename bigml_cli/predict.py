@@ -117,7 +117,7 @@ def predict(run_path, files, top_k=5, from_files=False):
     if info["input"]["kind"] == "lm":
         raise UserError(f"run {run_path} is a language model; use `bigml generate {run_path} --prompt TEXT`")
     names, x = load_inputs(files, info["input"], from_files)
-    probs = predict_probs(load_model(run), x)
+    probs = predict_probs(load_model(run), x, progress="predicting")
     classes = info["class_names"]
     k = min(top_k, len(classes))
     results = []

@@ -440,7 +440,7 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         report = lm_report(model, ds)
         save_lm_report(report, run_.eval_dir("val"))
     else:
-        report = metrics_from_probs(predict_probs(model, ds.x_test), ds.y_test, ds.class_names)
+        report = metrics_from_probs(predict_probs(model, ds.x_test, progress="testing"), ds.y_test, ds.class_names)
         save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test)
     metrics = {"accuracy": report["accuracy"], "loss": report["loss"], "examples": report["examples"],
                **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
