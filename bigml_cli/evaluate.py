@@ -216,6 +216,8 @@ def text_windows(path, info):
     from bigml_cli.data.base import Dataset
 
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"--dataset {path} does not exist")
     if not path.is_file():
         raise UserError(f"--dataset {path} is not a file; a language model is scored on a UTF-8 .txt file")
     text = path.read_text(encoding="utf-8", errors="replace")

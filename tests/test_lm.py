@@ -82,6 +82,7 @@ def test_eval_on_your_own_text(lm_run, cli, corpus, tmp_path):
     assert (run_dir / "eval" / "dataset-held-out" / "report.json").exists()
     own.write_text("to be")
     assert_user_error(cli("eval", run_dir, "--dataset", own), "scoring needs at least 17")
+    assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "missing.txt"), "missing.txt does not exist")
 
 
 def test_export_without_the_corpus_checks_random_tokens(lm_run, cli, tmp_path):
