@@ -19,8 +19,10 @@ GPU_PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "V100": 15.7e12,
 
 def cpu_peak():
     """Peak fp32 FLOP/s of this CPU: cores x clock x FLOPs per cycle (2 FMA units x vector lanes x 2)."""
+    from bigml_cli.distribute import cpu_flags
+
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set(re.search(r"^flags\s*:(.*)$", info, re.M).group(1).split()) if "flags" in info else set()
+    flags = cpu_flags()
     mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)]
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout

@@ -22,6 +22,27 @@ from bigml_cli.errors import UserError, unknown
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker")
 
 
+def cpu_flags():
+    """The CPU's instruction-set flags from /proc/cpuinfo (empty where there is none)."""
+    import re
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    found = re.search(r"^flags\s*:(.*)$", info, re.M)
+    return set(found.group(1).split()) if found else set()
+
+
+def slow_precision_note(precision, place):
+    """A warning line when a mixed precision would run slower than float32: on a CPU, float16 always, and
+    bfloat16 without BF16 instructions (measured 11 to 18 times slower here; README, Speed choices)."""
+    if precision == "float32" or tf.config.list_physical_devices("GPU") or place.name.startswith("tpu"):
+        return None
+    if precision == "mixed_bfloat16" and cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return None
+    return (f"note: {precision} runs slower than float32 on this CPU (it has no "
+            f"{'BF16' if 'bfloat' in precision else 'float16'} instructions); --precision float32 is faster here")
+
+
 @dataclass
 class Placement:
     strategy: tf.distribute.Strategy

@@ -384,6 +384,9 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                       f"{cfg.model['name']} ({model.count_params():,} parameters)  dataset {cfg.data.name} "
                       f"({sizes})  "
                       f"strategy {place.name}" + (f"  resuming at step {start_step}" if resume else ""))
+        note = distribute.slow_precision_note(t.precision, place)
+        if note:
+            console.print(note, markup=False, highlight=False)
         val_ds = task.val
         has_val = len(ds.y_val) > 0
         monitor = task.monitor if has_val else "loss"

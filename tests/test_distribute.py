@@ -120,3 +120,15 @@ def test_mixed_precision_trains_with_float32_softmax(cli, tmp_path, precision):
     model = keras.models.load_model(run_dir / "model.keras")
     assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
     assert any(layer.dtype_policy.compute_dtype == precision.split("_")[1] for layer in model.layers)
+
+
+def test_mixed_precision_on_a_cpu_warns_that_it_is_slower(monkeypatch):
+    from bigml_cli import distribute
+
+    place = distribute.placement("cpu")
+    monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx2", "fma"})
+    assert "mixed_bfloat16 runs slower than float32" in distribute.slow_precision_note("mixed_bfloat16", place)
+    assert "no float16 instructions" in distribute.slow_precision_note("mixed_float16", place)
+    assert distribute.slow_precision_note("float32", place) is None
+    monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    assert distribute.slow_precision_note("mixed_bfloat16", place) is None
