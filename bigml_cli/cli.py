@@ -21,6 +21,20 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 
+def _print_version(value: bool):
+    if value:
+        from importlib.metadata import version
+
+        print(f"bigml {version('bigml')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", help="Print bigml's version and exit.",
+                                          callback=_print_version, is_eager=True)):
+    """Train, evaluate, run and export deep-learning models (TensorFlow + Keras 3)."""
+
+
 def _quiet_tensorflow_import():
     """TensorFlow's C++ start-up logs (CUDA probing) bypass TF_CPP_MIN_LOG_LEVEL: mute fd 2 while it loads."""
     if "tensorflow" in sys.modules or os.environ.get("BIGML_DEBUG"):

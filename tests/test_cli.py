@@ -410,3 +410,10 @@ def test_metrics_print_large_numbers_in_full():
     from bigml_cli.cli import format_number
     assert [format_number(v) for v in (29430.4, 0.952613, 359, 12345, True, "x")] == \
         ["29,430", "0.9526", "359", "12,345", "True", "x"]
+
+
+def test_version(cli):
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"bigml {version('bigml')}"
