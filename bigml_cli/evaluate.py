@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from bigml_cli import runs
-from bigml_cli.data import load_dataset
+from bigml_cli.data import DATASETS, load_dataset
 from bigml_cli.data.base import length
 from bigml_cli.data.pipeline import inputs_dataset
 from bigml_cli.errors import UserError
@@ -258,6 +258,9 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
             save_report(report, classes, run.eval_dir(name), y)
         return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     cfg = run.config
+    if cfg.data.name not in DATASETS.names() and not Path(cfg.data.name).expanduser().exists():
+        raise UserError(f"this run's dataset {cfg.data.name} is not here (moved, or the run was copied); score the "
+                        f"run on a copy: bigml eval {run_path} --dataset PATH")
     ds = load_dataset(cfg.data, data_root)
     model = load_model(run)
     if ds.kind == "lm":  # a corpus has train and validation text only

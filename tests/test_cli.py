@@ -364,6 +364,7 @@ def test_image_folder_end_to_end(cli, image_folder, tmp_path):
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["predictions"][0]["top_k"][0]["label"].startswith("class_")
     shutil.rmtree(image_folder)
+    assert_user_error(cli("eval", run_dir), "is not here", f"bigml eval {run_dir} --dataset PATH")
     result = cli("export", run_dir, "--json")
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["checked_on"] == f"random inputs ({image_folder} is not here)"
