@@ -91,12 +91,18 @@ def save_report(report, class_names, out_dir, y):
     plot_confusion(np.array(report["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png")
 
 
-def plot_confusion(confusion, class_names, path):
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (no display needed; imported only when plotting)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_confusion(confusion, class_names, path):
+    plt = pyplot()
     k = len(class_names)
     size = min(4 + 0.45 * k, 30)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -124,10 +130,7 @@ def as_float(text):
 
 def plot_history(history_csv, path):
     """Training curves: loss and accuracy per epoch, training and validation, from history.csv."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     with open(history_csv, newline="") as f:
