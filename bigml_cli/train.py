@@ -380,6 +380,8 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
             start_step = int(model.optimizer.iterations.numpy())
         sizes = (f"{len(ds.x_train):,} train / {len(ds.x_val):,} val tokens" if ds.kind == "lm" else
                  f"{len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test")
+        if ds.kind == "image":  # folders pick their size; say which
+            sizes += ", {}x{}x{} images".format(*ds.input_info["shape"])
         console.print(f"run directory [bold]{run_.path if run_ else '(none: not the chief)'}[/]  model "
                       f"{cfg.model['name']} ({model.count_params():,} parameters)  dataset {cfg.data.name} "
                       f"({sizes})  "

@@ -78,6 +78,7 @@ def test_train_prints_its_results_and_what_to_run_next(cli, tmp_path):
     result = cli("train", "mlp", "--dataset", "digits", "--run-dir", run_dir, "train.epochs=1")
     assert result.exit_code == 0, result.text
     assert "accuracy" in result.stdout
+    assert "(1,294 train / 144 val / 359 test, 8x8x1 images)" in result.stderr
     assert f"next: bigml predict {run_dir} INPUT...  |  bigml eval {run_dir}  |  bigml export {run_dir}" in result.stdout
 
 
