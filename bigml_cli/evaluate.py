@@ -217,17 +217,14 @@ def text_windows(path, info):
     """A user's own text for a language-model run: its token ids in non-overlapping windows, as the run's
     validation text is scored (characters the model never saw are skipped; unseen words read as <unk>)."""
     from bigml_cli.data.base import Dataset
+    from bigml_cli.data.text import encode_tokens
 
     path = Path(path)
     if not path.exists():
         raise UserError(f"--dataset {path} does not exist")
     if not path.is_file():
         raise UserError(f"--dataset {path} is not a file; a language model is scored on a UTF-8 .txt file")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    index = {t: i for i, t in enumerate(info["vocab"])}
-    tokens = list(text) if info["tokens"] == "characters" else text.split()
-    ids = np.array([index.get(t, index.get("<unk>", -1)) for t in tokens], np.int32)
-    ids = ids[ids >= 0]
+    ids = encode_tokens(path.read_text(encoding="utf-8", errors="replace"), info["vocab"], info["tokens"])
     length = info["sequence_length"]
     if len(ids) < length + 1:
         raise UserError(f"{path} has {len(ids)} tokens the model reads; scoring needs at least {length + 1} "

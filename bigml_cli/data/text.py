@@ -77,8 +77,9 @@ def is_text_folder(path: Path):
     root = path / "train" if (path / "train").is_dir() else path
     if not root.is_dir():
         return False
-    texts = sum(len(files_in(root / c, (".txt",))) for c in sub_folders(root))
-    return texts > sum(len(files_in(root / c, IMAGE_SUFFIXES)) for c in sub_folders(root))
+    found = [f for c in sub_folders(root) for f in files_in(root / c, IMAGE_SUFFIXES + (".txt",))]
+    texts = sum(f.suffix.lower() == ".txt" for f in found)
+    return texts > len(found) - texts
 
 
 def load_text_folder(path: Path, cfg):
@@ -96,6 +97,15 @@ def load_text_folder(path: Path, cfg):
 # --- language modelling: a corpus split into train and validation text -------------------------------
 
 
+def encode_tokens(text, vocab, tokens):
+    """Token ids of `text` in a language model's vocabulary: characters it lacks are skipped, and words it
+    lacks read as <unk>."""
+    index = {t: i for i, t in enumerate(vocab)}
+    unknown = index.get("<unk>")
+    ids = [index.get(t, unknown) for t in (list(text) if tokens == "characters" else text.split())]
+    return np.array([i for i in ids if i is not None], np.int32)
+
+
 def make_lm_dataset(name, text, cfg):
     """Token ids of a corpus: the first 90% (by default) trains, the rest validates.
 
@@ -110,20 +120,11 @@ def make_lm_dataset(name, text, cfg):
     train_text, val_text = text[:cut], text[cut:]
     if cfg.tokens == "characters":
         vocab = sorted(set(train_text))
-        tokens_of = list
     else:
         words = train_text.split()
         names, counts = np.unique(words, return_counts=True)
         vocab = ["<unk>"] + [str(w) for w in names[np.argsort(-counts, kind="stable")][:cfg.vocab_size - 1]]
-        tokens_of = str.split
-    index = {t: i for i, t in enumerate(vocab)}
-    unknown = index.get("<unk>")
-
-    def encode(part):
-        ids = [index.get(t, unknown) for t in tokens_of(part)]
-        return np.array([i for i in ids if i is not None], np.int32)
-
-    train_ids, val_ids = encode(train_text), encode(val_text)
+    train_ids, val_ids = encode_tokens(train_text, vocab, cfg.tokens), encode_tokens(val_text, vocab, cfg.tokens)
     block = cfg.sequence_length
     if len(train_ids) < block + 2 or len(val_ids) < block + 1:
         raise UserError(f"corpus {name} is too short for data.sequence_length={block}: it has {len(train_ids)} "
