@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from bigml_cli.config import DataConfig
 from bigml_cli.data import load_dataset
-from bigml_cli.data.pipeline import eval_dataset, random_crop, train_dataset
+from bigml_cli.data.pipeline import (eval_dataset, inputs_dataset, lm_eval_dataset, lm_train_dataset, random_crop,
+                                     train_dataset)
 from bigml_cli.errors import UserError
 
 
@@ -143,6 +144,16 @@ def test_training_stream_is_seeded_and_augmented_only_in_training():
     assert not any(np.array_equal(f, x[:4]) for f in first[:1])
     ex = np.concatenate([bx.numpy() for bx, _ in eval_dataset(x, y, 2, 3)])
     np.testing.assert_array_equal(ex, x)  # eval splits: every example once, untouched
+
+
+def test_pipelines_run_without_the_autotune_thread_that_delays_the_end_of_fit():
+    # tf.data's autotuning thread sleeps for up to 60 s between rounds, and deleting an iterator can
+    # wait for it: `fit` sometimes returned 2 s (in a 20 s run, 19 s) after its last step
+    x, y = np.zeros((8, 4, 4, 1), np.uint8), np.arange(8) % 2
+    ids, starts = np.arange(40, dtype=np.int32), np.arange(0, 30, 5)
+    for ds in (train_dataset(x, y, 2, 4, seed=0)[0], eval_dataset(x, y, 2, 4), inputs_dataset(x, 4),
+               lm_train_dataset(ids, starts, 4, 2, seed=0)[0], lm_eval_dataset(ids, starts, 4, 2)):
+        assert ds.options().autotune.enabled is False
 
 
 def test_random_crop_keeps_pixels_and_shape():
