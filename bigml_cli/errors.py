@@ -22,7 +22,14 @@ def unknown(what, word, choices):
 class Interrupted(Exception):
     """Training stopped by SIGTERM/SIGINT after saving a checkpoint; exits 128 + the signal number."""
 
-    def __init__(self, signum, step, run_dir):
-        super().__init__(f"stopped by signal {signum} at step {step}; checkpoint saved: resume with "
-                         f"`bigml train --resume {run_dir}`")
+    def __init__(self, signum, step, run_dir, steps_per_epoch=0, epochs=0):
+        import signal
+
+        where = f"step {step}"
+        if steps_per_epoch and epochs:
+            epoch, done = divmod(step, steps_per_epoch)
+            where += (f" (epoch {epoch + 1}/{epochs}, {done / steps_per_epoch:.0%} done)" if done
+                      else f" (after epoch {epoch}/{epochs})")
+        super().__init__(f"stopped by {signal.Signals(signum).name} (signal {signum}) at {where}; checkpoint "
+                         f"saved: resume with `bigml train --resume {run_dir}`")
         self.exit_code = 128 + signum

@@ -167,9 +167,12 @@ class StepCheckpoints(keras.callbacks.Callback):
     BatchNorm variables; the data stream is a pure function of the step, so nothing else is needed.
     """
 
-    def __init__(self, manager, every):
+    class Stop(Exception):
+        """Leaves `fit` at once: a stopped epoch gets no validation, epoch line or history row."""
+
+    def __init__(self, manager, every, steps_per_epoch=0):
         super().__init__()
-        self.manager, self.every, self.signal = manager, every, None
+        self.manager, self.every, self.steps_per_epoch, self.signal = manager, every, steps_per_epoch, None
         self._previous = {}
 
     def __enter__(self):
@@ -191,7 +194,9 @@ class StepCheckpoints(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.signal is not None:
             self.save()
-            self.model.stop_training = True
+            self.model.stop_training = True  # at an epoch's last step: the epoch ends as usual, then training
+            if not self.steps_per_epoch or int(self.model.optimizer.iterations.numpy()) % self.steps_per_epoch:
+                raise self.Stop()  # mid-epoch: resume finishes the epoch and writes its results then
         elif self.every and int(self.model.optimizer.iterations.numpy()) % self.every == 0:
             self.save()
 
@@ -392,7 +397,7 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         val_ds = task.val
         has_val = len(ds.y_val) > 0
         monitor = task.monitor if has_val else "loss"
-        checkpoints = StepCheckpoints(manager, 0 if place.multi_worker else t.checkpoint_every)
+        checkpoints = StepCheckpoints(manager, 0 if place.multi_worker else t.checkpoint_every, steps)
         timer = StepTimer(min(t.batch_size, len(ds.y_train)), t.steps_per_execution)
         callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console), timer]
         if freeze:  # before the lookahead, which still moves what the optimizer may not
@@ -424,12 +429,15 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                 epoch, offset = divmod(step, steps)
                 train_ds, _ = task.train(step)
                 callbacks[0].steps = steps - offset
-                model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1 if offset else t.epochs,
-                          steps_per_epoch=steps - offset, validation_data=val_ds if has_val else None,
-                          callbacks=callbacks, verbose=0, shuffle=False)
+                try:
+                    model.fit(train_ds, initial_epoch=epoch, epochs=epoch + 1 if offset else t.epochs,
+                              steps_per_epoch=steps - offset, validation_data=val_ds if has_val else None,
+                              callbacks=callbacks, verbose=0, shuffle=False)
+                except StepCheckpoints.Stop:
+                    pass
                 step = int(model.optimizer.iterations.numpy())
         if checkpoints.signal is not None:
-            raise Interrupted(checkpoints.signal, step, run_.path)
+            raise Interrupted(checkpoints.signal, step, run_.path, steps, t.epochs)
         train_seconds = time.perf_counter() - start
         if not run_:
             return {"worker": "non-chief", "train_seconds": round(train_seconds, 1)}

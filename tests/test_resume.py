@@ -78,12 +78,20 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
     proc = start([*args, "--run-dir", run_dir])
     wait_for_step(proc, run_dir, 40)  # the end of epoch 1 always saves
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode in (143, 0), stderr[-2000:]
     if proc.returncode == 143:
-        stopped = int(re.search(r"stopped by signal 15 at step (\d+)", stderr).group(1))
+        stopped = int(re.search(r"stopped by SIGTERM \(signal 15\) at step (\d+) \((epoch \d/3, \d+% done|after epoch \d/3)\)", stderr).group(1))
         assert latest_step(run_dir) == stopped  # the checkpoint is of the last finished step
         assert "Traceback" not in stderr
+        # only finished epochs are reported: a stopped epoch is no epoch line and no history row
+        epochs_done = stopped // 40
+        assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + epochs_done
+        assert f"epoch {epochs_done + 1:>3}/3" not in stdout
+        resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        rows = (run_dir / "history.csv").read_text().splitlines()[1:]
+        assert [int(r.split(",")[0]) for r in rows] == [0, 1, 2]  # one row per epoch, none twice
 
 
 def test_resume_refuses_a_changed_config_and_a_corrupt_checkpoint(tmp_path, cli):
