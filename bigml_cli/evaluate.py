@@ -11,6 +11,7 @@ from bigml_cli.data import DATASETS, load_dataset
 from bigml_cli.data.base import length
 from bigml_cli.data.pipeline import inputs_dataset
 from bigml_cli.errors import UserError
+from bigml_cli.models import inference
 
 SPLITS = ("test", "val", "train")
 
@@ -25,7 +26,8 @@ def predict_probs(model, x, batch_size=512, progress=None):
         from rich.progress import track
 
         batches = track(batches, description=progress, total=steps, console=Console(stderr=True), transient=True)
-    return np.concatenate([np.asarray(model(batch, training=False)) for batch in batches])
+    forward = inference(model)
+    return np.concatenate([np.asarray(forward(batch)) for batch in batches])
 
 
 def metrics_from_probs(probs, y, class_names):
@@ -56,8 +58,9 @@ def lm_report(model, ds):
 
     length = ds.input_info["sequence_length"]
     total, correct, count = 0.0, 0, 0
+    forward = inference(model)
     for x, y in lm_eval_dataset(ds.x_val, ds.y_val, length, 64):
-        logits = np.asarray(model(x, training=False), np.float64)  # (batch, seq, vocab)
+        logits = np.asarray(forward(x), np.float64)  # (batch, seq, vocab)
         logits -= logits.max(axis=-1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
         y = np.asarray(y)

@@ -16,6 +16,7 @@ from bigml_cli import runs
 from bigml_cli.data import load_dataset
 from bigml_cli.errors import UserError, unknown
 from bigml_cli.evaluate import load_model, predict_probs
+from bigml_cli.models import inference
 
 FORMATS = ("savedmodel", "onnx", "litert")
 FILES = {"onnx": "model.onnx", "litert": "model.tflite"}  # the artifact inside the export folder
@@ -182,7 +183,7 @@ def verify(path, model, info, x, fmt="savedmodel"):
     got = np.concatenate([run(batch) for batch in batches(x)])
     what = f"exported {NAMES[fmt]} disagrees with the Keras model"
     if info["kind"] == "lm":
-        expected = np.asarray(model(x, training=False))
+        expected = np.asarray(inference(model)(x))
         diff = float(np.abs(got - expected).max())
         agree = float((got.argmax(-1) == expected.argmax(-1)).mean())
         if diff > TOLERANCE * max(1.0, float(np.abs(expected).max())) or agree < 1.0:

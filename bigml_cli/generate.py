@@ -5,6 +5,7 @@ import numpy as np
 from bigml_cli import runs
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model
+from bigml_cli.models import inference
 
 
 def unknown_words(prompt, info):
@@ -38,13 +39,13 @@ def generate(run_path, prompt, max_tokens=200, temperature=1.0, top_k=0, seed=0)
         raise UserError("--max-tokens must be >= 1, --temperature > 0 and --top-k >= 0 (0: no top-k cut)")
     ids = encode(prompt, info)
     length, vocab = info["sequence_length"], info["vocab"]
-    model = load_model(run)
+    forward = inference(load_model(run))
     rng = np.random.default_rng(seed)
     for _ in range(max_tokens):
         context = ids[-length:]
         window = np.zeros((1, length), np.int32)
         window[0, :len(context)] = context  # padding after the context: the causal mask hides it
-        logits = np.asarray(model(window, training=False))[0, len(context) - 1].astype(np.float64) / temperature
+        logits = np.asarray(forward(window))[0, len(context) - 1].astype(np.float64) / temperature
         if top_k:
             logits[np.argsort(logits)[:-top_k]] = -np.inf
         probs = np.exp(logits - logits.max())

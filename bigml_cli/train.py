@@ -22,7 +22,7 @@ from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_train_dat
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import (lm_report, metrics_from_probs, plot_history, predict_probs, save_lm_report,
                                 save_report)
-from bigml_cli.models import adapt_to_data, build_model, whitening_biases, with_test_time_augmentation
+from bigml_cli.models import adapt_to_data, build_model, inference, whitening_biases, with_test_time_augmentation
 from bigml_cli.optim import make_optimizer
 
 
@@ -237,6 +237,7 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
 
     hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=t.epochs, steps=steps)
     hooks.on_train_begin()
+    forward = inference(model)
     for epoch in range(t.epochs):
         hooks.on_epoch_begin(epoch)
         total_loss = total_correct = 0.0
@@ -248,7 +249,7 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
             logs = {"loss": total_loss / (i + 1), "accuracy": total_correct / ((i + 1) * t.batch_size)}
             hooks.on_train_batch_end(i, logs)
         if val_ds is not None:  # the chief alone: workers wait at the next step's all-reduce
-            probs = np.concatenate([np.asarray(model(x, training=False)) for x, _ in val_ds])
+            probs = np.concatenate([np.asarray(forward(x)) for x, _ in val_ds])
             report = metrics_from_probs(probs, ds.y_val, ds.class_names)
             logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))

@@ -138,3 +138,22 @@ def test_unknown_prompt_words_are_named():
     assert unknown_words("to be or not to be or", info) == ["or", "not"]
     assert encode("to zebra", info) == [2, 1]
     assert unknown_words("to be", {**info, "tokens": "characters"}) == []
+
+
+def test_generation_runs_the_model_compiled(lm_run, monkeypatch):
+    import keras
+
+    from bigml_cli import generate as generate_mod
+    from test_models import Recorder
+
+    calls, load = [], generate_mod.load_model
+
+    def recorded(run):
+        model = load(run)
+        tokens = model.inputs[0]
+        return keras.Model(tokens, Recorder(calls)(model(tokens)))
+
+    monkeypatch.setattr(generate_mod, "load_model", recorded)
+    calls.clear()
+    generate_mod.generate(lm_run[0], "to be", max_tokens=5, seed=0)
+    assert calls and not any(calls) and len(calls) < 5, calls  # traced once or twice, not 5 eager steps

@@ -174,3 +174,29 @@ def test_saved_tta_model_with_its_compiled_inner_model_loads_in_a_fresh_process(
     code = f"import keras, bigml_cli.models; keras.models.load_model({str(tmp_path / 'm.keras')!r}); print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-1500:]
+
+
+class Recorder(keras.layers.Layer):
+    """Passes its input through and notes whether each call runs eagerly (op by op) or in a traced graph."""
+
+    def __init__(self, calls, **kwargs):
+        super().__init__(**kwargs)
+        self.note = calls.append  # a list attribute would be copied by Keras' tracking
+
+    def call(self, x):
+        import tensorflow as tf
+
+        self.note(tf.executing_eagerly())
+        return x
+
+
+def test_scoring_runs_the_model_compiled_not_op_by_op():
+    # eager calls ran the IMDB LSTM 5.7x slower (15.8 s against 2.8 s for 2,048 reviews)
+    from bigml_cli.evaluate import predict_probs
+
+    calls = []
+    model = keras.Sequential([keras.Input((3,)), Recorder(calls), keras.layers.Dense(2, activation="softmax")])
+    calls.clear()
+    probs = predict_probs(model, np.ones((1100, 3), np.float32), batch_size=512)  # batches of 512, 512, 76
+    assert probs.shape == (1100, 2)
+    assert calls and not any(calls), calls  # traced (once per batch shape), never run eagerly
