@@ -1,6 +1,7 @@
 """The user-error type. Anything a user can fix raises UserError; the CLI prints its one line, exits 2."""
 
 import difflib
+import signal
 
 
 class UserError(Exception):
@@ -23,8 +24,6 @@ class Interrupted(Exception):
     """Training stopped by SIGTERM/SIGINT after saving a checkpoint; exits 128 + the signal number."""
 
     def __init__(self, signum, step, run_dir, steps_per_epoch=0, epochs=0):
-        import signal
-
         where = f"step {step}"
         if steps_per_epoch and epochs:
             epoch, done = divmod(step, steps_per_epoch)
