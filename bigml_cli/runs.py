@@ -107,13 +107,27 @@ def open_run(path):
     return run
 
 
+def status(run):
+    """'finished', or how far an unfinished run got and the command that finishes it."""
+    if run.model_file.exists():
+        return "finished"
+    try:
+        epochs = yaml.safe_load(run.config_file.read_text())["train"]["epochs"]
+        done = max(0, len(run.history_file.read_text().splitlines()) - 1) if run.history_file.exists() else 0
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return "unfinished"
+    if not any((run.checkpoints / "state").glob("*.index")):
+        return f"{done}/{epochs} epochs, no checkpoint: train again with --overwrite"
+    return f"{done}/{epochs} epochs: bigml train --resume {run.path}"
+
+
 def list_runs(root=RUNS_ROOT):
-    """Every run under `root`, with its test accuracy when training finished."""
+    """Every run under `root`, with its test accuracy when training finished, else how far it got."""
     rows = []
     for info_file in sorted(Path(root).glob("**/run.json")):
         run = Run(info_file.parent)
         info = run.info
         metrics = json.loads(run.metrics_file.read_text()) if run.metrics_file.exists() else {}
         rows.append({"run": str(run.path), "model": info.get("model"), "dataset": info.get("dataset"),
-                     "test_accuracy": metrics.get("accuracy"), "finished": run.model_file.exists()})
+                     "test_accuracy": metrics.get("accuracy"), "status": status(run)})
     return rows

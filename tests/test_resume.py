@@ -12,6 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
+from bigml_cli.runs import list_runs
+
 BIGML = str(Path(sys.executable).with_name("bigml"))
 TINY = ["train", "mlp", "--dataset", "digits", "train.epochs=3", "train.batch_size=32", "model.hidden_units=[32]",
         "model.dropout=0.2", "train.deterministic=true", "train.checkpoint_every=1"]
@@ -88,10 +90,13 @@ def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
         epochs_done = stopped // 40
         assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + epochs_done
         assert f"epoch {epochs_done + 1:>3}/3" not in stdout
+        [listed] = list_runs(tmp_path)
+        assert listed["status"] == f"{epochs_done}/3 epochs: bigml train --resume {run_dir}", listed
         resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
         rows = (run_dir / "history.csv").read_text().splitlines()[1:]
         assert [int(r.split(",")[0]) for r in rows] == [0, 1, 2]  # one row per epoch, none twice
+        assert list_runs(tmp_path)[0]["status"] == "finished"
 
 
 def test_resume_refuses_a_changed_config_and_a_corrupt_checkpoint(tmp_path, cli):
