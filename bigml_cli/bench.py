@@ -22,7 +22,7 @@ def cpu_peak():
     from bigml_cli.distribute import cpu_flags
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = cpu_flags()
+    flags = cpu_flags(info)
     mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)]
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout

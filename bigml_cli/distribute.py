@@ -22,12 +22,13 @@ from bigml_cli.errors import UserError, unknown
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker")
 
 
-def cpu_flags():
-    """The CPU's instruction-set flags from /proc/cpuinfo (empty where there is none)."""
+def cpu_flags(info=None):
+    """The CPU's instruction-set flags from /proc/cpuinfo, or from its text `info` (empty where there is none)."""
     import re
     from pathlib import Path
 
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if info is None:
+        info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     found = re.search(r"^flags\s*:(.*)$", info, re.M)
     return set(found.group(1).split()) if found else set()
 

@@ -33,6 +33,7 @@ class Run:
     info_file = property(lambda self: self.path / "run.json")
     model_file = property(lambda self: self.path / "model.keras")
     checkpoints = property(lambda self: self.path / "checkpoints")
+    state = property(lambda self: self.checkpoints / "state")  # the full training state, for --resume
     history_file = property(lambda self: self.path / "history.csv")
     history_plot = property(lambda self: self.path / "history.png")
     logs = property(lambda self: self.path / "logs")
@@ -43,6 +44,11 @@ class Run:
 
     def default_export(self, fmt):
         return self.path / "export" / fmt
+
+    @property
+    def resumable(self):
+        """A training-state checkpoint is saved (tf.train.CheckpointManager writes one .index per save)."""
+        return any(self.state.glob("*.index"))
 
     @property
     def info(self):
@@ -99,7 +105,7 @@ def open_run(path):
     if not run.info_file.exists() or not run.config_file.exists():
         raise UserError(f"{path} is not a bigml run directory (no run.json/config.yaml); see `bigml list runs`")
     if not run.model_file.exists():
-        if any((run.checkpoints / "state").glob("*.index")):
+        if run.resumable:
             raise UserError(f"run {path} has no model.keras yet: its training stopped before the end; finish it "
                             f"with `bigml train --resume {path}`")
         raise UserError(f"run {path} has no model.keras: its training stopped before its first checkpoint; "
@@ -116,7 +122,7 @@ def status(run):
         done = max(0, len(run.history_file.read_text().splitlines()) - 1) if run.history_file.exists() else 0
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return "unfinished"
-    if not any((run.checkpoints / "state").glob("*.index")):
+    if not run.resumable:
         return f"{done}/{epochs} epochs, no checkpoint: train again with --overwrite"
     return f"{done}/{epochs} epochs: bigml train --resume {run.path}"
 

@@ -302,7 +302,7 @@ def open_for_resume(run_dir):
     if config_hash(cfg) != run_.info.get("config_sha256"):
         raise UserError(f"{run_.config_file} changed since the run started; restore it, or start a new run "
                         "with the new config")
-    if tf.train.latest_checkpoint(run_.checkpoints / "state") is None:
+    if tf.train.latest_checkpoint(run_.state) is None:
         raise UserError(f"run {run_dir} has no checkpoint yet; start it again with --overwrite")
     return run_, cfg
 
@@ -374,7 +374,7 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
                                     # seed-generator states are not carried by the model object itself
                                     non_trainable=[v.value for v in model.non_trainable_variables],
                                     **({"lookahead": lookahead.average + [lookahead.started]} if lookahead else {}))
-        manager = run_ and tf.train.CheckpointManager(state, str(run_.checkpoints / "state"), max_to_keep=2)
+        manager = run_ and tf.train.CheckpointManager(state, str(run_.state), max_to_keep=2)
         start_step = 0
         if resume:
             try:
