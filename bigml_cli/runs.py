@@ -10,11 +10,15 @@
     RUN/metrics.json         test metrics measured at the end of training
     RUN/eval/<split>/        written by `bigml eval`: report.json, confusion_matrix.csv/.png, predictions.csv
     RUN/export/savedmodel/   written by `bigml export`
+    RUN/train.lock           held (flock) by the process training the run: its pid, host and start time
 """
 
 import json
+import os
 import re
 import shutil
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ class Run:
     model_file = property(lambda self: self.path / "model.keras")
     checkpoints = property(lambda self: self.path / "checkpoints")
     state = property(lambda self: self.checkpoints / "state")  # the full training state, for --resume
+    lock_file = property(lambda self: self.path / "train.lock")
     history_file = property(lambda self: self.path / "history.csv")
     history_plot = property(lambda self: self.path / "history.png")
     logs = property(lambda self: self.path / "logs")
@@ -61,6 +66,68 @@ class Run:
         return config.from_dict(yaml.safe_load(self.config_file.read_text()))
 
 
+class Lock:
+    """The claim of one training process on its run directory, so a second `train --overwrite` or `--resume`
+    cannot delete or write the same run under it. An flock: the kernel drops it when the process dies, even by
+    SIGKILL, so a killed run is never reported as still training."""
+
+    def __init__(self):
+        self.file = None
+
+    def acquire(self, run):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            return
+        f = open(run.lock_file, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            holder = trainer(run)
+            raise UserError(f"run {run.path} is in use: {_describe(holder)}; wait for it to finish, or stop it "
+                            f"({_stop(holder)}: it saves a checkpoint) and then resume it") from None
+        f.truncate(0)
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
+        f.flush()
+        self.file = f
+
+    def release(self):
+        if self.file:
+            self.file.close()  # closing drops the flock
+            self.file = None
+
+
+def trainer(run):
+    """Who holds the run's lock ({pid, host, started}), or None when no process is training it."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    if not run.lock_file.is_file():
+        return None
+    with open(run.lock_file) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                return json.loads(f.read() or "{}")
+            except ValueError:
+                return {}
+        return None
+
+
+def _describe(holder):
+    if not holder:
+        return "another process is training it"
+    return f"pid {holder.get('pid')} on {holder.get('host')} has been training it since {holder.get('started')}"
+
+
+def _stop(holder):
+    return f"Ctrl-C in its terminal, or `kill {holder['pid']}`" if holder and holder.get("pid") else "Ctrl-C"
+
+
 def slug(text):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(text)).stem if "/" in str(text) else str(text)).strip("_")
 
@@ -85,6 +152,10 @@ def create(path, overwrite=False):
     """Make a new run directory; an existing non-empty one is refused unless `overwrite`."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        if path.is_dir() and trainer(Run(path)) is not None:
+            holder = trainer(Run(path))
+            raise UserError(f"run directory {path} is in use: {_describe(holder)}; pick another --run-dir, or stop "
+                            f"that process first ({_stop(holder)})")
         if not overwrite:
             raise UserError(f"run directory {path} already exists; pick another --run-dir or pass --overwrite "
                             "to replace it")
@@ -105,6 +176,9 @@ def open_run(path):
     if not run.info_file.exists() or not run.config_file.exists():
         raise UserError(f"{path} is not a bigml run directory (no run.json/config.yaml); see `bigml list runs`")
     if not run.model_file.exists():
+        if trainer(run) is not None:
+            raise UserError(f"run {path} is still training ({_describe(trainer(run))}); wait for it to finish "
+                            "(`bigml list runs` shows how far it got)")
         if run.resumable:
             raise UserError(f"run {path} has no model.keras yet: its training stopped before the end; finish it "
                             f"with `bigml train --resume {path}`")
@@ -114,14 +188,19 @@ def open_run(path):
 
 
 def status(run):
-    """'finished', or how far an unfinished run got and the command that finishes it."""
-    if run.model_file.exists():
+    """'finished', 'training' with how far it got, or how far an unfinished run got and the command that
+    finishes it."""
+    holder = trainer(run)
+    if run.model_file.exists() and holder is None:
         return "finished"
     try:
         epochs = yaml.safe_load(run.config_file.read_text())["train"]["epochs"]
         done = max(0, len(run.history_file.read_text().splitlines()) - 1) if run.history_file.exists() else 0
     except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return "unfinished"
+        return "unfinished" if holder is None else "training"
+    if holder is not None:
+        return (f"testing (pid {holder.get('pid')})" if run.model_file.exists() else
+                f"training: {done}/{epochs} epochs (pid {holder.get('pid')})")
     if not run.resumable:
         return f"{done}/{epochs} epochs, no checkpoint: train again with --overwrite"
     return f"{done}/{epochs} epochs: bigml train --resume {run.path}"

@@ -291,11 +291,12 @@ def _absolute_dataset(cfg):
         cfg.data.name = str(p.resolve())
 
 
-def open_for_resume(run_dir):
-    """The unfinished run to resume, its config checked against the one it started with."""
+def open_for_resume(run_dir, lock):
+    """The unfinished run to resume, locked to this process, its config checked against the one it started with."""
     run_ = runs.Run(Path(run_dir))
     if not run_.info_file.exists() or not run_.config_file.exists():
         raise UserError(f"{run_dir} is not a bigml run directory (no run.json/config.yaml); nothing to resume")
+    lock.acquire(run_)  # before anything is read: another process may be training it now
     if run_.metrics_file.exists():
         raise UserError(f"run {run_dir} already finished; evaluate it, or start a new run")
     cfg = run_.config
@@ -318,10 +319,19 @@ def _best_so_far(history_file, monitor):
 
 def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, command=None, extra_callbacks=(),
         resume=False):
-    """Train `cfg` into a new run directory (or resume the run in `run_dir`); returns the test metrics."""
+    """Train `cfg` into a new run directory (or resume the run in `run_dir`); returns the test metrics. The run
+    directory is locked to this process until it returns (`bigml list runs` shows it as training)."""
+    lock = runs.Lock()
+    try:
+        return _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks, resume, lock)
+    finally:
+        lock.release()
+
+
+def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks, resume, lock):
     console = console or Console(stderr=True)
     if resume:
-        run_, cfg = open_for_resume(run_dir)
+        run_, cfg = open_for_resume(run_dir, lock)
     t = cfg.train
     _absolute_dataset(cfg)
     place = distribute.placement(t.strategy)  # first: device set-up must precede any TensorFlow op
@@ -358,6 +368,7 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
         run_ = None
         if not resume and place.is_chief:  # only the chief writes a run directory
             run_ = runs.create(run_dir or runs.default_run_dir(cfg.model["name"], cfg.data.name), overwrite)
+            lock.acquire(run_)
             run_.config_file.write_text(f"# {command or 'bigml train'}\n" + cfg.dump())
             run_.info_file.write_text(json.dumps({
                 "model": cfg.model["name"], "dataset": cfg.data.name, "class_names": ds.class_names,

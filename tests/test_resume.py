@@ -136,3 +136,24 @@ def test_resume_with_lookahead_is_exact(tmp_path):
     want, got = weights(tmp_path / "ref/checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
     for name in want:
         assert np.array_equal(want[name], got[name]), name
+
+
+def test_a_run_being_trained_is_locked_until_its_process_dies(tmp_path, cli):
+    """While one process trains a run, a second cannot overwrite, resume or evaluate it, and `list runs` says
+    so; a SIGKILL frees it (the kernel drops the lock), and the run is resumable again."""
+    from conftest import assert_user_error
+
+    run_dir = tmp_path / "run"
+    args = [a.replace("train.epochs=3", "train.epochs=100") for a in TINY]  # far longer than the checks below
+    proc = start([*args, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, 3)
+    [listed] = list_runs(tmp_path)
+    assert re.fullmatch(rf"training: \d+/100 epochs \(pid {proc.pid}\)", listed["status"]), listed
+    for attempt in (cli("train", "--resume", run_dir),
+                    cli("train", "mlp", "--dataset", "digits", "--run-dir", run_dir, "--overwrite")):
+        assert_user_error(attempt, f"{run_dir} is in use: pid {proc.pid} on ")
+    assert_user_error(cli("eval", run_dir), "is still training", f"pid {proc.pid}")
+    assert proc.poll() is None and (run_dir / "config.yaml").exists()  # nothing was deleted under it
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list_runs(tmp_path)[0]["status"].endswith(f"epochs: bigml train --resume {run_dir}")
