@@ -159,6 +159,10 @@ def train(
                                command=command)
     if as_json:
         print(json.dumps(metrics))
+    elif metrics.get("worker") == "non-chief":  # multi-worker: the chief alone writes the run and tests it
+        out.print(f"this worker's part is done ({metrics['train_seconds']} s of training); worker 0, the chief, "
+                  "writes the run directory and prints the test metrics", markup=False, highlight=False,
+                  soft_wrap=True)
     else:
         out.print(metrics_table(f"test metrics: {metrics['run']}", {k: v for k, v in metrics.items() if k != "run"}))
         run_path = metrics["run"]

@@ -76,11 +76,13 @@ def test_two_workers_on_loopback_train_and_only_the_chief_writes(tmp_path):
     workers = ",".join(f"localhost:{p}" for p in free_local_ports(2))
     args = ["train", "mlp", "--dataset", "digits", "--workers", workers, "--json", "train.epochs=3",
             "model.hidden_units=[64]", "train.learning_rate=0.01", "train.batch_size=64"]
-    procs = [subprocess.Popen([bigml, *args, "--worker-index", str(i), "--run-dir", str(tmp_path / f"run{i}")],
+    procs = [subprocess.Popen([bigml, *[a for a in args if i == 0 or a != "--json"], "--worker-index", str(i),
+                               "--run-dir", str(tmp_path / f"run{i}")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
+    assert "worker 0, the chief, writes the run directory" in outs[1][0]  # worker 1 prints tables, not JSON
     chief = json.loads(outs[0][0].strip().splitlines()[-1])
     assert chief["accuracy"] > 0.85
     assert (tmp_path / "run0" / "model.keras").exists() and not (tmp_path / "run1").exists()
