@@ -190,7 +190,7 @@ def labelled_examples(path, run):
             raise UserError(f"{path} has no column '{target}', the labels this run predicts; add it to score the rows")
         rows = [r for r in rows if not is_missing(r[header.index(target)])]
         labels = [r[header.index(target)].strip() for r in rows]
-        x = columns_to_arrays(header, rows, info["columns"])
+        x = columns_to_arrays(header, rows, info["columns"], path)
     else:
         if not path.is_dir():
             raise UserError(f"--dataset {path} is not a folder; give one with a sub-folder of "

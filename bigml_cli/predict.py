@@ -89,7 +89,7 @@ def load_inputs(files, info, from_files=False):
             if not str(f).lower().endswith(".csv"):
                 raise UserError(f"{f} is not a CSV file; this run's model takes table rows (.csv with a header)")
             header, rows = read_rows(f)
-            parts.append(columns_to_arrays(header, rows, info["columns"]))
+            parts.append(columns_to_arrays(header, rows, info["columns"], f))
             names += [f"{f}:{i + 2}" for i in range(len(rows))]  # the row's line number in the file
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return names, columns

@@ -59,7 +59,7 @@ def column_is_numeric(values):
     return True
 
 
-def columns_to_arrays(header, rows, columns):
+def columns_to_arrays(header, rows, columns, path="the CSV"):
     """Raw cells -> {input key: float32 (NaN = missing) or str array}, following `columns` (input_info)."""
     index = {h: i for i, h in enumerate(header)}
     out = {}
@@ -69,10 +69,11 @@ def columns_to_arrays(header, rows, columns):
                             f"the model needs: {', '.join(c['name'] for c in columns)}")
         cells = [r[index[col["name"]]].strip() for r in rows]
         if col["type"] == "numeric":
-            try:
-                out[col["key"]] = np.array([np.nan if is_missing(c) else float(c) for c in cells], np.float32)
-            except ValueError as e:
-                raise UserError(f"column '{col['name']}' must hold numbers ({e})") from None
+            bad = next((c for c in cells if not is_missing(c) and not column_is_numeric([c])), None)
+            if bad is not None:
+                raise UserError(f"{path}: column '{col['name']}' holds '{bad}', but the model was trained on numbers "
+                                "there; fix that cell, or leave it blank to mark it missing")
+            out[col["key"]] = np.array([np.nan if is_missing(c) else float(c) for c in cells], np.float32)
         else:
             out[col["key"]] = np.array(["" if is_missing(c) else c for c in cells], dtype=object).astype(str)
     return out
