@@ -83,7 +83,7 @@ def handle_errors(fn):
 
 
 def metrics_table(title, metrics, name="metric", justify="right"):
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title))  # a path in the title stays on one line
     table.add_column(name)
     table.add_column("value", justify=justify)
     for key, value in metrics.items():
