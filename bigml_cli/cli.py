@@ -440,7 +440,11 @@ def _value_after(option, argv=None):
 
 
 def main():
-    _quiet_tensorflow_import()
+    try:
+        _quiet_tensorflow_import()  # seconds, before any command's own Ctrl-C handling
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
     usage_error, no_args = _usage_errors()
     try:
         code = app(standalone_mode=False)

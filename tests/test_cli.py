@@ -421,3 +421,17 @@ def test_version(cli):
 
     result = cli("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"bigml {version('bigml')}"
+
+
+def test_ctrl_c_while_tensorflow_loads_prints_one_line(monkeypatch, capsys):
+    """The first seconds of every command go to importing TensorFlow, before the commands' own handling."""
+    from bigml_cli import cli as cli_module
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "_quiet_tensorflow_import", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli_module.main()
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
