@@ -24,6 +24,12 @@ class Interrupted(Exception):
     """Training stopped by SIGTERM/SIGINT after saving a checkpoint; exits 128 + the signal number."""
 
     def __init__(self, signum, step, run_dir, steps_per_epoch=0, epochs=0):
+        """`step` None: training had finished, and the test pass after it was stopped."""
+        self.exit_code = 128 + signum
+        if step is None:
+            super().__init__(f"stopped by {signal.Signals(signum).name} (signal {signum}) in the test pass; the "
+                             f"trained model is saved: `bigml train --resume {run_dir}` runs the test pass again")
+            return
         where = f"step {step}"
         if steps_per_epoch and epochs:
             epoch, done = divmod(step, steps_per_epoch)
@@ -31,4 +37,3 @@ class Interrupted(Exception):
                       else f" (after epoch {epoch}/{epochs})")
         super().__init__(f"stopped by {signal.Signals(signum).name} (signal {signum}) at {where}; checkpoint "
                          f"saved: resume with `bigml train --resume {run_dir}`")
-        self.exit_code = 128 + signum

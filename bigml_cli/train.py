@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import os
 import signal
 import threading
 import time
@@ -457,16 +458,22 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         model.load_weights(run_.checkpoints / ("best.weights.h5" if has_val else "last.weights.h5"))
         if (t.test_time_flip or t.test_time_translate) and ds.kind == "image":
             model = with_test_time_augmentation(model, flip=t.test_time_flip, translate=t.test_time_translate)
-        model.save(run_.model_file)
+        saving = run_.model_file.with_name("saving." + run_.model_file.name)
+        model.save(saving)
+        os.replace(saving, run_.model_file)  # a stop while saving never leaves a half-written model.keras
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    if ds.kind == "lm":
-        report = lm_report(model, ds)
-        save_lm_report(report, run_.eval_dir("val"))
-    else:
-        report = metrics_from_probs(predict_probs(model, ds.x_test, progress="testing"), ds.y_test, ds.class_names)
-        save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test)
+    try:
+        if ds.kind == "lm":
+            report = lm_report(model, ds)
+            save_lm_report(report, run_.eval_dir("val"))
+        else:
+            report = metrics_from_probs(predict_probs(model, ds.x_test, progress="testing"), ds.y_test,
+                                        ds.class_names)
+            save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test)
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT, None, run_.path) from None
     metrics = {"accuracy": report["accuracy"], "loss": report["loss"], "examples": report["examples"],
                **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
                "train_seconds": round(train_seconds, 1), "epochs": t.epochs,

@@ -157,3 +157,23 @@ def test_a_run_being_trained_is_locked_until_its_process_dies(tmp_path, cli):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list_runs(tmp_path)[0]["status"].endswith(f"epochs: bigml train --resume {run_dir}")
+
+
+def test_ctrl_c_in_the_test_pass_keeps_the_model_and_resume_runs_the_test_pass(tmp_path, cli, monkeypatch):
+    import bigml_cli.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(bigml_cli.train, "predict_probs", interrupted)
+        result = cli(*TINY, "--run-dir", run_dir)
+    assert result.exit_code == 130, result.text
+    assert "in the test pass; the trained model is saved" in " ".join(result.stderr.split())
+    assert (run_dir / "model.keras").exists() and not (run_dir / "metrics.json").exists()
+    assert list_runs(tmp_path)[0]["status"] == f"trained, not tested: bigml train --resume {run_dir}"
+    result = cli("train", "--resume", run_dir, "--json")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] > 0.5
+    assert list_runs(tmp_path)[0]["status"] == "finished"
