@@ -21,19 +21,20 @@ def unknown(what, word, choices):
 
 
 class Interrupted(Exception):
-    """Training stopped by SIGTERM/SIGINT after saving a checkpoint; exits 128 + the signal number."""
+    """Training stopped by SIGTERM/SIGINT after saving a checkpoint; exits 128 + the signal number.
+    `step` None: training had finished, and the test pass after it was stopped. `then` replaces the
+    default advice (resume from the checkpoint)."""
 
-    def __init__(self, signum, step, run_dir, steps_per_epoch=0, epochs=0):
-        """`step` None: training had finished, and the test pass after it was stopped."""
+    def __init__(self, signum, step, run_dir, steps_per_epoch=0, epochs=0, then=None):
         self.exit_code = 128 + signum
         if step is None:
-            super().__init__(f"stopped by {signal.Signals(signum).name} (signal {signum}) in the test pass; the "
-                             f"trained model is saved: `bigml train --resume {run_dir}` runs the test pass again")
-            return
-        where = f"step {step}"
-        if steps_per_epoch and epochs:
-            epoch, done = divmod(step, steps_per_epoch)
-            where += (f" (epoch {epoch + 1}/{epochs}, {done / steps_per_epoch:.0%} done)" if done
-                      else f" (after epoch {epoch}/{epochs})")
-        super().__init__(f"stopped by {signal.Signals(signum).name} (signal {signum}) at {where}; checkpoint "
-                         f"saved: resume with `bigml train --resume {run_dir}`")
+            where = "in the test pass"
+            then = then or f"the trained model is saved: `bigml train --resume {run_dir}` runs the test pass again"
+        else:
+            where = f"at step {step}"
+            if steps_per_epoch and epochs:
+                epoch, done = divmod(step, steps_per_epoch)
+                where += (f" (epoch {epoch + 1}/{epochs}, {done / steps_per_epoch:.0%} done)" if done
+                          else f" (after epoch {epoch}/{epochs})")
+            then = then or f"checkpoint saved: resume with `bigml train --resume {run_dir}`"
+        super().__init__(f"stopped by {signal.Signals(signum).name} (signal {signum}) {where}; {then}")

@@ -192,7 +192,9 @@ def status(run):
     finishes it."""
     holder = trainer(run)
     if run.model_file.exists() and holder is None:
-        return "finished" if run.metrics_file.exists() else f"trained, not tested: bigml train --resume {run.path}"
+        if run.metrics_file.exists():
+            return "finished"
+        return f"trained, not tested: bigml {'train --resume' if run.resumable else 'eval'} {run.path}"
     try:
         epochs = yaml.safe_load(run.config_file.read_text())["train"]["epochs"]
         done = max(0, len(run.history_file.read_text().splitlines()) - 1) if run.history_file.exists() else 0

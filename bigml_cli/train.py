@@ -205,12 +205,16 @@ class StepCheckpoints(keras.callbacks.Callback):
         self.save()
 
 
-def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
+def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals):
     """The training loop for MultiWorkerMirroredStrategy, where Keras 3's fit cannot run
     (keras-team/keras#20585): a tf.function step under strategy.run, driving the same callbacks.
 
     Every worker reads the same seeded index stream and keeps every k-th index (k = workers), so a
     step's batches across workers together are exactly the single-process global batch.
+
+    A SIGINT or SIGTERM on any worker (`signals.signal`) travels with the step's all-reduce, so every
+    worker stops after the same step (a worker leaving alone would leave the others waiting for it).
+    Returns (signal number, step) when stopped, else None.
     """
     strategy = place.strategy
 
@@ -222,7 +226,7 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing, reduction=None)
 
     @tf.function
-    def train_step(iterator):
+    def train_step(iterator, stop):
         def step(x, y):
             with tf.GradientTape() as tape:
                 probs = model(x, training=True)
@@ -230,11 +234,10 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
             grads = tape.gradient(model.optimizer.scale_loss(loss), model.trainable_variables)
             model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
             correct = tf.reduce_sum(tf.cast(tf.argmax(probs, 1) == tf.argmax(y, 1), tf.float32))
-            return loss, correct
+            return loss, correct, tf.identity(stop)
 
-        loss, correct = strategy.run(step, args=next(iterator))
-        return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-                strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+        loss, correct, stop = strategy.run(step, args=next(iterator))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in (loss, correct, stop)]
 
     hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=t.epochs, steps=steps)
     hooks.on_train_begin()
@@ -244,7 +247,10 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
         total_loss = total_correct = 0.0
         for i in range(steps):
             hooks.on_train_batch_begin(i)
-            loss, correct = train_step(iterator)
+            stop = [signals.signal == signal.SIGINT, signals.signal == signal.SIGTERM]
+            loss, correct, stop = train_step(iterator, tf.constant(stop, tf.float32))
+            if stop.numpy().any():  # the same step on every worker; SIGTERM wins over SIGINT
+                return (signal.SIGTERM if stop[1] else signal.SIGINT), epoch * steps + i + 1
             total_loss += float(loss)
             total_correct += float(correct)
             logs = {"loss": total_loss / (i + 1), "accuracy": total_correct / ((i + 1) * t.batch_size)}
@@ -256,6 +262,7 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         hooks.on_epoch_end(epoch, logs)
     hooks.on_train_end(logs)
+    return None
 
 
 def task_for(ds, t, augment, crop_padding):
@@ -432,10 +439,11 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 callbacks.append(checkpoints)
         callbacks += list(extra_callbacks)
         start = time.perf_counter()
+        stopped = None
         with checkpoints:
             if place.multi_worker:
-                custom_loop(model, place, ds, t, steps, task, val_ds if has_val and place.is_chief else None,
-                            callbacks)
+                stopped = custom_loop(model, place, ds, t, steps, task,
+                                      val_ds if has_val and place.is_chief else None, callbacks, checkpoints)
             step = start_step
             while not place.multi_worker and step < t.epochs * steps and not model.stop_training:
                 # a resumed run first finishes its interrupted epoch, then runs whole epochs
@@ -449,7 +457,14 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 except StepCheckpoints.Stop:
                     pass
                 step = int(model.optimizer.iterations.numpy())
-        if checkpoints.signal is not None:
+        if stopped:
+            signum, step = stopped
+            raise Interrupted(signum, step, None, steps, t.epochs, then=(
+                ("every worker stopped there" if checkpoints.signal is not None else "another worker got it, and "
+                 "every worker stopped there") + "; multi-worker runs do not resume yet: " +
+                (f"{run_.checkpoints / 'last.weights.h5'} holds the weights of the last finished epoch" if run_
+                 else "the chief (worker 0) keeps the run directory")))
+        if checkpoints.signal is not None and not place.multi_worker:  # multi-worker: it came after the last step
             raise Interrupted(checkpoints.signal, step, run_.path, steps, t.epochs)
         train_seconds = time.perf_counter() - start
         if not run_:
@@ -473,7 +488,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                                         ds.class_names)
             save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test)
     except KeyboardInterrupt:
-        raise Interrupted(signal.SIGINT, None, run_.path) from None
+        raise Interrupted(signal.SIGINT, None, run_.path, then=None if not place.multi_worker else (
+            f"the trained model is saved: `bigml eval {run_.path}` tests it")) from None
     metrics = {"accuracy": report["accuracy"], "loss": report["loss"], "examples": report["examples"],
                **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
                "train_seconds": round(train_seconds, 1), "epochs": t.epochs,

@@ -1,6 +1,7 @@
 """Strategies: choice by name, device errors, and multi-replica training on two logical CPU devices."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -134,3 +135,32 @@ def test_mixed_precision_on_a_cpu_warns_that_it_is_slower(monkeypatch):
     assert distribute.slow_precision_note("float32", place) is None
     monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert distribute.slow_precision_note("mixed_bfloat16", place) is None
+
+
+def test_ctrl_c_on_one_worker_stops_every_worker_at_the_same_step(tmp_path):
+    """A worker leaving alone would leave the others blocked in the next all-reduce; the stop travels with it."""
+    import signal
+    import time
+
+    bigml = str(__import__("pathlib").Path(sys.executable).with_name("bigml"))
+    workers = ",".join(f"localhost:{p}" for p in free_local_ports(2))
+    args = ["train", "mlp", "--dataset", "digits", "--workers", workers, "train.epochs=500", "model.hidden_units=[16]"]
+    procs = [subprocess.Popen([bigml, *args, "--worker-index", str(i), "--run-dir", str(tmp_path / f"run{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    history, deadline = tmp_path / "run0" / "history.csv", time.time() + 120
+    while not (history.exists() and len(history.read_text().splitlines()) > 1):  # an epoch done: both training
+        if not all(p.poll() is None for p in procs) or time.time() > deadline:
+            [p.kill() for p in procs]
+            pytest.fail(procs[0].communicate()[1][-2000:])
+        time.sleep(0.1)
+    procs[1].send_signal(signal.SIGINT)
+    try:
+        errs = [" ".join(p.communicate(timeout=60)[1].split()) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [130, 130], errs
+    steps = [re.search(r"stopped by SIGINT \(signal 2\) at step (\d+)", e).group(1) for e in errs]
+    assert steps[0] == steps[1], errs
+    assert "another worker got it" in errs[0] and "last.weights.h5 holds" in errs[0], errs[0]
+    assert "every worker stopped there" in errs[1] and "Traceback" not in errs[0] + errs[1]
