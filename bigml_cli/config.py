@@ -34,7 +34,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 10
-    steps_per_epoch: int = 0  # 0: one pass over the training examples (language models: windows)
+    steps_per_epoch: int = 0  # 0: one pass over the training examples (language models: tokens)
     batch_size: int = 128  # global: split across replicas
     seed: int = 0
     optimizer: str = "adamw"  # adamw | sgd (momentum, optionally Nesterov)

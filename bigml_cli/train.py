@@ -18,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bigml_cli import distribute, runs
 from bigml_cli.data import load_dataset
-from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_train_dataset, steps_per_epoch,
-                                     train_dataset)
+from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_steps_per_epoch, lm_train_dataset,
+                                     steps_per_epoch, train_dataset)
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import (lm_report, metrics_from_probs, plot_history, predict_probs, save_lm_report,
                                 save_report)
@@ -28,14 +28,17 @@ from bigml_cli.optim import make_optimizer
 
 
 class RichProgress(keras.callbacks.Callback):
-    """A progress bar per epoch with loss, accuracy, examples/s and time left; a summary line per epoch."""
+    """A progress bar per epoch with loss, accuracy, examples/s and time left; a summary line per epoch.
 
-    def __init__(self, epochs, steps, batch_size, console):
+    `per_step` items of `unit` a step: examples, or a language model's tokens (batch x sequence length).
+    """
+
+    def __init__(self, epochs, steps, per_step, console, unit="ex/s"):
         super().__init__()
-        self.epochs, self.steps, self.batch_size, self.console = epochs, steps, batch_size, console
+        self.epochs, self.steps, self.batch_size, self.console, self.unit = epochs, steps, per_step, console, unit
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
-            MofNCompleteColumn(), TextColumn("{task.fields[rate]:>7.0f} ex/s"), TimeRemainingColumn(),
+            MofNCompleteColumn(), TextColumn("{task.fields[rate]:>7.0f} " + unit), TimeRemainingColumn(),
             TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%}"),
             console=console, transient=True)
 
@@ -62,7 +65,7 @@ class RichProgress(keras.callbacks.Callback):
                if "val_loss" in logs else "")  # no validation split: training figures only
         self.console.print(
             f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.2%}"
-            f"{val}  {self.steps * self.batch_size / seconds:,.0f} ex/s  {seconds:.1f}s")
+            f"{val}  {self.steps * self.batch_size / seconds:,.0f} {self.unit}  {seconds:.1f}s")
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -265,9 +268,22 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals):
     return None
 
 
+def short_run_note(ds, cfg, steps):
+    """A warning when a language model's run is too short to learn: an epoch of a small corpus is a few steps."""
+    t = cfg.train
+    total = t.epochs * steps
+    if ds.kind != "lm" or t.steps_per_epoch or total >= 100:
+        return None
+    length = ds.input_info["sequence_length"]
+    return (f"note: one epoch of {cfg.data.name} is {steps} step{'s' * (steps != 1)} ({len(ds.x_train):,} training tokens / "
+            f"(batch {t.batch_size} x {length} tokens)), so {t.epochs} epochs train only {total} steps, too few to "
+            f"learn from; raise train.epochs (e.g. train.epochs={-(-1000 // steps)}), or train the tested recipe on "
+            f"your text: bigml train {cfg.model['name']} --recipe gpt_tinyshakespeare --dataset {cfg.data.name}")
+
+
 def task_for(ds, t, augment, crop_padding):
     """What differs between classifiers and language models: loss, metric, model selection, data."""
-    steps = steps_per_epoch(len(ds.y_train), t.batch_size)  # y_train: labels, or a language model's window starts
+    steps = steps_per_epoch(len(ds.y_train), t.batch_size)
     if ds.kind == "lm":
         if t.label_smoothing:
             raise UserError("train.label_smoothing applies to classifiers; set it to 0 for a language model")
@@ -275,7 +291,7 @@ def task_for(ds, t, augment, crop_padding):
         return SimpleNamespace(
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # nats per token
             metric=keras.metrics.SparseCategoricalAccuracy(name="accuracy"), monitor="val_loss", mode="min",
-            steps=steps,
+            steps=lm_steps_per_epoch(len(ds.x_train), length, t.batch_size),
             train=lambda step=0, batch=t.batch_size, shard=None: lm_train_dataset(
                 ds.x_train, ds.y_train, length, batch, t.seed, step, shard),
             val=lm_eval_dataset(ds.x_val, ds.y_val, length, max(t.batch_size, 64)))
@@ -411,15 +427,18 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                       f"{cfg.model['name']} ({model.count_params():,} parameters)  dataset {cfg.data.name} "
                       f"({sizes})  "
                       f"strategy {place.name}" + (f"  resuming at step {start_step}" if resume else ""))
-        note = distribute.slow_precision_note(t.precision, place)
-        if note:
-            console.print(note, markup=False, highlight=False)
+        for note in (distribute.slow_precision_note(t.precision, place),
+                     short_run_note(ds, cfg, steps)):
+            if note:
+                console.print(note, markup=False, highlight=False)
         val_ds = task.val
         has_val = len(ds.y_val) > 0
         monitor = task.monitor if has_val else "loss"
         checkpoints = StepCheckpoints(manager, 0 if place.multi_worker else t.checkpoint_every, steps)
         timer = StepTimer(min(t.batch_size, len(ds.y_train)), t.steps_per_execution)
-        callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)), console), timer]
+        tokens = ds.input_info["sequence_length"] if ds.kind == "lm" else 0  # per example
+        callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)) * (tokens or 1), console,
+                                  "tok/s" if tokens else "ex/s"), timer]
         if freeze:  # before the lookahead, which still moves what the optimizer may not
             callbacks.append(freeze)
         if lookahead:  # before the checkpoints, so they save the averaged weights at epoch ends
@@ -494,6 +513,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
                "train_seconds": round(train_seconds, 1), "epochs": t.epochs,
                "examples_per_second": round(timer.summary().get("examples_per_second", 0.0), 1),
+               **({"tokens_per_second": round(timer.summary().get("examples_per_second", 0.0) * tokens)}
+                  if tokens else {}),
                "run": str(run_.path)}
     run_.metrics_file.write_text(json.dumps(metrics, indent=2))
     plot_history(run_.history_file, run_.history_plot)

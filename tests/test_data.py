@@ -131,6 +131,34 @@ def test_a_split_that_would_be_empty_is_refused(table_csv, tmp_path):
     assert load_dataset(DataConfig(name=str(corpus), val_fraction=0.1, sequence_length=8)).kind == "lm"
 
 
+def test_a_language_model_epoch_is_one_pass_over_the_training_tokens(tmp_path):
+    # Windows start at every position; counting one step per window start made an epoch show each
+    # token sequence_length times (a 200 KB corpus at the defaults: an hour an epoch on this CPU)
+    from bigml_cli.config import TrainConfig
+    from bigml_cli.train import task_for
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abcdefghij" * 1000)  # 9,000 training characters
+    ds = load_dataset(DataConfig(name=str(corpus), tokens="characters", sequence_length=50))
+    task = task_for(ds, TrainConfig(batch_size=20), "none", 0)
+    assert len(ds.x_train) == 9000 and task.steps == 9000 // (50 * 20)
+    assert lm_train_dataset(ds.x_train, ds.y_train, 50, 20, seed=0)[1] == task.steps
+
+
+def test_a_language_model_run_too_short_to_learn_says_how_to_lengthen_it(tmp_path):
+    from bigml_cli import config
+    from bigml_cli.train import short_run_note
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abcdefghij" * 1000)
+    cfg = config.load("gpt", str(corpus), overrides=["data.tokens=characters", "data.sequence_length=50",
+                                                     "train.batch_size=20", "train.epochs=10"])
+    ds = load_dataset(cfg.data)
+    note = short_run_note(ds, cfg, 9)  # 9 steps an epoch: 90 in all
+    assert "is 9 steps (9,000 training tokens / (batch 20 x 50 tokens)), so 10 epochs train only 90" in note
+    assert "train.epochs=112" in note and f"--recipe gpt_tinyshakespeare --dataset {corpus}" in note
+    assert short_run_note(ds, config.load("gpt", str(corpus), overrides=["train.epochs=12"]), 9) is None
+    assert short_run_note(ds, config.load("gpt", str(corpus), overrides=["train.steps_per_epoch=5"]), 9) is None
+
+
 def test_training_stream_is_seeded_and_augmented_only_in_training():
     x = np.arange(8 * 6 * 6 * 1, dtype=np.uint8).reshape(8, 6, 6, 1)
     y = np.arange(8) % 2

@@ -40,6 +40,7 @@ def test_gpt_learns_the_corpus(lm_run, cli):
     uniform = np.log(len(json.loads((run_dir / "run.json").read_text())["class_names"]))
     assert metrics["loss"] < 0.6 * uniform, (metrics["loss"], uniform)  # well below guessing
     assert metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
+    assert metrics["tokens_per_second"] == pytest.approx(metrics["examples_per_second"] * 16, rel=0.01)  # 16 a window
     report = json.loads(cli("eval", run_dir, "--json").stdout)
     assert report["loss"] == pytest.approx(metrics["loss"], rel=1e-6) and report["split"] == "val"
 

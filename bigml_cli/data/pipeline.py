@@ -71,6 +71,15 @@ def steps_per_epoch(n, batch_size):
     return max(1, n // min(batch_size, n))
 
 
+def lm_steps_per_epoch(tokens, length, batch_size):
+    """Batches of `length`-token windows in one pass over `tokens` training tokens (at least one).
+
+    An epoch is one pass over the text, as in Hugging Face's run_clm, not one window per position:
+    that would show every token `length` times per epoch (a 256-token model: 256 passes).
+    """
+    return max(1, tokens // (length * batch_size))
+
+
 def index_stream(n, batch_size, seed, start_step=0, shard=None):
     """(step, indices) batches of a seeded, endlessly reshuffled range(n), from `start_step` on.
 
@@ -116,11 +125,11 @@ def _windows(ids, starts, length):
 
 
 def lm_train_dataset(ids, starts, length, batch_size, seed, start_step=0, shard=None):
-    """Endless shuffled batches of random windows of a token-id corpus; returns (dataset, windows / batch)."""
+    """Endless shuffled batches of random windows of a token-id corpus; returns (dataset, steps per epoch)."""
     ids, starts = tf.constant(ids), tf.constant(starts)
     ds = index_stream(len(starts), batch_size, seed, start_step, shard)
     ds = ds.map(lambda step, idx: _windows(ids, tf.gather(starts, idx), length), num_parallel_calls=tf.data.AUTOTUNE)
-    return _ready(ds), steps_per_epoch(len(starts), batch_size)
+    return _ready(ds), lm_steps_per_epoch(len(ids), length, batch_size)
 
 
 def lm_eval_dataset(ids, starts, length, batch_size):
