@@ -252,7 +252,7 @@ def generate(
     run: str = typer.Argument(..., help="Run directory of a language model."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="Text to continue."),
     max_tokens: int = typer.Option(200, "--max-tokens", "-n", help="Tokens to generate."),
-    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer; above 1: wilder."),
+    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer; above 1: wilder; 0: always the likeliest token."),
     top_k: int = typer.Option(0, "--top-k", "-k", help="Sample among the k likeliest tokens only (0: all)."),
     seed: int = typer.Option(0, "--seed", help="The same seed gives the same text."),
     as_json: bool = Json,

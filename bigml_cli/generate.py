@@ -33,11 +33,13 @@ def generate(run_path, prompt, max_tokens=200, temperature=1.0, top_k=0, seed=0)
     if info["kind"] != "lm":
         raise UserError(f"run {run_path} is a classifier; `bigml generate` needs a language-model run "
                         "(e.g. bigml train gpt --dataset tinyshakespeare); use `bigml predict` here")
-    if not prompt:
-        raise UserError("give a --prompt to continue")
-    if max_tokens < 1 or temperature <= 0 or top_k < 0:
-        raise UserError("--max-tokens must be >= 1, --temperature > 0 and --top-k >= 0 (0: no top-k cut)")
+    if max_tokens < 1 or temperature < 0 or top_k < 0:
+        raise UserError("--max-tokens must be >= 1, --temperature >= 0 (0: always the likeliest token) and "
+                        "--top-k >= 0 (0: no top-k cut)")
     ids = encode(prompt, info)
+    if not ids:  # an empty prompt, or only spaces for a word-level model
+        raise UserError("give a --prompt to continue (it has no tokens: "
+                        f"{'it is empty' if not prompt else 'a word-level model reads words, and it has none'})")
     length, vocab = info["sequence_length"], info["vocab"]
     forward = inference(load_model(run))
     rng = np.random.default_rng(seed)
@@ -45,7 +47,11 @@ def generate(run_path, prompt, max_tokens=200, temperature=1.0, top_k=0, seed=0)
         context = ids[-length:]
         window = np.zeros((1, length), np.int32)
         window[0, :len(context)] = context  # padding after the context: the causal mask hides it
-        logits = np.asarray(forward(window))[0, len(context) - 1].astype(np.float64) / temperature
+        logits = np.asarray(forward(window))[0, len(context) - 1].astype(np.float64)
+        if temperature == 0:  # greedy: the same text whatever the seed
+            ids.append(int(np.argmax(logits)))
+            continue
+        logits /= temperature
         if top_k:
             logits[np.argsort(logits)[:-top_k]] = -np.inf
         probs = np.exp(logits - logits.max())

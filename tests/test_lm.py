@@ -55,6 +55,14 @@ def test_generation_is_seeded(lm_run, cli):
     assert first.stdout.startswith("to be") and len(first.stdout.rstrip("\n")) == len("to be") + 40
 
 
+def test_temperature_zero_is_greedy_whatever_the_seed(lm_run, cli):
+    run_dir, _ = lm_run
+    args = ["generate", run_dir, "--prompt", "to be", "--max-tokens", 30, "--temperature", 0]
+    one, two = cli(*args, "--seed", 1), cli(*args, "--seed", 2)
+    assert one.exit_code == 0, one.text
+    assert one.stdout == two.stdout and len(one.stdout.rstrip("\n")) == len("to be") + 30
+
+
 def test_export_returns_logits_and_the_vocabulary(lm_run, cli, tmp_path):
     run_dir, _ = lm_run
     result = cli("export", run_dir, "--out", tmp_path / "sm", "--json")
@@ -114,6 +122,8 @@ def test_onnx_export_of_the_gpt_runs_in_onnx_runtime(lm_run, cli, tmp_path):
 def test_language_model_bad_inputs(lm_run, cli, tmp_path):
     run_dir, _ = lm_run
     assert_user_error(cli("generate", run_dir, "--prompt", "to be ☃"), "outside the model's vocabulary", "☃")
+    assert_user_error(cli("generate", run_dir, "--prompt", ""), "give a --prompt", "it is empty")
+    assert_user_error(cli("generate", run_dir, "--prompt", "to", "--temperature", -1), "--temperature >= 0")
     assert_user_error(cli("predict", run_dir, "to be"), "is a language model", "bigml generate")
     short = tmp_path / "short.txt"
     short.write_text("too short")
