@@ -2,7 +2,7 @@
 
     RUN/config.yaml          resolved config (the recipe plus overrides), as trained
     RUN/run.json             what predict/export need without the data: classes, input spec, dataset
-    RUN/model.keras          the selected model (best validation accuracy)
+    RUN/model.keras          the selected model (best validation accuracy, then lowest validation loss)
     RUN/checkpoints/         last.weights.h5 (every epoch) and best.weights.h5
     RUN/history.csv          per-epoch loss, accuracy, val_loss, val_accuracy, learning rate
     RUN/history.png          the same as training curves

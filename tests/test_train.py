@@ -134,3 +134,28 @@ def test_training_with_whiten_bias_epochs_freezes_the_stem_bias_after_them(cifar
     assert len(biases) == 10  # 200 images in batches of 40, twice
     assert not np.array_equal(biases[3], biases[4])  # epoch 1 trains it
     assert all(np.array_equal(b, biases[4]) for b in biases[5:])  # epoch 2 does not
+
+
+def test_the_best_epoch_breaks_accuracy_ties_by_the_lower_loss(tmp_path):
+    # 64 validation examples: accuracy moves in steps of 1.6%, and the first of equal accuracies was kept
+    # (an IMDB folder run: epoch 3 of 10, 56% test accuracy, against 76% for epoch 10's equal accuracy)
+    from bigml_cli.train import BestCheckpoint
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    path, history = tmp_path / "best.weights.h5", tmp_path / "history.csv"
+    best = BestCheckpoint(path, "val_accuracy")
+    best.set_model(model)
+    for epoch, (acc, loss) in enumerate([(0.5, 0.69), (0.734, 0.686), (0.70, 0.60), (0.734, 0.533), (0.734, 0.6)]):
+        model.layers[0].kernel.assign([[float(epoch)]])
+        best.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": loss})
+    model.load_weights(path)
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == 3.0  # not 1.0 (the first 0.734), nor 4.0 (higher loss)
+    # a resumed run starts from the best epoch of its history
+    history.write_text("epoch,val_accuracy,val_loss\n0,0.5,0.69\n1,0.734,0.533\n")
+    resumed = BestCheckpoint(path, "val_accuracy", history)
+    resumed.set_model(model)
+    model.layers[0].kernel.assign([[9.0]])
+    resumed.on_epoch_end(2, {"val_accuracy": 0.734, "val_loss": 0.6})
+    model.load_weights(path)
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == 3.0  # not saved: no better than epoch 1
+    lm = BestCheckpoint(path, "val_loss", history)
+    assert lm.best == (-0.533,)
