@@ -208,6 +208,12 @@ def evaluate_cmd(
         text = report.get("dataset", "the validation text")
         out.print(metrics_table(f"language model {report['run']} on {text}",
                                 {k: report[k] for k in ("loss", "perplexity", "accuracy", "examples")}))
+        if report.get("unknown_tokens"):
+            n, total, kind = report["unknown_tokens"], report["tokens"], report["token_kind"]
+            out.print(f"note: {n:,} of {total:,} {kind} ({n / total:.2%}) are not in the model's vocabulary: "
+                      + ("they were skipped, and the figures cover the rest" if kind == "characters" else
+                         "they read as <unk>, and predicting <unk> counts as right"),
+                      markup=False, highlight=False, soft_wrap=True)
         return
     what = f"{report['dataset']} on" if "dataset" in report else f"{report['split']} split of"
     table = Table(title=f"{what} {report['run']}: accuracy {report['accuracy']:.4f}, "

@@ -227,14 +227,24 @@ def text_windows(path, info):
         raise UserError(f"--dataset {path} does not exist")
     if not path.is_file():
         raise UserError(f"--dataset {path} is not a file; a language model is scored on a UTF-8 .txt file")
-    ids = encode_tokens(path.read_text(encoding="utf-8", errors="replace"), info["vocab"], info["tokens"])
+    text = path.read_text(encoding="utf-8", errors="replace")
+    ids = encode_tokens(text, info["vocab"], info["tokens"])
     length = info["sequence_length"]
     if len(ids) < length + 1:
         raise UserError(f"{path} has {len(ids)} tokens the model reads; scoring needs at least {length + 1} "
                         f"(sequence_length + 1)")
     starts = np.arange(0, len(ids) - length, length, dtype=np.int64)
-    return Dataset(str(path), "lm", info["vocab"], ids[:0], starts[:0], ids, starts, ids, starts, augment="none",
-                   input_info=info)
+    ds = Dataset(str(path), "lm", info["vocab"], ids[:0], starts[:0], ids, starts, ids, starts, augment="none",
+                 input_info=info)
+    return ds, unknown_tokens(text, ids, info)
+
+
+def unknown_tokens(text, ids, info):
+    """How many of the text's tokens the model does not know: characters (skipped) or words (read as <unk>)."""
+    if info["tokens"] == "characters":
+        return {"tokens": len(text), "unknown_tokens": len(text) - len(ids), "token_kind": "characters"}
+    unk = info["vocab"].index("<unk>")
+    return {"tokens": len(ids), "unknown_tokens": int(np.sum(ids == unk)), "token_kind": "words"}
 
 
 def evaluate(run_path, split=None, data_root=None, dataset=None):
@@ -252,7 +262,8 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
     if dataset is not None:
         name = f"dataset-{runs.slug(str(dataset).rstrip('/'))}"
         if run.info["input"]["kind"] == "lm":
-            report = lm_report(load_model(run), text_windows(dataset, run.info["input"]))
+            windows, counts = text_windows(dataset, run.info["input"])
+            report = {**lm_report(load_model(run), windows), **counts}
             save_lm_report(report, run.eval_dir(name))
         else:
             x, y = labelled_examples(dataset, run)

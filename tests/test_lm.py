@@ -89,6 +89,13 @@ def test_eval_on_your_own_text(lm_run, cli, corpus, tmp_path):
     mine = json.loads(result.stdout)
     assert mine["examples"] == report["examples"] and mine["loss"] == pytest.approx(report["loss"], rel=1e-6)
     assert (run_dir / "eval" / "dataset-held-out" / "report.json").exists()
+    assert mine["unknown_tokens"] == 0 and mine["tokens"] == len(own.read_text())
+    # characters the model never saw are skipped: the report and a note say how many
+    foreign = tmp_path / "foreign.txt"
+    foreign.write_text(own.read_text() + "☃☃☃☃")
+    result = cli("eval", run_dir, "--dataset", foreign)
+    assert result.exit_code == 0, result.text
+    assert f"note: 4 of {len(own.read_text()) + 4:,} characters" in result.stdout and "were skipped" in result.stdout
     own.write_text("to be")
     assert_user_error(cli("eval", run_dir, "--dataset", own), "scoring needs at least 17")
     assert_user_error(cli("eval", run_dir, "--dataset", tmp_path / "missing.txt"), "missing.txt does not exist")
