@@ -59,7 +59,13 @@ def forward_flops(model):
     frozen = convert_variables_to_constants_v2(tf.function(lambda x: model(x, training=False)).get_concrete_function(spec))
     opts = tf.compat.v1.profiler.ProfileOptionBuilder(
         tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
-    return int(tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts).total_float_ops)
+    logger = tf.get_logger()  # the v1 profiler logs a deprecation warning (3 lines) the first time it runs
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        return int(tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts).total_float_ops)
+    finally:
+        logger.setLevel(level)
 
 
 def _bigml_once(recipe, cfg, data_dir, workdir, steps):

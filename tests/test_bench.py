@@ -29,3 +29,15 @@ def test_time_to_accuracy_reads_the_history(tmp_path):
 def test_bench_refuses_the_baseline_for_another_model(cli):
     result = cli("bench", "mlp_mnist", "--pairs", 1)
     assert result.exit_code == 2 and "baseline trains the tutorial CNN" in result.stderr
+
+
+def test_counting_flops_prints_no_tensorflow_deprecation_warning():
+    # the v1 profiler's first call logged 3 lines ("... is deprecated ... Instructions for updating")
+    # into `bigml bench`'s output; a fresh process, since TensorFlow logs it once per process
+    import subprocess
+    import sys
+    code = ("import keras; from bigml_cli.bench import forward_flops; "
+            "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]); print(forward_flops(m))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[-1]) > 0 and "deprecated" not in done.stderr, done.stderr
