@@ -400,6 +400,10 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             if ds.kind == "image":
                 adapt_to_data(model, ds.x_train)  # e.g. the CNN's patch-whitening stem
             steps = t.steps_per_epoch or task.steps  # no throw-away pipeline (it would copy the data)
+            if resume:  # the steps its schedule was built with (runs without the key: LM epochs counted windows)
+                steps = run_.info.get("steps_per_epoch") or (
+                    steps_per_epoch(len(ds.y_train), t.batch_size) if ds.kind == "lm" and not t.steps_per_epoch
+                    else steps)
             model.compile(
                 optimizer=make_optimizer(t, steps),
                 loss=task.loss,
@@ -420,7 +424,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 "model": cfg.model["name"], "dataset": cfg.data.name, "class_names": ds.class_names,
                 "input": ds.input_info, "augment": augment, "params": model.count_params(),
                 "strategy": place.name, "replicas": place.replicas, "global_batch_size": t.batch_size,
-                "per_replica_batch_size": t.batch_size // place.replicas, "config_sha256": config_hash(cfg),
+                "per_replica_batch_size": t.batch_size // place.replicas, "steps_per_epoch": steps,
+                "config_sha256": config_hash(cfg),
                 "keras": keras.__version__, "tensorflow": tf.__version__,
             }, indent=2))
         elif resume:

@@ -74,6 +74,23 @@ def test_sigkill_then_resume_gives_identical_weights(reference, tmp_path, kill_a
         json.loads((reference / "metrics.json").read_text())["accuracy"]
 
 
+def test_resume_keeps_the_steps_per_epoch_the_run_started_with(tmp_path):
+    # its learning-rate schedule was built with them; bigml's definition of an epoch may change between
+    # versions (language models: 21 steps an epoch now, 1,405 before), and a resumed run must not follow
+    run_dir = tmp_path / "run"
+    proc = start([*TINY, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, 5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["steps_per_epoch"] == 40  # 1,257 training digits / batch 32
+    (run_dir / "run.json").write_text(json.dumps({**info, "steps_per_epoch": 20}))  # as if counted otherwise
+    resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert latest_step(run_dir) == 3 * 20  # three epochs of the run's own 20 steps, not of 40
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3
+
+
 def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
     run_dir = tmp_path / "run"
     args = [a for a in TINY if not a.startswith("train.checkpoint_every")] + ["train.checkpoint_every=1000"]
