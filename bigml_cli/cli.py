@@ -125,7 +125,7 @@ def _config(model, dataset, recipe, target, overrides, strategy=None, precision=
 def train(
     model: Optional[str] = typer.Argument(None, help="Model family: see `bigml list models` (or taken from --recipe)."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Dotted recipe overrides, e.g. train.epochs=3."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name, a folder (images or .txt per class), a .csv table or a .txt corpus."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name, a folder (images or .txt per class), a .csv (or .tsv) table or a .txt corpus."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML file \\[default: MODEL_DATASET if shipped]."),
     target: Optional[str] = typer.Option(None, "--target", help="CSV datasets: the column to predict."),
     data_dir: Optional[str] = DataDir,
@@ -403,7 +403,7 @@ def list_rows(what, runs_root="runs"):
         return [{"dataset": n, "description": DATASETS.doc(n)} for n in DATASETS.names()] + [
             {"dataset": "PATH/", "description": "a folder with one sub-folder per class of images or .txt files, "
                                                 "optional train/ test/"},
-            {"dataset": "FILE.csv", "description": "a CSV table (comma, semicolon or tab separated); --target COLUMN names the class column"},
+            {"dataset": "FILE.csv", "description": "a CSV table (comma, semicolon or tab separated; FILE.tsv too); --target COLUMN names the class column"},
             {"dataset": "FILE.txt", "description": "a UTF-8 corpus for language models (e.g. gpt)"}]
     if what == "recipes":
         import yaml

@@ -7,7 +7,7 @@ import numpy as np
 from bigml_cli import runs
 from bigml_cli.data.base import files_in
 from bigml_cli.data.images import IMAGE_SUFFIXES, read_image
-from bigml_cli.data.table import columns_to_arrays, read_rows
+from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_rows
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
 
@@ -57,7 +57,7 @@ def read_text_inputs(items, from_files):
 
 def expand_folders(files, kind):
     """The inputs with each folder replaced by the files in it (and its sub-folders) that this model reads."""
-    suffixes = {"image": IMAGE_SUFFIXES + (".npy",), "table": (".csv",), "text": (".txt",)}[kind]
+    suffixes = {"image": IMAGE_SUFFIXES + (".npy",), "table": TABLE_SUFFIXES, "text": (".txt",)}[kind]
     out = []
     for f in files:
         if not Path(f).is_dir():
@@ -86,7 +86,7 @@ def load_inputs(files, info, from_files=False):
         names, columns = [], None
         parts = []
         for f in files:
-            if not str(f).lower().endswith(".csv"):
+            if not str(f).lower().endswith(TABLE_SUFFIXES):
                 raise UserError(f"{f} is not a CSV file; this run's model takes table rows (.csv with a header)")
             header, rows = read_rows(f)
             parts.append(columns_to_arrays(header, rows, info["columns"], f))

@@ -114,6 +114,18 @@ def test_csv_with_semicolons_or_tabs_reads_like_commas(table_csv, tmp_path, sep)
     np.testing.assert_array_equal(got.x_train["income"], want.x_train["income"])
 
 
+def test_a_tsv_file_is_a_table_and_another_existing_file_is_named_as_such(table_csv, tmp_path):
+    tsv = tmp_path / "people.tsv"  # a .tsv was refused as "does not exist"
+    tsv.write_text(table_csv.read_text().replace(",", "\t"))
+    want = load_dataset(DataConfig(name=str(table_csv), target="label"))
+    got = load_dataset(DataConfig(name=str(tsv), target="label"))
+    assert got.kind == "table" and got.input_info == want.input_info
+    other = tmp_path / "notes.md"
+    other.write_text("# notes")
+    with pytest.raises(UserError, match=r"notes.md is neither a table \(.csv, .tsv\) nor a corpus \(.txt\)"):
+        load_dataset(DataConfig(name=str(other)))
+
+
 def test_csv_target_of_measurements_is_refused(table_csv):
     with pytest.raises(UserError, match="'income' has 233 distinct values in 240 rows .*looks like a measurement"):
         load_dataset(DataConfig(name=str(table_csv), target="income"))

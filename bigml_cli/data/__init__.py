@@ -12,7 +12,8 @@ from bigml_cli.data import images, table, text  # noqa: F401  (registers the dat
 from bigml_cli.errors import UserError, did_you_mean
 
 
-WHAT_PATHS = "give a folder of images or .txt files (one sub-folder per class), a .csv table or a .txt corpus"
+WHAT_PATHS = ("give a folder of images or .txt files (one sub-folder per class), a .csv (or .tsv) table or a .txt "
+              "corpus")
 
 
 def load_dataset(cfg, data_root=None):
@@ -26,7 +27,7 @@ def load_dataset(cfg, data_root=None):
 
 def _load(cfg, data_root):
     name = cfg.name
-    if cfg.target and not name.lower().endswith(".csv"):  # a column name means nothing to images or texts
+    if cfg.target and not name.lower().endswith(table.SUFFIXES):  # a column name means nothing to images or texts
         raise UserError(f"--target (data.target) names a CSV column, but dataset {name} is not a .csv table; "
                         "leave it out")
     if name in DATASETS.names():
@@ -36,12 +37,15 @@ def _load(cfg, data_root):
         if not path.is_file():
             raise UserError(f"text file {name} does not exist; check the path")
         return text.load_corpus(path, cfg)
-    if name.lower().endswith(".csv"):
+    if name.lower().endswith(table.SUFFIXES):
         if not path.is_file():
             raise UserError(f"CSV file {name} does not exist; check the path")
         return table.load_csv(path, cfg)
     if path.is_dir():
         return text.load_text_folder(path, cfg) if text.is_text_folder(path) else images.load_image_folder(path, cfg)
+    if path.is_file():
+        raise UserError(f"dataset file {name} is neither a table (.csv, .tsv) nor a corpus (.txt); {WHAT_PATHS}, "
+                        "renaming the file if it holds one of these")
     if os.sep in name or path.suffix:
         raise UserError(f"dataset path {name} does not exist; {WHAT_PATHS}")
     raise UserError(

@@ -8,6 +8,7 @@ import numpy as np
 from bigml_cli.data.base import Dataset, split
 from bigml_cli.errors import UserError, did_you_mean
 
+SUFFIXES = (".csv", ".tsv")  # the reader sniffs commas, semicolons and tabs in either
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
 MAX_VOCAB = 100  # most frequent categories kept per column; the rest share the out-of-vocabulary slot
 
