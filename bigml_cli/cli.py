@@ -344,13 +344,13 @@ def doctor(as_json: bool = Json):
 @app.command()
 @handle_errors
 def samples(
-    dataset: str = typer.Argument(..., help="Image dataset name or folder."),
-    out_dir: str = typer.Option("samples", "--out", help="Folder to write the PNG files to."),
-    count: int = typer.Option(10, "--count", "-n", help="How many images."),
+    dataset: str = typer.Argument(..., help="Image or text dataset: a name or a folder."),
+    out_dir: str = typer.Option("samples", "--out", help="Folder to write the files to."),
+    count: int = typer.Option(10, "--count", "-n", help="How many examples."),
     split: str = typer.Option("test", "--split", help="test, val or train."),
     data_dir: Optional[str] = DataDir,
 ):
-    """Write images of a dataset split as PNG files (NNNNN_LABEL.png), e.g. to try `bigml predict`."""
+    """Write examples of a dataset split as files (NNNNN_LABEL.png, or .txt for texts), e.g. to try `bigml predict`."""
     from bigml_cli.config import DataConfig
     from bigml_cli.data.samples import write_samples
     from bigml_cli.errors import unknown
@@ -358,7 +358,8 @@ def samples(
     if split not in ("test", "val", "train"):
         raise unknown("split", split, ("test", "val", "train"))
     paths = write_samples(DataConfig(name=dataset), out_dir, count, split, data_dir)
-    out.print(f"wrote {len(paths)} images to {out_dir}/")
+    kind = "texts" if paths and paths[0].endswith(".txt") else "images"
+    out.print(f"wrote {len(paths)} {kind} to {out_dir}/")
 
 
 LISTABLE = ("models", "datasets", "recipes", "runs")

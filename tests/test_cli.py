@@ -113,12 +113,10 @@ def test_eval_of_a_split_the_run_does_not_have(cli, digits_run, tmp_path):
 
 def test_samples_bad_requests(cli, tmp_path):
     assert_user_error(cli("samples", "digits", "--out", tmp_path, "-n", 0), "-n must be at least 1")
-    for label in ("good", "bad"):
-        (tmp_path / "reviews" / label).mkdir(parents=True)
-        for i in range(10):
-            (tmp_path / "reviews" / label / f"{i}.txt").write_text(f"a {label} film, number {i}")
-    assert_user_error(cli("samples", tmp_path / "reviews", "--out", tmp_path / "s"), "holds texts",
-                      "image datasets only")
+    table = tmp_path / "t.csv"
+    table.write_text("x,label\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(40)))
+    assert_user_error(cli("samples", table, "--out", tmp_path / "s"), "is a table",
+                      "reads rows of your CSV file itself")
 
 
 def test_predict_on_png_files_agrees_with_eval(cli, digits_run, tmp_path):

@@ -1,5 +1,6 @@
 """Text classification on tiny synthetic text: folders of .txt files and the aclImdb layout."""
 
+import csv
 import json
 import shutil
 
@@ -75,6 +76,12 @@ def test_text_models_train_predict_and_export_raw_strings(cli, text_folder, tmp_
     assert result.exit_code == 0, result.text
     report = json.loads(result.stdout)
     assert report["examples"] == 20 and report["accuracy"] >= 0.8
+    result = cli("samples", text_folder, "--out", tmp_path / "samples", "-n", 4)  # test texts as NNNNN_LABEL.txt
+    assert result.exit_code == 0 and "wrote 4 texts" in result.stdout, result.text
+    result = cli("predict", run_dir, tmp_path / "samples", "--json")
+    predicted = [p["top_k"][0]["label"] for p in json.loads(result.stdout)["predictions"]]
+    with open(run_dir / "eval/test/predictions.csv") as f:
+        assert predicted == [r["predicted"] for r in csv.DictReader(f)][:4]  # the same texts as the test pass
     result = cli("export", run_dir, "--json")
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["top1_agreement"] == 1.0
