@@ -72,6 +72,13 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130)
+        except OSError as e:
+            advice = e.filename is not None and os_error_advice(e)
+            if not advice or os.environ.get("BIGML_DEBUG"):
+                raise
+            err.print(f"[bold red]error:[/] cannot use {escape(str(e.filename))}: {escape(e.strerror or str(e))}; "
+                      f"{advice}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USER)
         except Exception as e:
             if os.environ.get("BIGML_DEBUG"):
                 raise
@@ -80,6 +87,23 @@ def handle_errors(fn):
             raise typer.Exit(EXIT_INTERNAL)
 
     return wrapper
+
+
+def os_error_advice(e):
+    """What to do about an operating-system error on a path the user gave (an output folder, mostly), or None."""
+    import errno
+
+    return {
+        errno.ENOTDIR: "part of that path is a file, not a folder; pick another path",
+        errno.EEXIST: "part of that path is a file, not a folder; pick another path",
+        errno.ENOENT: "a folder in that path does not exist and cannot be made there; check the path",
+        errno.EACCES: "pick a path you may write to, or change its permissions",
+        errno.EPERM: "pick a path you may write to, or change its permissions",
+        errno.EROFS: "that disk is read-only; pick a path on another",
+        errno.ENOSPC: "free some disk space and run it again",
+        errno.EDQUOT: "free some disk space and run it again",
+        errno.EISDIR: "that is a folder; give a file",
+    }.get(e.errno)
 
 
 def metrics_table(title, metrics, name="metric", justify="right"):

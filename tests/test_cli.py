@@ -433,3 +433,14 @@ def test_ctrl_c_while_tensorflow_loads_prints_one_line(monkeypatch, capsys):
         cli_module.main()
     assert exit_.value.code == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_an_output_path_through_a_file_is_a_user_error(cli, tmp_path):
+    # was "internal error: NotADirectoryError ..." and exit 1
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    assert_user_error(cli("samples", "digits", "--out", blocker / "samples"), f"cannot use {blocker}",
+                      "part of that path is a file, not a folder; pick another path")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", blocker / "run", "train.epochs=1"),
+                      f"cannot use {blocker}", "pick another path")
+    assert blocker.read_text() == "a file, not a folder"
