@@ -166,6 +166,9 @@ def train(
     """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
     from bigml_cli import train as training
 
+    if resume and (workers is not None or worker_index is not None):
+        raise UserError(f"multi-worker runs do not resume yet; {resume}/checkpoints/last.weights.h5 holds the weights "
+                        "of the last finished epoch; start a new run")
     if workers is not None or worker_index is not None:
         from bigml_cli.distribute import workers_tf_config
 
