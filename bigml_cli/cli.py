@@ -166,18 +166,16 @@ def train(
     """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
     from bigml_cli import train as training
 
-    if resume and (workers is not None or worker_index is not None):
-        raise UserError(f"multi-worker runs do not resume yet; {resume}/checkpoints/last.weights.h5 holds the weights "
-                        "of the last finished epoch; start a new run")
+    if resume and (model or overrides or dataset or recipe or target or strategy or run_dir or precision
+                   or xla is not None):
+        raise UserError("--resume RUN continues with the run's own config.yaml; give no model, dataset, "
+                        "recipe, overrides or --run-dir with it")
     if workers is not None or worker_index is not None:
         from bigml_cli.distribute import workers_tf_config
 
         os.environ["TF_CONFIG"] = workers_tf_config(workers or "", worker_index)
         strategy = strategy or "multi-worker"
     if resume:
-        if model or overrides or dataset or recipe or target or strategy or run_dir or precision or xla is not None:
-            raise UserError("--resume RUN continues with the run's own config.yaml; give no model, dataset, "
-                            "recipe, overrides or --run-dir with it")
         metrics = training.run(None, run_dir=resume, data_root=data_dir, console=err, resume=True)
     else:
         cfg = _config(model, dataset, recipe, target, overrides, strategy, precision, xla)

@@ -4,7 +4,9 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -208,7 +210,7 @@ class StepCheckpoints(keras.callbacks.Callback):
         self.save()
 
 
-def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals):
+def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, start_step=0, save=None):
     """The training loop for MultiWorkerMirroredStrategy, where Keras 3's fit cannot run
     (keras-team/keras#20585): a tf.function step under strategy.run, driving the same callbacks.
 
@@ -217,13 +219,14 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals):
 
     A SIGINT or SIGTERM on any worker (`signals.signal`) travels with the step's all-reduce, so every
     worker stops after the same step (a worker leaving alone would leave the others waiting for it).
-    Returns (signal number, step) when stopped, else None.
+    `save(step)`, on every worker at the same steps (every train.checkpoint_every, each epoch's end, and
+    a stop), writes the training state. Returns (signal number, step) when stopped, else None.
     """
     strategy = place.strategy
 
     def per_worker(ctx):
         local_batch = ctx.get_per_replica_batch_size(t.batch_size)
-        return task.train(batch=local_batch, shard=(ctx.num_input_pipelines, ctx.input_pipeline_id))[0]
+        return task.train(start_step, local_batch, (ctx.num_input_pipelines, ctx.input_pipeline_id))[0]
 
     iterator = iter(strategy.distribute_datasets_from_function(per_worker))
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing, reduction=None)
@@ -245,27 +248,86 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals):
     hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=t.epochs, steps=steps)
     hooks.on_train_begin()
     forward = inference(model)
-    for epoch in range(t.epochs):
+    first_epoch, offset = divmod(start_step, steps)  # a resumed run first finishes its interrupted epoch
+    save = save or (lambda step: None)
+    logs = {}
+    for epoch in range(first_epoch, t.epochs):
+        callbacks[0].steps = steps - offset  # the progress bar's length
         hooks.on_epoch_begin(epoch)
         total_loss = total_correct = 0.0
-        for i in range(steps):
-            hooks.on_train_batch_begin(i)
+        for n, i in enumerate(range(offset, steps), start=1):
+            hooks.on_train_batch_begin(n - 1)
             stop = [signals.signal == signal.SIGINT, signals.signal == signal.SIGTERM]
             loss, correct, stop = train_step(iterator, tf.constant(stop, tf.float32))
+            step = epoch * steps + i + 1
             if stop.numpy().any():  # the same step on every worker; SIGTERM wins over SIGINT
-                return (signal.SIGTERM if stop[1] else signal.SIGINT), epoch * steps + i + 1
+                save(step)
+                return (signal.SIGTERM if stop[1] else signal.SIGINT), step
+            if t.checkpoint_every and step % t.checkpoint_every == 0 and i + 1 < steps:
+                save(step)
             total_loss += float(loss)
             total_correct += float(correct)
-            logs = {"loss": total_loss / (i + 1), "accuracy": total_correct / ((i + 1) * t.batch_size)}
-            hooks.on_train_batch_end(i, logs)
+            logs = {"loss": total_loss / n, "accuracy": total_correct / (n * t.batch_size)}
+            hooks.on_train_batch_end(n - 1, logs)
+        offset = 0
         if val_ds is not None:  # the chief alone: workers wait at the next step's all-reduce
             probs = np.concatenate([np.asarray(forward(x)) for x, _ in val_ds])
             report = metrics_from_probs(probs, ds.y_val, ds.class_names)
             logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         hooks.on_epoch_end(epoch, logs)
+        save((epoch + 1) * steps)  # after the callbacks: with the lookahead's average, as fit's runs save
     hooks.on_train_end(logs)
     return None
+
+
+def _all_sum(place, values, weight):
+    """Each value times `weight`, summed over the workers (float64 carries int64 steps and seeds exactly)."""
+    strategy = place.strategy
+
+    def fn():
+        ctx = tf.distribute.get_replica_context()
+        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.cast(v, tf.float64) * weight for v in values])
+    return [strategy.experimental_local_results(r)[0] for r in strategy.run(fn)]
+
+
+def build_model_on(place, model_cfg, ds):
+    """build_model; under MultiWorkerMirroredStrategy every variable's first value comes from the chief, so
+    a worker with another model stops here: say so instead of TensorFlow's collective-op errors."""
+    try:
+        return build_model(model_cfg, ds.input_info, ds.num_classes)
+    except tf.errors.OpError as e:
+        if place.multi_worker and "Shape mismatch" in str(e):
+            raise UserError("the workers build different models (a weight's shape differs from the chief's); run "
+                            "the same command on every worker, with the same overrides") from None
+        if place.multi_worker and isinstance(e, tf.errors.UnavailableError):
+            raise UserError("another worker stopped while the model was built, often because it was given another "
+                            "command; its own output says why; run the same command on every worker") from None
+        raise
+
+
+def check_same_config(place, signature):
+    """Every worker must train the same steps: one with more epochs would wait forever for the others.
+    `signature`: numbers that must agree (parameters, steps per epoch, epochs, batch size, seed)."""
+    mine = tf.constant(signature, tf.float64)
+    chiefs = tf.function(lambda: _all_sum(place, [mine], 1.0 if place.is_chief else 0.0))()[0]
+    mismatches = tf.function(lambda: _all_sum(place, [tf.reduce_any(chiefs != mine)], 1.0))()[0]
+    if float(mismatches):
+        theirs = "another worker's differ from" if place.is_chief else f"the chief's are {[int(x) for x in chiefs]}, not"
+        raise UserError(f"the workers' configs differ: parameters, steps per epoch, epochs, batch size and seed: "
+                        f"{theirs} this worker's {[int(x) for x in signature]}; run the same command on every "
+                        "worker (with --resume RUN on the chief alone when resuming)")
+
+
+def sync_from_chief(place, variables):
+    """Every worker takes the chief's values of `variables`: a resumed chief restored them from its run
+    directory, and the others have none."""
+    @tf.function
+    def assign():
+        values = [v.value if isinstance(v, keras.Variable) else v for v in variables]
+        for v, value in zip(variables, _all_sum(place, values, 1.0 if place.is_chief else 0.0)):
+            v.assign(tf.cast(value, v.dtype))
+    assign()
 
 
 def short_run_note(ds, cfg, steps):
@@ -396,7 +458,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     keras.mixed_precision.set_global_policy(t.precision)
     try:
         with place.strategy.scope():  # the one place a strategy scope is opened
-            model = build_model(cfg.model, ds.input_info, ds.num_classes)
+            model = build_model_on(place, cfg.model, ds)
             if ds.kind == "image":
                 adapt_to_data(model, ds.x_train)  # e.g. the CNN's patch-whitening stem
             steps = t.steps_per_epoch or task.steps  # no throw-away pipeline (it would copy the data)
@@ -413,6 +475,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 jit_compile=t.jit_compile and ds.kind in ("image", "lm") and place.replicas == 1,
                 steps_per_execution=t.steps_per_execution)
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
+        if place.multi_worker:  # before the run directory exists
+            check_same_config(place, [model.count_params(), steps, t.epochs, t.batch_size, t.seed])
         # a user error, so before the run directory exists
         freeze = t.whiten_bias_epochs and FreezeAfter(whitening_biases(model), t.whiten_bias_epochs * steps)
         run_ = None
@@ -446,6 +510,14 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                                 f"({type(e).__name__}); delete it to fall back to the one before, or start "
                                 "again with --overwrite") from None
             start_step = int(model.optimizer.iterations.numpy())
+        worker_state = None
+        if place.multi_worker:  # the chief's state (restored, or as built) on every worker; all of them save it
+            sync_from_chief(place, [*model.variables, *model.optimizer.variables,
+                                    *((lookahead.average + [lookahead.started]) if lookahead else [])])
+            start_step = int(model.optimizer.iterations.numpy())
+            # saving may read variables through collectives, so every worker saves; only the chief's copy is kept
+            worker_state = None if manager else tempfile.mkdtemp(prefix="bigml-worker-state-")
+            manager = manager or tf.train.CheckpointManager(state, worker_state, max_to_keep=1)
         sizes = (f"{len(ds.x_train):,} train / {len(ds.x_val):,} val tokens" if ds.kind == "lm" else
                  f"{len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test")
         if ds.kind == "image":  # folders pick their size; say which
@@ -453,7 +525,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         console.print(f"run directory [bold]{run_.path if run_ else '(none: not the chief)'}[/]  model "
                       f"{cfg.model['name']} ({model.count_params():,} parameters)  dataset {cfg.data.name} "
                       f"({sizes})  "
-                      f"strategy {place.name}" + (f"  resuming at step {start_step}" if resume else ""))
+                      f"strategy {place.name}" + (f"  resuming at step {start_step}" if start_step else ""))
         for note in (distribute.slow_precision_note(t.precision, place),
                      short_run_note(ds, cfg, steps)):
             if note:
@@ -485,8 +557,13 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         stopped = None
         with checkpoints:
             if place.multi_worker:
-                stopped = custom_loop(model, place, ds, t, steps, task,
-                                      val_ds if has_val and place.is_chief else None, callbacks, checkpoints)
+                try:
+                    stopped = custom_loop(model, place, ds, t, steps, task,
+                                          val_ds if has_val and place.is_chief else None, callbacks, checkpoints,
+                                          start_step, lambda step: manager.save(checkpoint_number=step))
+                finally:
+                    if worker_state:
+                        shutil.rmtree(worker_state, ignore_errors=True)
             step = start_step
             while not place.multi_worker and step < t.epochs * steps and not model.stop_training:
                 # a resumed run first finishes its interrupted epoch, then runs whole epochs
@@ -504,9 +581,11 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             signum, step = stopped
             raise Interrupted(signum, step, None, steps, t.epochs, then=(
                 ("every worker stopped there" if checkpoints.signal is not None else "another worker got it, and "
-                 "every worker stopped there") + "; multi-worker runs do not resume yet: " +
-                (f"{run_.checkpoints / 'last.weights.h5'} holds the weights of the last finished epoch" if run_
-                 else "the chief (worker 0) keeps the run directory")))
+                 "every worker stopped there") + "; checkpoint saved: resume with " +
+                (f"`bigml train --resume {run_.path}` and the same --workers and --worker-index (or TF_CONFIG) on "
+                 "the chief, and each other worker's own command again" if run_ else
+                 "this worker's command again, and `bigml train --resume RUN` on the chief (worker 0), which keeps "
+                 "the run directory")))
         if checkpoints.signal is not None and not place.multi_worker:  # multi-worker: it came after the last step
             raise Interrupted(checkpoints.signal, step, run_.path, steps, t.epochs)
         train_seconds = time.perf_counter() - start

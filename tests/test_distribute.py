@@ -137,30 +137,81 @@ def test_mixed_precision_on_a_cpu_warns_that_it_is_slower(monkeypatch):
     assert distribute.slow_precision_note("mixed_bfloat16", place) is None
 
 
-def test_ctrl_c_on_one_worker_stops_every_worker_at_the_same_step(tmp_path):
-    """A worker leaving alone would leave the others blocked in the next all-reduce; the stop travels with it."""
-    import signal
-    import time
-
+def _two_workers(chief_args, other_args):
     bigml = str(__import__("pathlib").Path(sys.executable).with_name("bigml"))
     workers = ",".join(f"localhost:{p}" for p in free_local_ports(2))
-    args = ["train", "mlp", "--dataset", "digits", "--workers", workers, "train.epochs=500", "model.hidden_units=[16]"]
-    procs = [subprocess.Popen([bigml, *args, "--worker-index", str(i), "--run-dir", str(tmp_path / f"run{i}")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    history, deadline = tmp_path / "run0" / "history.csv", time.time() + 120
-    while not (history.exists() and len(history.read_text().splitlines()) > 1):  # an epoch done: both training
-        if not all(p.poll() is None for p in procs) or time.time() > deadline:
-            [p.kill() for p in procs]
-            pytest.fail(procs[0].communicate()[1][-2000:])
-        time.sleep(0.1)
-    procs[1].send_signal(signal.SIGINT)
+    return [subprocess.Popen([bigml, "train", *args, "--workers", workers, "--worker-index", str(i)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i, args in enumerate((chief_args, other_args))]
+
+
+def _finish(procs, timeout=120):
     try:
-        errs = [" ".join(p.communicate(timeout=60)[1].split()) for p in procs]
+        return [" ".join(p.communicate(timeout=timeout)[1].split()) for p in procs]
     finally:
         for p in procs:
             p.kill()
+
+
+def test_ctrl_c_on_one_worker_stops_every_worker_at_the_same_step_and_resume_is_exact(tmp_path):
+    """A worker leaving alone would leave the others blocked in the next all-reduce: the stop travels with
+    it. Every worker saves the state there; the chief resumes with --resume, the others with their own
+    command, and the weights are those of a run never stopped, to the bit."""
+    import signal
+    import time
+    import h5py
+
+    tiny = ["mlp", "--dataset", "digits", "train.epochs=3", "train.batch_size=32", "model.hidden_units=[32]",
+            "model.dropout=0.2", "train.deterministic=true", "train.checkpoint_every=1"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    errs = _finish(_two_workers([*tiny, "--run-dir", ref], [*tiny, "--run-dir", tmp_path / "ref1"]))
+    assert (ref / "metrics.json").exists(), errs[0][-2000:]
+    procs = _two_workers([*tiny, "--run-dir", run], [*tiny, "--run-dir", tmp_path / "run1"])
+    state, deadline = run / "checkpoints" / "state" / "checkpoint", time.time() + 120
+    while not (state.exists() and int(re.search(r'"ckpt-(\d+)"', state.read_text()).group(1)) >= 50):
+        if not all(p.poll() is None for p in procs) or time.time() > deadline:  # 120 steps in all: stop at 50+
+            pytest.fail(_finish(procs)[0][-2000:])
+        time.sleep(0.02)
+    procs[1].send_signal(signal.SIGINT)
+    errs = _finish(procs, 60)
     assert [p.returncode for p in procs] == [130, 130], errs
     steps = [re.search(r"stopped by SIGINT \(signal 2\) at step (\d+)", e).group(1) for e in errs]
-    assert steps[0] == steps[1], errs
-    assert "another worker got it" in errs[0] and "last.weights.h5 holds" in errs[0], errs[0]
+    assert steps[0] == steps[1] and int(steps[0]) < 120, errs
+    assert "another worker got it" in errs[0] and f"bigml train --resume {run}" in errs[0], errs[0]
     assert "every worker stopped there" in errs[1] and "Traceback" not in errs[0] + errs[1]
+    assert f'"ckpt-{steps[0]}"' in state.read_text()  # saved at the very step
+    procs = _two_workers(["--resume", run], [*tiny, "--run-dir", tmp_path / "run1"])
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert f"resuming at step {steps[0]}" in errs[0] and f"resuming at step {steps[0]}" in errs[1]
+    assert [r.split(",")[0] for r in (run / "history.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
+    assert not (tmp_path / "run1").exists() and not (tmp_path / "ref1").exists()  # the chief alone writes
+
+    def weights(path):
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return out
+    want, got = weights(ref / "checkpoints/last.weights.h5"), weights(run / "checkpoints/last.weights.h5")
+    assert want.keys() == got.keys() and len(want) > 0
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name
+
+
+@pytest.mark.parametrize("chief, other, messages", [
+    ("train.epochs=3", "train.epochs=4", ("another worker's differ from this worker's [",
+                                          "the chief's are [85002, 20, 3, 64, 0], not this worker's [85002, 20, 4,")),
+    ("model.hidden_units=[32]", "model.hidden_units=[16]", ("another worker stopped while the model was built",
+                                                             "the workers build different models")),
+])
+def test_workers_given_different_configs_stop_with_a_user_error(tmp_path, chief, other, messages):
+    # more epochs on one worker left it waiting forever for the others; another model, a collective-op crash
+    base = ["mlp", "--dataset", "digits"]
+    procs = _two_workers([*base, chief, "--run-dir", tmp_path / "run0"], [*base, other, "--run-dir", tmp_path / "run1"])
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [2, 2], errs
+    for err in errs:
+        assert err.startswith("error:") and "run the same command on every worker" in err, err
+    for message in messages:  # either side may see the other stop first
+        assert message in errs[0] + errs[1], errs
+    assert not (tmp_path / "run0").exists()  # nothing written

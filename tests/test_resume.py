@@ -135,8 +135,6 @@ def test_resume_refuses_a_changed_config_and_a_corrupt_checkpoint(tmp_path, cli)
     assert_user_error(cli("train", "--resume", run_dir), "is corrupt")
     assert config.read_text() == original and (run_dir / "run.json").exists()
     assert_user_error(cli("train", "mlp", "--resume", run_dir), "give no model")
-    assert_user_error(cli("train", "--resume", run_dir, "--workers", "localhost:1,localhost:2", "--worker-index", 0),
-                      "multi-worker runs do not resume yet")  # was: "give no model, dataset, ..." (none was given)
 
 
 def test_resume_with_lookahead_is_exact(tmp_path):
