@@ -306,6 +306,26 @@ def build_model_on(place, model_cfg, ds):
         raise
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def scratch_state_dir():
+    """A temporary folder for a non-chief worker's checkpoints, named by its pid; folders of workers that
+    are gone (killed with SIGKILL, so their own clean-up never ran) are removed first."""
+    for old in Path(tempfile.gettempdir()).glob("bigml-worker-state-*-*"):
+        pid = old.name.split("-")[3]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"bigml-worker-state-{os.getpid()}-")
+
+
 def check_same_config(place, signature):
     """Every worker must train the same steps: one with more epochs would wait forever for the others.
     `signature`: numbers that must agree (parameters, steps per epoch, epochs, batch size, seed)."""
@@ -516,7 +536,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                                     *((lookahead.average + [lookahead.started]) if lookahead else [])])
             start_step = int(model.optimizer.iterations.numpy())
             # saving may read variables through collectives, so every worker saves; only the chief's copy is kept
-            worker_state = None if manager else tempfile.mkdtemp(prefix="bigml-worker-state-")
+            worker_state = None if manager else scratch_state_dir()
             manager = manager or tf.train.CheckpointManager(state, worker_state, max_to_keep=1)
         sizes = (f"{len(ds.x_train):,} train / {len(ds.x_val):,} val tokens" if ds.kind == "lm" else
                  f"{len(ds.y_train):,} train / {len(ds.y_val):,} val / {len(ds.y_test):,} test")

@@ -215,3 +215,18 @@ def test_workers_given_different_configs_stop_with_a_user_error(tmp_path, chief,
     for message in messages:  # either side may see the other stop first
         assert message in errs[0] + errs[1], errs
     assert not (tmp_path / "run0").exists()  # nothing written
+
+
+def test_a_killed_workers_scratch_checkpoints_are_removed_by_the_next_worker(tmp_path, monkeypatch):
+    # a non-chief worker saves to a temporary folder it removes at the end; SIGKILL skips that
+    import tempfile
+    from bigml_cli.train import scratch_state_dir
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale, live = tmp_path / f"bigml-worker-state-{dead.pid}-x", tmp_path / f"bigml-worker-state-{os.getpid()}-y"
+    stale.mkdir()
+    live.mkdir()
+    new = scratch_state_dir()
+    assert not stale.exists() and live.exists()
+    assert new.startswith(str(tmp_path / f"bigml-worker-state-{os.getpid()}-"))
