@@ -191,10 +191,15 @@ def status(run):
     """'finished', 'training' with how far it got, or how far an unfinished run got and the command that
     finishes it."""
     holder = trainer(run)
+    try:
+        workers = str(run.info.get("strategy", "")).startswith("multi-worker")
+    except (OSError, ValueError):
+        workers = False
     if run.model_file.exists() and holder is None:
         if run.metrics_file.exists():
             return "finished"
-        return f"trained, not tested: bigml {'train --resume' if run.resumable else 'eval'} {run.path}"
+        resume = run.resumable and not workers  # resuming needs every worker again: eval tests it alone
+        return f"trained, not tested: bigml {'train --resume' if resume else 'eval'} {run.path}"
     try:
         epochs = yaml.safe_load(run.config_file.read_text())["train"]["epochs"]
         done = max(0, len(run.history_file.read_text().splitlines()) - 1) if run.history_file.exists() else 0
@@ -205,6 +210,9 @@ def status(run):
                 f"training: {done}/{epochs} epochs (pid {holder.get('pid')})")
     if not run.resumable:
         return f"{done}/{epochs} epochs, no checkpoint: train again with --overwrite"
+    if workers:
+        return (f"{done}/{epochs} epochs: bigml train --resume {run.path} --workers ... --worker-index 0 on the "
+                "chief, and each other worker's own command")
     return f"{done}/{epochs} epochs: bigml train --resume {run.path}"
 
 

@@ -180,6 +180,9 @@ def test_ctrl_c_on_one_worker_stops_every_worker_at_the_same_step_and_resume_is_
     assert "another worker got it" in errs[0] and f"bigml train --resume {run}" in errs[0], errs[0]
     assert "every worker stopped there" in errs[1] and "Traceback" not in errs[0] + errs[1]
     assert f'"ckpt-{steps[0]}"' in state.read_text()  # saved at the very step
+    from bigml_cli.runs import list_runs
+    status = {r["run"]: r["status"] for r in list_runs(tmp_path)}[str(run)]
+    assert re.match(rf"[12]/3 epochs: bigml train --resume {run} --workers \.\.\. --worker-index 0", status), status
     procs = _two_workers(["--resume", run], [*tiny, "--run-dir", tmp_path / "run1"])
     errs = _finish(procs)
     assert [p.returncode for p in procs] == [0, 0], errs
