@@ -229,18 +229,24 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, st
         return task.train(start_step, local_batch, (ctx.num_input_pipelines, ctx.input_pipeline_id))[0]
 
     iterator = iter(strategy.distribute_datasets_from_function(per_worker))
-    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing, reduction=None)
+    lm = ds.kind == "lm"
+    if lm:  # logits over every position's next token, sparse targets; the mean is over all the batch's tokens
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        per_example = ds.input_info["sequence_length"]
+    else:
+        loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing, reduction=None)
+        per_example = 1
 
     @tf.function
     def train_step(iterator, stop):
         def step(x, y):
             with tf.GradientTape() as tape:
-                probs = model(x, training=True)
-                loss = tf.reduce_sum(loss_fn(y, probs)) / t.batch_size  # mean over the global batch
+                out = model(x, training=True)
+                loss = tf.reduce_sum(loss_fn(y, out)) / (t.batch_size * per_example)  # mean over the global batch
             grads = tape.gradient(model.optimizer.scale_loss(loss), model.trainable_variables)
             model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            correct = tf.reduce_sum(tf.cast(tf.argmax(probs, 1) == tf.argmax(y, 1), tf.float32))
-            return loss, correct, tf.identity(stop)
+            hits = tf.argmax(out, -1) == (tf.cast(y, tf.int64) if lm else tf.argmax(y, -1))
+            return loss, tf.reduce_sum(tf.cast(hits, tf.float32)), tf.identity(stop)
 
         loss, correct, stop = strategy.run(step, args=next(iterator))
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in (loss, correct, stop)]
@@ -267,12 +273,12 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, st
                 save(step)
             total_loss += float(loss)
             total_correct += float(correct)
-            logs = {"loss": total_loss / n, "accuracy": total_correct / (n * t.batch_size)}
+            logs = {"loss": total_loss / n, "accuracy": total_correct / (n * t.batch_size * per_example)}
             hooks.on_train_batch_end(n - 1, logs)
         offset = 0
         if val_ds is not None:  # the chief alone: workers wait at the next step's all-reduce
-            probs = np.concatenate([np.asarray(forward(x)) for x, _ in val_ds])
-            report = metrics_from_probs(probs, ds.y_val, ds.class_names)
+            report = lm_report(model, ds) if lm else metrics_from_probs(
+                np.concatenate([np.asarray(forward(x)) for x, _ in val_ds]), ds.y_val, ds.class_names)
             logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         hooks.on_epoch_end(epoch, logs)
@@ -472,8 +478,6 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     ds = load_dataset(cfg.data, data_root)  # user errors surface before anything is written
     augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
     task = task_for(ds, t, augment, cfg.data.crop_padding)
-    if place.multi_worker and ds.kind == "lm":
-        raise UserError("multi-worker training of language models is not supported yet; train on one machine")
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(t.precision)
     try:
