@@ -574,7 +574,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "last.weights.h5"), save_weights_only=True),
                 BestCheckpoint(run_.checkpoints / "best.weights.h5", monitor, run_.history_file if resume else None),
             ]
-            if not place.multi_worker:  # step checkpoints and resume: single-process runs
+            if not place.multi_worker:  # fit's step checkpoints; the multi-worker loop saves through `save`
                 callbacks.append(checkpoints)
         callbacks += list(extra_callbacks)
         start = time.perf_counter()
