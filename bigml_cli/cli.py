@@ -230,7 +230,7 @@ def evaluate_cmd(
         print(json.dumps({k: v for k, v in report.items() if k != "predictions"}))
         return
     if "perplexity" in report:
-        text = report.get("dataset", "the validation text")
+        text = report.get("dataset", f"the {'training' if report['split'] == 'train' else 'validation'} text")
         out.print(metrics_table(f"language model {report['run']} on {text}",
                                 {k: report[k] for k in ("loss", "perplexity", "accuracy", "examples")}))
         if report.get("unknown_tokens"):

@@ -3,6 +3,7 @@
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -253,7 +254,7 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
     if split is not None and dataset is not None:
         raise UserError(f"--split {split} and --dataset both name what to score; --dataset scores all of your "
                         "data, so give one of them")
-    split = split or "test"
+    asked, split = split, split or "test"
     if split not in SPLITS:
         from bigml_cli.errors import unknown
 
@@ -278,9 +279,18 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
     ds = load_dataset(cfg.data, data_root)
     model = load_model(run)
     if ds.kind == "lm":  # a corpus has train and validation text only
+        if asked == "test":
+            raise UserError(f"run {run_path} is a language model, and its corpus has no test split: the last "
+                            f"data.val_fraction of the text validates; score that (the default, --split val), "
+                            "--split train, or your own text with --dataset FILE.txt")
+        split = asked or "val"
+        if split == "train":  # the training text in non-overlapping windows, as the validation text is scored
+            length = ds.input_info["sequence_length"]
+            ds = SimpleNamespace(x_val=ds.x_train, y_val=np.arange(0, len(ds.x_train) - length, length),
+                                 input_info=ds.input_info)
         report = lm_report(model, ds)
-        save_lm_report(report, run.eval_dir("val"))
-        return {"run": str(run.path), "split": "val", **report}
+        save_lm_report(report, run.eval_dir(split))
+        return {"run": str(run.path), "split": split, **report}
     x, y = ds.arrays(split)
     if len(y) == 0:
         raise UserError(f"run {run_path} has no {split} split (its data.{split}_fraction is 0); "

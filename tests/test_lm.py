@@ -43,6 +43,10 @@ def test_gpt_learns_the_corpus(lm_run, cli):
     assert metrics["tokens_per_second"] == pytest.approx(metrics["examples_per_second"] * 16, rel=0.01)  # 16 a window
     report = json.loads(cli("eval", run_dir, "--json").stdout)
     assert report["loss"] == pytest.approx(metrics["loss"], rel=1e-6) and report["split"] == "val"
+    train = json.loads(cli("eval", run_dir, "--split", "train", "--json").stdout)  # was the validation text again
+    assert train["split"] == "train" and train["examples"] > 5 * report["examples"]  # 90% of the text against 10%
+    assert (run_dir / "eval" / "train" / "report.json").exists()
+    assert_user_error(cli("eval", run_dir, "--split", "test"), "has no test split", "--split train")
 
 
 def test_generation_is_seeded(lm_run, cli):
