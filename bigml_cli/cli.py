@@ -155,7 +155,7 @@ def train(
     data_dir: Optional[str] = DataDir,
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run \\[default: runs/MODEL-DATASET[-N]]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored or tpu \\[default: the recipe's train.strategy]."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored, tpu or multi-worker \\[default: the recipe's train.strategy]."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the unfinished run in this directory from its last checkpoint (several workers: on the chief, with the same --workers; the others run their own command again)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="float32, mixed_float16 or mixed_bfloat16 \\[default: the recipe's]."),
     xla: Optional[bool] = typer.Option(None, "--xla/--no-xla", help="Compile steps with XLA \\[default: the recipe's train.jit_compile]."),

@@ -165,6 +165,9 @@ def workers_tf_config(workers, index):
 def read_tf_config():
     """The TF_CONFIG environment variable, checked: a worker list and this task's index in it."""
     raw = os.environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        raise UserError("multi-worker training needs the worker list: pass --workers HOST:PORT,HOST:PORT,... and "
+                        "--worker-index I (the same list on every machine), or set TF_CONFIG")
     try:
         cfg = json.loads(raw)
         workers = cfg["cluster"]["worker"]

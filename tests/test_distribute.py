@@ -111,6 +111,14 @@ def test_bad_tf_config(cli, tmp_path, monkeypatch, tf_config, message):
     assert not (tmp_path / "r").exists()
 
 
+def test_multi_worker_without_a_worker_list_says_how_to_give_one(cli, tmp_path, monkeypatch):
+    # a multi-worker run resumed without --workers said "TF_CONFIG is malformed" of a TF_CONFIG never set
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--strategy", "multi-worker", "--run-dir",
+                          tmp_path / "r"), "needs the worker list: pass --workers HOST:PORT")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_trains_with_float32_softmax(cli, tmp_path, precision):
     run_dir = tmp_path / "run"
