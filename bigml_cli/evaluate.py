@@ -261,7 +261,7 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
         raise unknown("split", split, SPLITS)
     run = runs.open_run(run_path)
     if dataset is not None:
-        name = f"dataset-{runs.slug(str(dataset).rstrip('/'))}"
+        name = f"dataset-{runs.slug(dataset)}"
         if run.info["input"]["kind"] == "lm":
             windows, counts = text_windows(dataset, run.info["input"])
             report = {**lm_report(load_model(run), windows), **counts}

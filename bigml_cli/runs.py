@@ -129,7 +129,12 @@ def _stop(holder):
 
 
 def slug(text):
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(text)).stem if "/" in str(text) else str(text)).strip("_")
+    """A dataset's name for a folder name: a path's last part without its .csv/.tsv/.txt, however it was given
+    (`data.csv`, `./data.csv` and `/home/me/data.csv` all give `data`)."""
+    name = Path(str(text).rstrip("/")).name
+    if Path(name).suffix.lower() in (".csv", ".tsv", ".txt"):
+        name = Path(name).stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
 def default_run_dir(model, dataset, root=RUNS_ROOT):

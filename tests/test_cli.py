@@ -444,3 +444,11 @@ def test_an_output_path_through_a_file_is_a_user_error(cli, tmp_path):
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", blocker / "run", "train.epochs=1"),
                       f"cannot use {blocker}", "pick another path")
     assert blocker.read_text() == "a file, not a folder"
+
+
+def test_a_dataset_path_names_its_folders_the_same_however_it_is_written():
+    # `eval --dataset data.csv` wrote eval/dataset-data.csv/ but `--dataset ./data.csv` eval/dataset-data/, and
+    # a folder named v1.2-images/ became 'v1'
+    from bigml_cli.runs import slug
+    assert {slug(p) for p in ("data.csv", "./data.csv", "/home/me/data.csv")} == {"data"}
+    assert slug("v1.2-images/") == "v1.2-images" and slug("my photos/") == "my_photos" and slug("cifar10") == "cifar10"
