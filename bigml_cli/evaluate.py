@@ -53,13 +53,14 @@ def metrics_from_probs(probs, y, class_names):
     }
 
 
-def lm_report(model, ds):
-    """Language models on the validation text: loss (nats per token), perplexity, next-token accuracy."""
+def lm_report(model, ds, forward=None):
+    """Language models on the validation text: loss (nats per token), perplexity, next-token accuracy.
+    `forward`: the model's compiled `inference`, when the caller holds one (a fresh one traces again)."""
     from bigml_cli.data.pipeline import lm_eval_dataset
 
     length = ds.input_info["sequence_length"]
     total, correct, count = 0.0, 0, 0
-    forward = inference(model)
+    forward = forward or inference(model)
     for x, y in lm_eval_dataset(ds.x_val, ds.y_val, length, 64):
         logits = np.asarray(forward(x), np.float64)  # (batch, seq, vocab)
         logits -= logits.max(axis=-1, keepdims=True)
@@ -221,7 +222,7 @@ def text_windows(path, info):
     """A user's own text for a language-model run: its token ids in non-overlapping windows, as the run's
     validation text is scored (characters the model never saw are skipped; unseen words read as <unk>)."""
     from bigml_cli.data.base import Dataset
-    from bigml_cli.data.text import encode_tokens
+    from bigml_cli.data.text import encode_tokens, lm_eval_starts
 
     path = Path(path)
     if not path.exists():
@@ -234,7 +235,7 @@ def text_windows(path, info):
     if len(ids) < length + 1:
         raise UserError(f"{path} has {len(ids)} tokens the model reads; scoring needs at least {length + 1} "
                         f"(sequence_length + 1)")
-    starts = np.arange(0, len(ids) - length, length, dtype=np.int64)
+    starts = lm_eval_starts(len(ids), length)
     ds = Dataset(str(path), "lm", info["vocab"], ids[:0], starts[:0], ids, starts, ids, starts, augment="none",
                  input_info=info)
     return ds, unknown_tokens(text, ids, info)
@@ -285,9 +286,10 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
                             "--split train, or your own text with --dataset FILE.txt")
         split = asked or "val"
         if split == "train":  # the training text in non-overlapping windows, as the validation text is scored
-            length = ds.input_info["sequence_length"]
-            ds = SimpleNamespace(x_val=ds.x_train, y_val=np.arange(0, len(ds.x_train) - length, length),
-                                 input_info=ds.input_info)
+            from bigml_cli.data.text import lm_eval_starts
+
+            starts = lm_eval_starts(len(ds.x_train), ds.input_info["sequence_length"])
+            ds = SimpleNamespace(x_val=ds.x_train, y_val=starts, input_info=ds.input_info)
         report = lm_report(model, ds)
         save_lm_report(report, run.eval_dir(split))
         return {"run": str(run.path), "split": split, **report}

@@ -157,8 +157,8 @@ def create(path, overwrite=False):
     """Make a new run directory; an existing non-empty one is refused unless `overwrite`."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        if path.is_dir() and trainer(Run(path)) is not None:
-            holder = trainer(Run(path))
+        holder = trainer(Run(path)) if path.is_dir() else None
+        if holder is not None:
             raise UserError(f"run directory {path} is in use: {_describe(holder)}; pick another --run-dir, or stop "
                             f"that process first ({_stop(holder)})")
         if not overwrite:
@@ -181,8 +181,9 @@ def open_run(path):
     if not run.info_file.exists() or not run.config_file.exists():
         raise UserError(f"{path} is not a bigml run directory (no run.json/config.yaml); see `bigml list runs`")
     if not run.model_file.exists():
-        if trainer(run) is not None:
-            raise UserError(f"run {path} is still training ({_describe(trainer(run))}); wait for it to finish "
+        holder = trainer(run)
+        if holder is not None:
+            raise UserError(f"run {path} is still training ({_describe(holder)}); wait for it to finish "
                             "(`bigml list runs` shows how far it got)")
         if run.resumable:
             raise UserError(f"run {path} has no model.keras yet: its training stopped before the end; finish it "

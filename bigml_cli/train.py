@@ -37,7 +37,7 @@ class RichProgress(keras.callbacks.Callback):
 
     def __init__(self, epochs, steps, per_step, console, unit="ex/s"):
         super().__init__()
-        self.epochs, self.steps, self.batch_size, self.console, self.unit = epochs, steps, per_step, console, unit
+        self.epochs, self.steps, self.per_step, self.console, self.unit = epochs, steps, per_step, console, unit
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
             MofNCompleteColumn(), TextColumn("{task.fields[rate]:>7.0f} " + unit), TimeRemainingColumn(),
@@ -54,7 +54,7 @@ class RichProgress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         done = batch + 1
-        rate = done * self.batch_size / max(time.perf_counter() - self.start, 1e-9)
+        rate = done * self.per_step / max(time.perf_counter() - self.start, 1e-9)
         self.progress.update(self.task, completed=done, rate=rate, loss=float(logs.get("loss", 0.0)),
                              acc=float(logs.get("accuracy", 0.0)))
 
@@ -67,7 +67,7 @@ class RichProgress(keras.callbacks.Callback):
                if "val_loss" in logs else "")  # no validation split: training figures only
         self.console.print(
             f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.2%}"
-            f"{val}  {self.steps * self.batch_size / seconds:,.0f} {self.unit}  {seconds:.1f}s")
+            f"{val}  {self.steps * self.per_step / seconds:,.0f} {self.unit}  {seconds:.1f}s")
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -277,7 +277,7 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, st
             hooks.on_train_batch_end(n - 1, logs)
         offset = 0
         if val_ds is not None:  # the chief alone: workers wait at the next step's all-reduce
-            report = lm_report(model, ds) if lm else metrics_from_probs(
+            report = lm_report(model, ds, forward) if lm else metrics_from_probs(
                 np.concatenate([np.asarray(forward(x)) for x, _ in val_ds]), ds.y_val, ds.class_names)
             logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
@@ -371,7 +371,6 @@ def short_run_note(ds, cfg, steps):
 
 def task_for(ds, t, augment, crop_padding):
     """What differs between classifiers and language models: loss, metric, model selection, data."""
-    steps = steps_per_epoch(len(ds.y_train), t.batch_size)
     if ds.kind == "lm":
         if t.label_smoothing:
             raise UserError("train.label_smoothing applies to classifiers; set it to 0 for a language model")
@@ -386,7 +385,7 @@ def task_for(ds, t, augment, crop_padding):
     return SimpleNamespace(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metric=keras.metrics.CategoricalAccuracy(name="accuracy"), monitor="val_accuracy",
-        steps=steps,
+        steps=steps_per_epoch(len(ds.y_train), t.batch_size),
         train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
             ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard),
         val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256)))
@@ -520,10 +519,11 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             run_ = runs.Run(Path(run_dir))
         lookahead = t.lookahead and Lookahead(model, t.epochs * steps, steps, t.lookahead_start_epoch,
                                               t.lookahead_every, t.lookahead_decay)
+        averages = (lookahead.average + [lookahead.started]) if lookahead else []
         state = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                     # seed-generator states are not carried by the model object itself
                                     non_trainable=[v.value for v in model.non_trainable_variables],
-                                    **({"lookahead": lookahead.average + [lookahead.started]} if lookahead else {}))
+                                    **({"lookahead": averages} if lookahead else {}))
         manager = run_ and tf.train.CheckpointManager(state, str(run_.state), max_to_keep=2)
         start_step = 0
         if resume:
@@ -536,8 +536,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             start_step = int(model.optimizer.iterations.numpy())
         worker_state = None
         if place.multi_worker:  # the chief's state (restored, or as built) on every worker; all of them save it
-            sync_from_chief(place, [*model.variables, *model.optimizer.variables,
-                                    *((lookahead.average + [lookahead.started]) if lookahead else [])])
+            sync_from_chief(place, [*model.variables, *model.optimizer.variables, *averages])
             start_step = int(model.optimizer.iterations.numpy())
             # saving may read variables through collectives, so every worker saves; only the chief's copy is kept
             worker_state = None if manager else scratch_state_dir()
@@ -636,12 +635,12 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT, None, run_.path, then=None if not place.multi_worker else (
             f"the trained model is saved: `bigml eval {run_.path}` tests it")) from None
+    throughput = timer.summary().get("examples_per_second", 0.0)
     metrics = {"accuracy": report["accuracy"], "loss": report["loss"], "examples": report["examples"],
                **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
                "train_seconds": round(train_seconds, 1), "epochs": t.epochs,
-               "examples_per_second": round(timer.summary().get("examples_per_second", 0.0), 1),
-               **({"tokens_per_second": round(timer.summary().get("examples_per_second", 0.0) * tokens)}
-                  if tokens else {}),
+               "examples_per_second": round(throughput, 1),
+               **({"tokens_per_second": round(throughput * tokens)} if tokens else {}),
                "run": str(run_.path)}
     run_.metrics_file.write_text(json.dumps(metrics, indent=2))
     plot_history(run_.history_file, run_.history_plot)

@@ -106,6 +106,11 @@ def encode_tokens(text, vocab, tokens):
     return np.array([i for i in ids if i is not None], np.int32)
 
 
+def lm_eval_starts(tokens, length):
+    """Starts of the non-overlapping windows over `tokens` tokens, as held-out text is scored."""
+    return np.arange(0, tokens - length, length, dtype=np.int64)
+
+
 def make_lm_dataset(name, text, cfg):
     """Token ids of a corpus: the first 90% (by default) trains, the rest validates.
 
@@ -130,7 +135,7 @@ def make_lm_dataset(name, text, cfg):
         raise UserError(f"corpus {name} is too short for data.sequence_length={block}: it has {len(train_ids)} "
                         f"training and {len(val_ids)} validation tokens; give more text or a shorter sequence_length")
     train_windows = np.arange(len(train_ids) - block, dtype=np.int64)
-    val_windows = np.arange(0, len(val_ids) - block, block, dtype=np.int64)
+    val_windows = lm_eval_starts(len(val_ids), block)
     info = {"kind": "lm", "vocab": vocab, "sequence_length": block, "tokens": cfg.tokens}
     return Dataset(name, "lm", vocab, train_ids, train_windows, val_ids, val_windows, val_ids, val_windows,
                    augment="none", input_info=info)
