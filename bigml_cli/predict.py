@@ -13,19 +13,24 @@ from bigml_cli.evaluate import load_model, predict_probs
 
 
 def read_npy(path, shape):
-    """A .npy file as a batch of images of `shape` (H, W, C); accepts (H, W) when C is 1."""
+    """A .npy file as a batch of images of `shape` (H, W, C); accepts (H, W) when C is 1, and the
+    channels-first (C, H, W) that PyTorch code saves."""
     try:
         arr = np.load(path, allow_pickle=False)
     except Exception as e:
         raise UserError(f"{path} is not a readable .npy array ({type(e).__name__}); save it with numpy.save") from None
-    shape = tuple(shape)
-    if shape[-1] == 1 and arr.shape[-2:] == shape[:2]:
+    shape, given = tuple(shape), arr.shape
+    channels_first = (shape[-1],) + shape[:2]
+    if arr.ndim in (3, 4) and arr.shape[-3:] == channels_first and shape[-1] != shape[0]:
+        arr = np.moveaxis(arr, -3, -1)  # PyTorch's (N, C, H, W) layout
+    elif shape[-1] == 1 and arr.shape[-2:] == shape[:2]:
         arr = arr[..., None]
     if arr.shape == shape:
         arr = arr[None]
     if arr.shape[1:] != shape:
-        raise UserError(f"{path} has shape {arr.shape} but the model expects images of shape {shape} "
-                        f"(or a batch: (N, {', '.join(map(str, shape))}))")
+        raise UserError(f"{path} has shape {given} but the model expects images of shape {shape} "
+                        f"(or a batch: (N, {', '.join(map(str, shape))}); channels first, "
+                        f"(N, {', '.join(map(str, channels_first))}), also works)")
     if not np.issubdtype(arr.dtype, np.number):
         raise UserError(f"{path} holds {arr.dtype} values; give raw pixel values 0-255")
     if np.issubdtype(arr.dtype, np.floating) and arr.size and (np.nanmin(arr) < 0 or 0 < np.nanmax(arr) <= 1):

@@ -353,6 +353,27 @@ def test_predict_converts_colour_and_size(cli, digits_run, tmp_path):
     assert outputs[0] == outputs[1] == outputs[2]
 
 
+def test_predict_reads_channels_first_arrays_as_pytorch_saves_them(cli, digits_run, tmp_path):
+    """(N, C, H, W) arrays are moved to channels-last, pixel for pixel; a wrong shape is named as given."""
+    from bigml_cli.predict import read_npy
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "nchw.npy", rgb.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(read_npy(tmp_path / "nchw.npy", (32, 32, 3)), rgb)
+    run_dir, _ = digits_run
+    digits = np.random.default_rng(1).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "nhw.npy", digits)
+    np.save(tmp_path / "nchw1.npy", digits[:, None])
+    outputs = []
+    for f in ("nhw.npy", "nchw1.npy"):
+        result = cli("predict", run_dir, tmp_path / f, "--json")
+        assert result.exit_code == 0, result.text
+        outputs.append([p["top_k"] for p in json.loads(result.stdout)["predictions"]])
+    assert outputs[0] == outputs[1]
+    np.save(tmp_path / "small.npy", digits[:, None, :5, :5])
+    assert_user_error(cli("predict", run_dir, tmp_path / "small.npy"), "has shape (3, 1, 5, 5)",
+                      "channels first, (N, 1, 8, 8)")
+
+
 def test_image_folder_end_to_end(cli, image_folder, tmp_path):
     run_dir = tmp_path / "run"
     result = cli("train", "cnn", "--dataset", image_folder, "--run-dir", run_dir, "--json", "train.epochs=2",
