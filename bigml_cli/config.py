@@ -6,6 +6,7 @@ and checked as strictly as the recipe: unknown keys and wrong types are user err
 """
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,11 +156,35 @@ def check_value(key, value, default):
     return value
 
 
-def _apply(section_name, target: dict, values: dict, defaults: dict):
+# names other tools use (nanoGPT, Keras, timm, Hugging Face) for keys bigml spells differently
+ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "wd": "weight_decay",
+           "max_epochs": "epochs", "num_epochs": "epochs", "n_layer": "num_layers", "n_layers": "num_layers",
+           "layers": "num_layers", "n_head": "heads", "num_heads": "heads", "n_embd": "dim", "d_model": "dim",
+           "embed_dim": "dim", "hidden_size": "dim", "block_size": "sequence_length", "seq_len": "sequence_length",
+           "max_len": "sequence_length", "context_length": "sequence_length", "validation_split": "val_fraction",
+           "val_split": "val_fraction", "max_tokens": "vocab_size", "warmup": "warmup_epochs",
+           "mixed_precision": "precision", "xla": "jit_compile", "augmentation": "augment"}
+
+
+def key_hint(section, key, sections):
+    """' (did you mean ...?)' for an unknown key: the same name in another section, a name other tools
+    use for one of ours (lr: learning_rate), else the closest spelling in its own section."""
+    for name in (key, ALIASES.get(key)):
+        if name in sections[section]:
+            return f" (did you mean '{section}.{name}'?)"
+        for other, defaults in sections.items():
+            if name in defaults:
+                return f" (did you mean '{other}.{name}'? {name} belongs to the {other} section)"
+    close = difflib.get_close_matches(key, list(sections[section]), n=1, cutoff=0.5)
+    return f" (did you mean '{section}.{close[0]}'?)" if close else ""
+
+
+def _apply(section_name, target: dict, values: dict, sections: dict):
+    defaults = sections[section_name]
     for key, value in values.items():
         if key not in defaults:
             raise UserError(
-                f"unknown recipe key '{section_name}.{key}'{did_you_mean(key, defaults)}; "
+                f"unknown recipe key '{section_name}.{key}'{key_hint(section_name, key, sections)}; "
                 f"{section_name} takes: {', '.join(defaults)}"
             )
         target[key] = check_value(f"{section_name}.{key}", value, defaults[key])
@@ -274,15 +299,15 @@ def load(model, dataset=None, recipe=None, overrides=()):
     model_cfg = {"name": model, **{k: list(v) if isinstance(v, tuple) else v for k, v in model_defaults.items()}}
     data_cfg = dataclasses.asdict(DataConfig())
     train_cfg = dataclasses.asdict(TrainConfig())
-    data_defaults, train_defaults = dict(data_cfg), dict(train_cfg)
+    sections = {"model": model_defaults, "data": dict(data_cfg), "train": dict(train_cfg)}
 
     for source in (raw, parse_overrides(overrides)):
         model_values = {k: v for k, v in (source.get("model") or {}).items() if k != "name"}
         if "name" in (source.get("model") or {}) and source is not raw:
             raise UserError("model.name cannot be overridden; give the model as the first argument")
-        _apply("model", model_cfg, model_values, model_defaults)
-        _apply("data", data_cfg, source.get("data") or {}, data_defaults)
-        _apply("train", train_cfg, source.get("train") or {}, train_defaults)
+        _apply("model", model_cfg, model_values, sections)
+        _apply("data", data_cfg, source.get("data") or {}, sections)
+        _apply("train", train_cfg, source.get("train") or {}, sections)
     if dataset:
         data_cfg["name"] = dataset
     if not data_cfg["name"]:

@@ -269,7 +269,7 @@ def test_unknown_model_dataset_and_recipe_key(cli, tmp_path):
     assert_user_error(cli("train", "mlp", "--dataset", "mnsit"), "unknown dataset 'mnsit'", "did you mean 'mnist'",
                       ".txt corpus")
     assert_user_error(cli("train", "gpt", "--dataset", tmp_path / "corpus.txt"), "corpus.txt does not exist")
-    assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epoch=1"), "did you mean 'epochs'")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epoch=1"), "did you mean 'train.epochs'")
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epochs=1.5"),
                       "train.epochs must be an integer")
     assert_user_error(cli("config", "mlp", "--dataset", "digits", "--recipe", "nope"), "shipped recipe")

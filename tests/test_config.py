@@ -36,7 +36,10 @@ def test_overrides_are_typed_and_applied():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.epoch=3", "unknown recipe key 'train.epoch' (did you mean 'epochs'?)"),
+    ("train.epoch=3", "unknown recipe key 'train.epoch' (did you mean 'train.epochs'?)"),
+    ("train.lr=0.1", "unknown recipe key 'train.lr' (did you mean 'train.learning_rate'?)"),
+    ("model.epochs=3", "(did you mean 'train.epochs'? epochs belongs to the train section)"),
+    ("train.val_split=0.2", "(did you mean 'data.val_fraction'? val_fraction belongs to the data section)"),
     ("train.epochs=three", "train.epochs must be an integer, got 'three'"),
     ("train.epochs=0", "train.epochs must be positive"),
     ("train.nesterov=3", "train.nesterov must be true or false"),
@@ -47,7 +50,7 @@ def test_overrides_are_typed_and_applied():
     ("data.test_fraction=1", "data.test_fraction must be from 0 to below 1, got 1.0"),
     ("model.dropout=1", "model.dropout must be from 0 to below 1, got 1.0"),
     ("data.vocab_size=1", "data.vocab_size must be at least 3 (the padding and unknown tokens take two places), got 1"),
-    ("model.dropuot=0.1", "unknown recipe key 'model.dropuot' (did you mean 'dropout'?)"),
+    ("model.dropuot=0.1", "unknown recipe key 'model.dropuot' (did you mean 'model.dropout'?)"),
     ("trian.epochs=3", "unknown recipe section 'trian' (did you mean 'train'?)"),
     ("train.optimizer=adam", "unknown value for train.optimizer 'adam' (did you mean 'adamw'?)"),
     ("epochs", "must look like SECTION.KEY=VALUE"),
@@ -103,3 +106,13 @@ def test_every_recipe_builds_its_model_at_full_size(name):
         x = np.zeros((2, *shape), np.uint8)
     out = np.asarray(build_model(cfg.model, info, classes)(x, training=False))
     assert out.shape[0] == 2 and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("override, meant", [
+    ("model.n_layer=2", "model.num_layers"), ("model.n_embd=64", "model.dim"),
+    ("data.block_size=64", "data.sequence_length"), ("train.block_size=64", "data.sequence_length"),
+])
+def test_names_from_nanogpt_point_at_bigmls_keys(override, meant):
+    with pytest.raises(UserError) as e:
+        config.load("gpt", "tinyshakespeare", overrides=[override])
+    assert f"(did you mean '{meant}'?" in str(e.value)
