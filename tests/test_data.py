@@ -136,6 +136,15 @@ def test_csv_target_of_measurements_is_refused(table_csv):
 def test_a_split_that_would_be_empty_is_refused(table_csv, tmp_path):
     with pytest.raises(UserError, match="has no test split: data.test_fraction is 0.0"):
         load_dataset(DataConfig(name=str(table_csv), target="label", test_fraction=0.0))
+    for rows, fraction, least in ((2, 0.2, 3), (5, 0.1, 6), (2, 0.25, 3)):  # round(5 * 0.1) is 0
+        small = tmp_path / f"small{rows}.csv"
+        small.write_text("x,y\n" + "".join(f"{i},{'ab'[i % 2]}\n" for i in range(rows)))
+        with pytest.raises(UserError, match=f"has only {rows} example\\(s\\), too few for a test split: "
+                                            f"data.test_fraction {fraction:g} of them rounds to none; give it at "
+                                            f"least {least} examples"):
+            load_dataset(DataConfig(name=str(small), target="y", test_fraction=fraction))
+        small.write_text(small.read_text() + "".join(f"{i},a\n" for i in range(least - rows)))
+        assert len(load_dataset(DataConfig(name=str(small), target="y", test_fraction=fraction)).y_test) == 1
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be " * 200)
     with pytest.raises(UserError, match="data.val_fraction is 0, but a language model"):

@@ -19,6 +19,11 @@ WHAT_PATHS = ("give a folder of images or .txt files (one sub-folder per class),
 def load_dataset(cfg, data_root=None):
     """Load the dataset a DataConfig names: registered name, image or text folder, or CSV file."""
     ds = _load(cfg, data_root)
+    if ds.kind != "lm" and len(ds.y_test) == 0 and cfg.test_fraction > 0:  # too few to hold any out
+        n = len(ds.y_train) + len(ds.y_val)
+        raise UserError(f"dataset {cfg.name} has only {n} example(s), too few for a test split: "
+                        f"data.test_fraction {cfg.test_fraction:g} of them rounds to none; give it at least "
+                        f"{int(0.5 / cfg.test_fraction) + 1} examples (or a test/ part of its own)")
     if ds.kind != "lm" and len(ds.y_test) == 0:  # every result bigml reports is on the test split
         raise UserError(f"dataset {cfg.name} has no test split: data.test_fraction is {cfg.test_fraction} and it "
                         "has no test/ part of its own; set data.test_fraction above 0 (e.g. 0.2)")
