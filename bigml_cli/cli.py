@@ -249,6 +249,8 @@ def evaluate_cmd(
         table.add_row(row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
                       str(row["support"]))
     out.print(table)
+    for note in report.get("notes", []):
+        out.print(note, markup=False, highlight=False, soft_wrap=True)
     out.print(f"report and confusion matrix saved in {run}/eval/{report['split']}/")
 
 
@@ -264,10 +266,13 @@ def predict(
     """Predict the classes of your own inputs."""
     from bigml_cli.predict import predict as run_predict
 
-    results = run_predict(run, inputs, top_k, from_files)
+    answer = run_predict(run, inputs, top_k, from_files)
+    for note in answer["notes"]:
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        print(json.dumps({"predictions": results}))
+        print(json.dumps(answer))
         return
+    results = answer["predictions"]
     table = Table()
     table.add_column("input")
     for i in range(len(results[0]["top_k"])):

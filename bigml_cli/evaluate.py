@@ -173,14 +173,16 @@ def load_model(run):
 
 
 def labelled_examples(path, run):
-    """(inputs, class indices of the run) of a user's own labelled data: a folder with one sub-folder per class
-    (its test/ part when it is split into train/ and test/), or a CSV holding the run's target column."""
+    """(inputs, class indices of the run, notes) of a user's own labelled data: a folder with one sub-folder per
+    class (its test/ part when it is split into train/ and test/), or a CSV holding the run's target column.
+    The notes say what was left out (unreadable images)."""
     from bigml_cli.data.base import sub_folders
-    from bigml_cli.data.images import read_folder
+    from bigml_cli.data.images import read_folder, unreadable_note
     from bigml_cli.data.table import columns_to_arrays, is_missing, read_rows
     from bigml_cli.data.text import read_texts
 
     info, classes, path = run.info["input"], run.info["class_names"], Path(path)
+    notes = []
     if not path.exists():
         raise UserError(f"--dataset {path} does not exist")
     if info["kind"] == "table":
@@ -199,8 +201,9 @@ def labelled_examples(path, run):
                             f"{'images' if info['kind'] == 'image' else '.txt files'} per class")
         folder = path / "test" if (path / "train").is_dir() and (path / "test").is_dir() else path
         if info["kind"] == "image":
-            names, x, idx = read_folder(folder, info["shape"][:2], info["shape"][2])
+            names, x, idx, unreadable = read_folder(folder, info["shape"][:2], info["shape"][2])
             x = np.stack(x) if x else None
+            notes = [n for n in (unreadable_note(unreadable),) if n]
         else:
             names = sub_folders(folder)
             x, idx = read_texts(folder, names)
@@ -215,7 +218,7 @@ def labelled_examples(path, run):
         raise UserError(f"{path} holds no labelled examples: give it a sub-folder of "
                         f"{'images' if info['kind'] == 'image' else '.txt files'} per class, named as the run's "
                         f"classes ({', '.join(classes[:10])})")
-    return x, np.array([classes.index(name) for name in labels], np.int64)
+    return x, np.array([classes.index(name) for name in labels], np.int64), notes
 
 
 def text_windows(path, info):
@@ -268,9 +271,10 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
             report = {**lm_report(load_model(run), windows), **counts}
             save_lm_report(report, run.eval_dir(name))
         else:
-            x, y = labelled_examples(dataset, run)
+            x, y, notes = labelled_examples(dataset, run)
             classes = run.info["class_names"]
             report = metrics_from_probs(predict_probs(load_model(run), x, progress="evaluating"), y, classes)
+            report["notes"] = notes
             save_report(report, classes, run.eval_dir(name), y)
         return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     cfg = run.config
@@ -297,6 +301,7 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
     if len(y) == 0:
         raise UserError(f"run {run_path} has no {split} split (its data.{split}_fraction is 0); "
                         "evaluate another with --split test or --split train")
-    report = metrics_from_probs(predict_probs(model, x, progress="evaluating"), y, ds.class_names)
+    report = {**metrics_from_probs(predict_probs(model, x, progress="evaluating"), y, ds.class_names),
+              "notes": ds.notes}
     save_report(report, ds.class_names, run.eval_dir(split), y)
     return {"run": str(run.path), "split": split, **report}

@@ -6,7 +6,7 @@ import numpy as np
 
 from bigml_cli import runs
 from bigml_cli.data.base import files_in
-from bigml_cli.data.images import IMAGE_SUFFIXES, read_image
+from bigml_cli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, unreadable_listing, unreadable_note
 from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_rows
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
@@ -61,9 +61,10 @@ def read_text_inputs(items, from_files):
 
 
 def expand_folders(files, kind):
-    """The inputs with each folder replaced by the files in it (and its sub-folders) that this model reads."""
+    """(inputs, the ones found in folders): each folder replaced by the files in it (and its sub-folders)
+    that this model reads."""
     suffixes = {"image": IMAGE_SUFFIXES + (".npy",), "table": TABLE_SUFFIXES, "text": (".txt",)}[kind]
-    out = []
+    out, in_folders = [], set()
     for f in files:
         if not Path(f).is_dir():
             out.append(f)
@@ -72,15 +73,17 @@ def expand_folders(files, kind):
         if not found:
             raise UserError(f"folder {f} holds no {'/'.join(suffixes)} files to predict on")
         out += [str(p) for p in found]
-    return out
+        in_folders.update(str(p) for p in found)
+    return out, in_folders
 
 
 def load_inputs(files, info, from_files=False):
-    """(names, model inputs) for the inputs given to `bigml predict`."""
-    files = expand_folders(files, info["kind"])
+    """(names, model inputs, notes) for the inputs given to `bigml predict`. An unreadable image found in a
+    folder is left out and named in the notes; one named on its own is an error."""
+    files, in_folders = expand_folders(files, info["kind"])
     if info["kind"] == "text":
         names = [f if from_files or is_text_file(f) else (f[:40] + "..." if len(f) > 40 else f) for f in files]
-        return names, read_text_inputs(files, from_files)
+        return names, read_text_inputs(files, from_files), []
     for f in files:
         if not Path(f).is_file() and not from_files and (" " in f or not Path(f).suffix):
             raise UserError(f"'{f[:40]}' is not a file, and this run's model takes "
@@ -97,22 +100,32 @@ def load_inputs(files, info, from_files=False):
             parts.append(columns_to_arrays(header, rows, info["columns"], f))
             names += [f"{f}:{i + 2}" for i in range(len(rows))]  # the row's line number in the file
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return names, columns
+        return names, columns, []
     shape = info["shape"]
-    names, images = [], []
+    names, images, unreadable = [], [], []
     for f in files:
         if str(f).lower().endswith(".npy"):
             batch = read_npy(f, shape)
             names += [f if len(batch) == 1 else f"{f}[{i}]" for i in range(len(batch))]
             images += list(batch)
-        else:
-            names.append(str(f))
+            continue
+        try:
             images.append(read_image(f, size=shape[:2], channels=shape[2]))
-    return names, np.stack(images)
+        except UnreadableImage as e:
+            if str(f) not in in_folders:
+                raise
+            unreadable.append(f"{e.path} ({e.reason})")
+            continue
+        names.append(str(f))
+    if not images:
+        raise UserError(f"none of the inputs is a readable image ({unreadable_listing(unreadable)}); give PNG "
+                        "or JPEG files")
+    return names, np.stack(images), [n for n in (unreadable_note(unreadable),) if n]
 
 
 def predict(run_path, files, top_k=5, from_files=False):
-    """`bigml predict`: the top-k classes and probabilities for each input."""
+    """`bigml predict`: {"predictions": the top-k classes and probabilities of each input, "notes": what was
+    left out}."""
     if not files:
         raise UserError("give at least one input file to predict on")
     if top_k < 1:
@@ -121,7 +134,7 @@ def predict(run_path, files, top_k=5, from_files=False):
     info = run.info
     if info["input"]["kind"] == "lm":
         raise UserError(f"run {run_path} is a language model; use `bigml generate {run_path} --prompt TEXT`")
-    names, x = load_inputs(files, info["input"], from_files)
+    names, x, notes = load_inputs(files, info["input"], from_files)
     probs = predict_probs(load_model(run), x, progress="predicting")
     classes = info["class_names"]
     k = min(top_k, len(classes))
@@ -129,4 +142,4 @@ def predict(run_path, files, top_k=5, from_files=False):
     for name, p in zip(names, probs):
         best = np.argsort(-p, kind="stable")[:k]
         results.append({"input": name, "top_k": [{"label": classes[i], "probability": float(p[i])} for i in best]})
-    return results
+    return {"predictions": results, "notes": notes}

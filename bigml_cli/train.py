@@ -549,7 +549,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                       f"{cfg.model['name']} ({model.count_params():,} parameters)  dataset {cfg.data.name} "
                       f"({sizes})  "
                       f"strategy {place.name}" + (f"  resuming at step {start_step}" if start_step else ""))
-        for note in (distribute.slow_precision_note(t.precision, place),
+        for note in (*ds.notes, distribute.slow_precision_note(t.precision, place),
                      short_run_note(ds, cfg, steps)):
             if note:
                 console.print(note, markup=False, highlight=False)

@@ -374,6 +374,28 @@ def test_predict_reads_channels_first_arrays_as_pytorch_saves_them(cli, digits_r
                       "channels first, (N, 1, 8, 8)")
 
 
+def test_predict_and_eval_leave_out_unreadable_images_found_in_a_folder(cli, digits_run, tmp_path):
+    run_dir, _ = digits_run
+    folder = tmp_path / "labelled"
+    for label in ("3", "7"):
+        (folder / label).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(folder / label / f"{i}.png")
+    (folder / "7" / "broken.png").write_bytes(b"\x89PNG cut short")
+    result = cli("predict", run_dir, folder, "--json")
+    assert result.exit_code == 0, result.text
+    answer = json.loads(result.stdout)
+    assert [p["input"] for p in answer["predictions"]] == [str(folder / l / f"{i}.png") for l in "37" for i in (0, 1)]
+    assert answer["notes"] == [f"note: left out 1 file(s) that are not readable images: {folder / '7' / 'broken.png'}"
+                               " (UnidentifiedImageError); delete or replace them to silence this"]
+    assert "left out 1 file(s)" in result.stderr
+    result = cli("eval", run_dir, "--dataset", folder, "--json")
+    assert result.exit_code == 0, result.text
+    report = json.loads(result.stdout)
+    assert report["examples"] == 4 and report["notes"] == answer["notes"]
+    assert_user_error(cli("predict", run_dir, folder / "7" / "broken.png"), "broken.png is not a readable image")
+
+
 def test_image_folder_end_to_end(cli, image_folder, tmp_path):
     run_dir = tmp_path / "run"
     result = cli("train", "cnn", "--dataset", image_folder, "--run-dir", run_dir, "--json", "train.epochs=2",

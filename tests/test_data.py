@@ -79,6 +79,23 @@ def test_image_folder_skips_hidden_files_and_reads_nested_ones(image_folder):
     assert len(ds.y_train) == 37 and (ds.y_train == 1).sum() == 13
 
 
+def test_unreadable_images_in_a_folder_are_left_out_and_named(image_folder):
+    """Downloaded photo collections hold a few broken files; they are named in a note, not fatal. A folder
+    with no readable image at all is still a user error."""
+    (image_folder / "train" / "class_0" / "broken.jpg").write_bytes(b"\xff\xd8 half a JPEG")
+    (image_folder / "test" / "class_2" / "empty.png").write_bytes(b"")
+    ds = load_dataset(DataConfig(name=str(image_folder), val_fraction=0.0))
+    assert len(ds.y_train) == 36 and len(ds.y_test) == 12
+    assert ds.notes == [f"note: left out 2 file(s) that are not readable images: "
+                        f"{image_folder / 'train' / 'class_0' / 'broken.jpg'} (UnidentifiedImageError), "
+                        f"{image_folder / 'test' / 'class_2' / 'empty.png'} (UnidentifiedImageError); "
+                        "delete or replace them to silence this"]
+    for png in image_folder.rglob("*.png"):
+        png.write_bytes(b"not a png")
+    with pytest.raises(UserError, match="shapes/train holds no readable images: none of its 37 image files opens"):
+        load_dataset(DataConfig(name=str(image_folder)))
+
+
 def test_image_folder_of_large_photos_trains_at_a_fitting_size(tmp_path):
     """Photos of 600 x 400 become 256 x 171 inputs (aspect kept) unless data.image_size says otherwise."""
     from PIL import Image

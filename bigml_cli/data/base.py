@@ -35,6 +35,7 @@ class Dataset:
     y_test: np.ndarray
     augment: str = "none"  # what data.augment=auto means for this dataset
     input_info: dict = field(default_factory=dict)  # what the model's preprocessing needs
+    notes: list = field(default_factory=list)  # lines for the user: what loading left out, and why
 
     @property
     def num_classes(self):

@@ -154,6 +154,12 @@ def digits(cfg, root):
                               augment="none")
 
 
+class UnreadableImage(UserError):
+    def __init__(self, path, reason):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path} is not a readable image ({reason}); give a PNG or JPEG file")
+
+
 def read_image(path, size=None, channels=None):
     """An image file as uint8 (H, W, C), resized to `size` (H, W) and converted to `channels` (1: grayscale,
     3: RGB, dropping any alpha) when given, as a folder of mixed images or a user's own photo needs."""
@@ -171,23 +177,42 @@ def read_image(path, size=None, channels=None):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             arr = np.asarray(img, np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{path} is not a readable image ({type(e).__name__}); give a PNG or JPEG file") from None
+        raise UnreadableImage(path, type(e).__name__) from None
     return arr[..., None] if arr.ndim == 2 else arr
 
 
 def read_folder(folder, size, channels):
-    """(class names, images, labels) of a folder with one sub-folder per class."""
+    """(class names, images, labels, unreadable) of a folder with one sub-folder per class. A file that is
+    not a readable image is left out and listed in `unreadable` as 'PATH (Reason)': scraped and downloaded
+    photo collections often hold a few (Kaggle's cats-vs-dogs has two), and one should not stop a run."""
     classes = sub_folders(folder)
-    xs, ys = [], []
+    xs, ys, unreadable = [], [], []
     for label, name in enumerate(classes):
         for f in files_in(folder / name, IMAGE_SUFFIXES):
-            xs.append(read_image(f, size, channels))
+            try:
+                xs.append(read_image(f, size, channels))
+            except UnreadableImage as e:
+                unreadable.append(f"{e.path} ({e.reason})")
+                continue
             ys.append(label)
-    return classes, xs, ys
+    return classes, xs, ys, unreadable
+
+
+def unreadable_listing(unreadable):
+    return ", ".join(unreadable[:3]) + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
+
+
+def unreadable_note(unreadable):
+    """The line that says which files a folder's loading left out, or None."""
+    if not unreadable:
+        return None
+    return (f"note: left out {len(unreadable)} file(s) that are not readable images: "
+            f"{unreadable_listing(unreadable)}; delete or replace them to silence this")
 
 
 def _common_size_and_channels(files):
-    """The most common (height, width) among the images (headers only), and 1 or 3 channels."""
+    """The most common (height, width) among the readable images (headers only), and 1 or 3 channels;
+    None when no file is a readable image."""
     from collections import Counter
 
     from PIL import Image
@@ -199,8 +224,10 @@ def _common_size_and_channels(files):
                 sizes[(img.height, img.width)] += 1
                 gray += img.mode in ("L", "1", "I", "I;16", "F")
         except Exception:
-            read_image(f)  # raises the user error naming the file
-    return sizes.most_common(1)[0][0], 1 if gray > len(files) / 2 else 3
+            continue  # read_folder lists it
+    if not sizes:
+        return None, None
+    return sizes.most_common(1)[0][0], 1 if gray > sum(sizes.values()) / 2 else 3
 
 
 def fit_within(size, side):
@@ -218,14 +245,28 @@ def load_image_folder(path: Path, cfg):
     if not files:
         raise UserError(f"image folder {train_dir} holds no .png/.jpg images in its class sub-folders")
     size, channels = _common_size_and_channels(files)
+    if size is None:  # not one readable image: say why the first is not
+        try:
+            read_image(files[0])
+        except UnreadableImage as e:
+            raise UserError(f"image folder {train_dir} holds no readable images: none of its {len(files)} image "
+                            f"files opens (the first, {e.path}: {e.reason}); give PNG or JPEG files") from None
     size = tuple(cfg.image_size) if cfg.image_size else fit_within(size, MAX_SIDE)
-    _, xs, ys = read_folder(train_dir, size, channels)
+    _, xs, ys, unreadable = read_folder(train_dir, size, channels)
+    if not xs:
+        raise UserError(f"image folder {train_dir} holds no readable images ({unreadable_listing(unreadable)}); "
+                        "give PNG or JPEG files")
     x, y = np.stack(xs), np.asarray(ys)
     if test_dir:
-        test_classes, xt, yt = read_folder(test_dir, size, channels)
+        test_classes, xt, yt, more = read_folder(test_dir, size, channels)
         if test_classes != classes:
             raise UserError(f"{test_dir} has classes {test_classes} but {train_dir} has {classes}; make them match")
+        if not xt:
+            raise UserError(f"{test_dir} holds no readable .png/.jpg images in its class sub-folders")
         x_train, y_train, x_test, y_test = x, y, np.stack(xt), np.asarray(yt)
+        unreadable += more
     else:
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
-    return make_image_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg, augment="none")
+    ds = make_image_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg, augment="none")
+    ds.notes = [n for n in (unreadable_note(unreadable),) if n]
+    return ds
