@@ -195,16 +195,20 @@ def recipe_names():
 
 
 def find_recipe(recipe, model, dataset):
-    """The recipe file: `recipe` as a path or a recipe name; else MODEL_DATASET if shipped; else None."""
+    """The recipe file: `recipe` as a path, a run directory (its config.yaml: train again with a run's
+    settings) or a recipe name; else MODEL_DATASET if shipped; else None."""
     if recipe:
         path = Path(recipe)
         if path.is_file():
             return path
+        if (path / "config.yaml").is_file():
+            return path / "config.yaml"
         shipped = RECIPES_DIR / f"{path.stem}.yaml"
         if os.sep not in recipe and shipped.is_file():
             return shipped
         raise UserError(
-            f"recipe '{recipe}' is neither a file nor a shipped recipe{did_you_mean(recipe, recipe_names())}; "
+            f"recipe '{recipe}' is neither a file, a run directory nor a shipped recipe"
+            f"{did_you_mean(recipe, recipe_names())}; "
             "see `bigml list recipes`"
         )
     if dataset:

@@ -409,7 +409,8 @@ def open_for_resume(run_dir, lock):
         raise UserError(f"{run_dir} is not a bigml run directory (no run.json/config.yaml); nothing to resume")
     lock.acquire(run_)  # before anything is read: another process may be training it now
     if run_.metrics_file.exists():
-        raise UserError(f"run {run_dir} already finished; evaluate it, or start a new run")
+        raise UserError(f"run {run_dir} already finished; score it with `bigml eval {run_dir}`, or train a new run "
+                        f"with its settings, changed as you like: `bigml train --recipe {run_dir} train.epochs=N`")
     cfg = run_.config
     if config_hash(cfg) != run_.info.get("config_sha256"):
         raise UserError(f"{run_.config_file} changed since the run started; restore it, or start a new run "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -317,6 +318,19 @@ def test_overwrite_replaces_only_what_bigml_wrote(cli, digits_run, tmp_path):
     result = cli("export", run_dir, "--out", out, "--overwrite", "--json")
     assert result.exit_code == 0, result.text
     assert (out / "saved_model.pb").is_file()
+
+
+def test_a_finished_run_trains_again_from_its_own_settings(cli, digits_run, tmp_path):
+    """--resume of a finished run says how to train more: --recipe RUN takes the run's config.yaml."""
+    run_dir, _ = digits_run
+    assert_user_error(cli("train", "--resume", run_dir), "already finished",
+                      f"bigml train --recipe {run_dir} train.epochs=N")
+    result = cli("config", "--recipe", run_dir, "train.epochs=7")
+    assert result.exit_code == 0, result.text
+    assert f"# recipe: {run_dir / 'config.yaml'}" in result.stdout
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["model"]["name"] == "mlp" and cfg["model"]["hidden_units"] == [64] and cfg["train"]["learning_rate"] == 0.01
+    assert cfg["train"]["epochs"] == 7 and cfg["data"]["name"] == "digits"
 
 
 def test_predict_bad_inputs(cli, digits_run, tmp_path):

@@ -74,7 +74,7 @@ def test_bad_recipe_file(tmp_path):
     bad.write_text("train:\n  epochs: 3\n  seed: 1\n  epochs: 4\n")
     with pytest.raises(UserError, match="recipe key 'epochs' is given twice \\(line 4\\)"):
         config.load("mlp", "mnist", recipe=str(bad))
-    with pytest.raises(UserError, match="neither a file nor a shipped recipe"):
+    with pytest.raises(UserError, match="neither a file, a run directory nor a shipped recipe"):
         config.load("mlp", "mnist", recipe="cnn_cifar11")
 
 
