@@ -251,6 +251,42 @@ def test_download_failure_is_a_user_error(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no partial download left behind
 
 
+def test_download_checks_the_file_and_leaves_nothing_behind_when_it_fails(tmp_path, monkeypatch, capsys):
+    """A real HTTP transfer on loopback: the file arrives whole and checked, with a line saying what downloads;
+    a wrong checksum or a dead server leaves neither the file nor the folders made for it."""
+    import hashlib
+    import http.server
+    import threading
+
+    from bigml_cli.data.download import fetch
+
+    payload = np.random.default_rng(0).bytes(3 << 20)
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "data.bin").write_bytes(payload)
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(served))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/data.bin"
+    monkeypatch.delenv("BIGML_OFFLINE")
+    try:
+        md5 = hashlib.md5(payload).hexdigest()
+        dest = tmp_path / "cache" / "set" / "data.bin"
+        assert fetch(url, dest, md5, "md5", "data.bin", "put it there") == dest
+        assert dest.read_bytes() == payload and sorted(p.name for p in dest.parent.iterdir()) == ["data.bin"]
+        assert f"downloading {url} (3.1 MB)" in capsys.readouterr().err
+        with pytest.raises(UserError, match=f"has md5 {md5}, expected 0+; try again later"):
+            fetch(url, tmp_path / "other" / "deep" / "data.bin", "0" * 32, "md5", "data.bin", "put it there")
+        assert not (tmp_path / "other").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(UserError, match="downloading .* failed .*; put it there"):
+        fetch(url, tmp_path / "cache" / "new" / "data.bin", md5, "md5", "data.bin", "put it there")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["set"]
+
+
 def test_truncated_file_is_a_user_error(mnist_dir):
     path = mnist_dir / "mnist.npz"
     path.write_bytes(path.read_bytes()[:5000])
