@@ -332,3 +332,18 @@ def test_alternating_flip_alternates_per_pass_when_batches_straddle_epochs():
     for i, mirrored in seen.items():
         assert len(mirrored) == 4
         assert mirrored == [mirrored[0], not mirrored[0]] * 2, f"image {i}: {mirrored}"
+
+
+def test_normalization_statistics_match_the_float_computation():
+    """image_info counts each channel's pixel values instead of copying the set to float64; same figures."""
+    from bigml_cli.data.base import image_info
+
+    rng = np.random.default_rng(0)
+    for shape in ((500, 8, 8, 1), (64, 16, 16, 3)):
+        x = rng.normal(120, 50, shape).clip(0, 255).astype(np.uint8)
+        x[..., 0] = np.minimum(x[..., 0], 90)  # channels that differ
+        flat = x.reshape(-1, shape[-1]).astype(np.float64) / 255.0
+        info = image_info(x)
+        np.testing.assert_allclose(info["mean"], flat.mean(axis=0), atol=6e-7)
+        np.testing.assert_allclose(info["std"], flat.std(axis=0), atol=6e-7)
+    assert image_info(np.full((4, 2, 2, 3), 7, np.uint8))["std"] == [1e-3] * 3  # flat channels are floored

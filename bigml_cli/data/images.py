@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, class_folders, files_in, make_image_dataset, split, sub_folders
+from bigml_cli.data.base import (DATASETS, class_folders, files_in, make_image_dataset, read_many, split,
+                                 sub_folders)
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -186,14 +187,20 @@ def read_folder(folder, size, channels):
     not a readable image is left out and listed in `unreadable` as 'PATH (Reason)': scraped and downloaded
     photo collections often hold a few (Kaggle's cats-vs-dogs has two), and one should not stop a run."""
     classes = sub_folders(folder)
+    labelled = [(f, label) for label, name in enumerate(classes) for f in files_in(folder / name, IMAGE_SUFFIXES)]
+
+    def read(f):
+        try:
+            return read_image(f, size, channels)
+        except UnreadableImage as e:
+            return e
+
     xs, ys, unreadable = [], [], []
-    for label, name in enumerate(classes):
-        for f in files_in(folder / name, IMAGE_SUFFIXES):
-            try:
-                xs.append(read_image(f, size, channels))
-            except UnreadableImage as e:
-                unreadable.append(f"{e.path} ({e.reason})")
-                continue
+    for (f, label), img in zip(labelled, read_many(read, [f for f, _ in labelled], f"images in {folder}")):
+        if isinstance(img, UnreadableImage):
+            unreadable.append(f"{img.path} ({img.reason})")
+        else:
+            xs.append(img)
             ys.append(label)
     return classes, xs, ys, unreadable
 
@@ -210,24 +217,27 @@ def unreadable_note(unreadable):
             f"{unreadable_listing(unreadable)}; delete or replace them to silence this")
 
 
+def _header(f):
+    """((height, width), grayscale) from an image file's header, or None when it does not open."""
+    from PIL import Image
+
+    try:
+        with Image.open(f) as img:
+            return (img.height, img.width), img.mode in ("L", "1", "I", "I;16", "F")
+    except Exception:
+        return None  # read_folder lists it
+
+
 def _common_size_and_channels(files):
     """The most common (height, width) among the readable images (headers only), and 1 or 3 channels;
     None when no file is a readable image."""
     from collections import Counter
 
-    from PIL import Image
-
-    sizes, gray = Counter(), 0
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                sizes[(img.height, img.width)] += 1
-                gray += img.mode in ("L", "1", "I", "I;16", "F")
-        except Exception:
-            continue  # read_folder lists it
-    if not sizes:
+    headers = [h for h in read_many(_header, files, "image sizes") if h]
+    if not headers:
         return None, None
-    return sizes.most_common(1)[0][0], 1 if gray > sum(sizes.values()) / 2 else 3
+    size = Counter(s for s, _ in headers).most_common(1)[0][0]
+    return size, 1 if sum(gray for _, gray in headers) > len(headers) / 2 else 3
 
 
 def fit_within(size, side):
