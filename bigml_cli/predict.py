@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from bigml_cli import runs
-from bigml_cli.data.base import files_in
+from bigml_cli.data.base import files_in, read_many
 from bigml_cli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, unreadable_listing, unreadable_note
 from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_rows
 from bigml_cli.errors import UserError
@@ -102,21 +102,24 @@ def load_inputs(files, info, from_files=False):
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return names, columns, []
     shape = info["shape"]
-    names, images, unreadable = [], [], []
-    for f in files:
+
+    def read(f):
         if str(f).lower().endswith(".npy"):
-            batch = read_npy(f, shape)
-            names += [f if len(batch) == 1 else f"{f}[{i}]" for i in range(len(batch))]
-            images += list(batch)
-            continue
+            return read_npy(f, shape)
         try:
-            images.append(read_image(f, size=shape[:2], channels=shape[2]))
+            return read_image(f, size=shape[:2], channels=shape[2])[None]
         except UnreadableImage as e:
             if str(f) not in in_folders:
                 raise
-            unreadable.append(f"{e.path} ({e.reason})")
+            return e
+
+    names, images, unreadable = [], [], []
+    for f, batch in zip(files, read_many(read, files, "images")):
+        if isinstance(batch, UnreadableImage):
+            unreadable.append(f"{batch.path} ({batch.reason})")
             continue
-        names.append(str(f))
+        names += [f] if len(batch) == 1 else [f"{f}[{i}]" for i in range(len(batch))]
+        images += list(batch)
     if not images:
         raise UserError(f"none of the inputs is a readable image ({unreadable_listing(unreadable)}); give PNG "
                         "or JPEG files")
