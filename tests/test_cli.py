@@ -454,7 +454,7 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
                       "needs image data")
     bad = tmp_path / "bad.csv"
     bad.write_text("age,colour\n30,red\n")
-    assert_user_error(cli("predict", run_dir, bad), "missing the column 'income'")
+    assert_user_error(cli("predict", run_dir, bad), f"{bad} is missing the column 'income'")
     bad.write_text("age,colour,income\n30,red,70\n41,blue,n/a?\n")
     assert_user_error(cli("predict", run_dir, bad), f"{bad}: column 'income' holds 'n/a?'", "leave it blank")
     table_csv.rename(tmp_path / "moved.csv")  # exporting needs the run, not its data

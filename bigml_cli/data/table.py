@@ -66,7 +66,7 @@ def columns_to_arrays(header, rows, columns, path="the CSV"):
     out = {}
     for col in columns:
         if col["name"] not in index:
-            raise UserError(f"CSV is missing the column '{col['name']}'{did_you_mean(col['name'], header)}; "
+            raise UserError(f"{path} is missing the column '{col['name']}'{did_you_mean(col['name'], header)}; "
                             f"the model needs: {', '.join(c['name'] for c in columns)}")
         cells = [r[index[col["name"]]].strip() for r in rows]
         if col["type"] == "numeric":
