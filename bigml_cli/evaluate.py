@@ -178,7 +178,7 @@ def labelled_examples(path, run):
     The notes say what was left out (unreadable images)."""
     from bigml_cli.data.base import sub_folders
     from bigml_cli.data.images import read_folder, unreadable_note
-    from bigml_cli.data.table import columns_to_arrays, is_missing, read_rows
+    from bigml_cli.data.table import columns_to_arrays, is_missing, read_rows, unseen_values_note
     from bigml_cli.data.text import read_texts
 
     info, classes, path = run.info["input"], run.info["class_names"], Path(path)
@@ -195,6 +195,7 @@ def labelled_examples(path, run):
         rows = [r for r in rows if not is_missing(r[header.index(target)])]
         labels = [r[header.index(target)].strip() for r in rows]
         x = columns_to_arrays(header, rows, info["columns"], path)
+        notes = [n for n in (unseen_values_note(x, info["columns"]),) if n]
     else:
         if not path.is_dir():
             raise UserError(f"--dataset {path} is not a folder; give one with a sub-folder of "

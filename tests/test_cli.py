@@ -433,10 +433,15 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] >= 0.7
     rows = tmp_path / "rows.csv"
-    rows.write_text("label,income,colour,age\n?,70,red,30\n?,,purple,\n")  # any column order, unseen/missing values
-    result = cli("predict", run_dir, rows, "--json")
+    rows.write_text("label,income,colour,age\n?,70,red,30\n?,,purple,\n?,60,Blue,40\n")  # any column order,
+    result = cli("predict", run_dir, rows, "--json")  # unseen and missing values
     assert result.exit_code == 0, result.text
-    assert len(json.loads(result.stdout)["predictions"]) == 2
+    answer = json.loads(result.stdout)
+    assert len(answer["predictions"]) == 3
+    assert answer["notes"] == ["note: values the model never saw in training read as a blank cell does; column "
+                               "'colour': 'Blue' (training had 'blue'), 'purple'"]
+    rows.write_text("label,income,colour,age\n?,70,red,30\n")
+    assert json.loads(cli("predict", run_dir, rows, "--json").stdout)["notes"] == []
     result = cli("eval", run_dir, "--dataset", table_csv, "--json")  # every labelled row of a CSV
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["examples"] == 240

@@ -80,6 +80,26 @@ def columns_to_arrays(header, rows, columns, path="the CSV"):
     return out
 
 
+def unseen_values_note(arrays, columns):
+    """A note naming the categories the model never saw in training (they read as a blank cell does: a
+    'Red' where training had 'red' is unseen), or None."""
+    parts = []
+    for col in columns:
+        if col["type"] == "numeric":
+            continue
+        seen = set(col["vocab"])
+        new = sorted({v for v in arrays[col["key"]] if v and v not in seen})
+        if new:
+            known = {v.lower(): v for v in col["vocab"]}
+            shown = [f"'{v}'" + (f" (training had '{known[v.lower()]}')" if v.lower() in known else "")
+                     for v in new[:5]]
+            parts.append(f"column '{col['name']}': {', '.join(shown)}" + (f" and {len(new) - 5} more" if len(new) > 5
+                                                                           else ""))
+    if not parts:
+        return None
+    return f"note: values the model never saw in training read as a blank cell does; {'; '.join(parts)}"
+
+
 def check_classes(target, class_names, rows):
     """bigml trains classifiers: a target of measurements (fractional numbers, or nearly one value per row)
     would silently become hundreds of one-example classes."""
