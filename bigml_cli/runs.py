@@ -57,13 +57,32 @@ class Run:
 
     @property
     def info(self):
-        return json.loads(self.info_file.read_text())
+        return self._read(self.info_file, json.loads)
 
     @property
     def config(self):
         from bigml_cli import config
 
-        return config.from_dict(yaml.safe_load(self.config_file.read_text()))
+        return self._read(self.config_file, lambda text: config.from_dict(yaml.safe_load(text)))
+
+    @property
+    def metrics(self):
+        """The test metrics written when training finished; {} before."""
+        return self._read(self.metrics_file, json.loads) if self.metrics_file.exists() else {}
+
+    def _read(self, path, parse):
+        """A file bigml wrote into the run, parsed; a user error when it has been damaged or edited badly."""
+        try:
+            value = parse(path.read_text())
+            if not isinstance(value, dict) and not hasattr(value, "model"):
+                raise ValueError("not a mapping")
+            return value
+        except Exception as e:
+            if isinstance(e, OSError) and not path.exists():
+                raise UserError(f"{path} is missing; copy the whole run directory again") from None
+            reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"{path} is damaged ({type(e).__name__}: {reason[:80]}); restore it from a copy of "
+                            f"the run, or train the run again") from None
 
 
 class Lock:
@@ -180,6 +199,10 @@ def open_run(path):
     run = Run(path)
     if not run.info_file.exists() or not run.config_file.exists():
         raise UserError(f"{path} is not a bigml run directory (no run.json/config.yaml); see `bigml list runs`")
+    run.info, run.config  # noqa: B018  (a damaged file is named now, before any work)
+    if not run.model_file.exists() and run.metrics_file.exists():
+        raise UserError(f"run {path} finished, but its model.keras is missing (deleted, or not copied with the "
+                        f"run); copy it back, or train the run again: bigml train --recipe {path} --run-dir NEW_DIR")
     if not run.model_file.exists():
         holder = trainer(run)
         if holder is not None:
@@ -199,8 +222,10 @@ def status(run):
     holder = trainer(run)
     try:
         workers = str(run.info.get("strategy", "")).startswith("multi-worker")
-    except (OSError, ValueError):
+    except UserError:
         workers = False
+    if run.metrics_file.exists() and not run.model_file.exists() and holder is None:
+        return "finished, but model.keras is missing"
     if run.model_file.exists() and holder is None:
         if run.metrics_file.exists():
             return "finished"
@@ -227,8 +252,12 @@ def list_runs(root=RUNS_ROOT):
     rows = []
     for info_file in sorted(Path(root).glob("**/run.json")):
         run = Run(info_file.parent)
-        info = run.info
-        metrics = json.loads(run.metrics_file.read_text()) if run.metrics_file.exists() else {}
+        try:
+            info, metrics = run.info, run.metrics
+        except UserError as e:  # one damaged run does not hide the others
+            rows.append({"run": str(run.path), "model": None, "dataset": None, "test_accuracy": None,
+                         "status": f"unreadable: {str(e).split(' (')[0]}"})
+            continue
         rows.append({"run": str(run.path), "model": info.get("model"), "dataset": info.get("dataset"),
                      "test_accuracy": metrics.get("accuracy"), "status": status(run)})
     return rows

@@ -333,6 +333,30 @@ def test_a_finished_run_trains_again_from_its_own_settings(cli, digits_run, tmp_
     assert cfg["train"]["epochs"] == 7 and cfg["data"]["name"] == "digits"
 
 
+def test_a_damaged_run_is_named_and_does_not_hide_the_others(cli, digits_run, tmp_path):
+    """A run.json or config.yaml damaged by hand (or a model.keras not copied) is a user error naming the file;
+    `list runs` still lists every run."""
+    run_dir, _ = digits_run
+    root = tmp_path / "runs"
+    good, bad = root / "good", root / "bad"
+    shutil.copytree(run_dir, good)
+    shutil.copytree(run_dir, bad)
+    (bad / "run.json").write_text("{ not json")
+    for command in (("eval", bad), ("predict", bad, "x.png"), ("export", bad)):
+        assert_user_error(cli(*command), f"{bad / 'run.json'} is damaged (JSONDecodeError", "restore it")
+    listed = {r["run"]: r["status"] for r in json.loads(cli("list", "runs", "--runs-root", root, "--json").stdout)["runs"]}
+    assert listed == {str(bad): f"unreadable: {bad / 'run.json'} is damaged", str(good): "finished"}
+    shutil.copy(good / "run.json", bad / "run.json")
+    (bad / "config.yaml").write_text("model: [unclosed\n")
+    assert_user_error(cli("eval", bad), f"{bad / 'config.yaml'} is damaged (ParserError")
+    shutil.copy(good / "config.yaml", bad / "config.yaml")
+    (bad / "model.keras").unlink()
+    assert_user_error(cli("predict", bad, "x.png"), "finished, but its model.keras is missing",
+                      f"bigml train --recipe {bad} --run-dir NEW_DIR")
+    listed = {r["run"]: r["status"] for r in json.loads(cli("list", "runs", "--runs-root", root, "--json").stdout)["runs"]}
+    assert listed[str(bad)] == "finished, but model.keras is missing"
+
+
 def test_predict_bad_inputs(cli, digits_run, tmp_path):
     run_dir, _ = digits_run
     text = tmp_path / "notes.png"
