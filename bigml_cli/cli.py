@@ -89,6 +89,9 @@ def handle_errors(fn):
     return wrapper
 
 
+MAX_TABLE_ROWS = 100  # predict's table on the terminal; --out and --json carry every row
+
+
 def os_error_advice(e):
     """What to do about an operating-system error on a path the user gave (an output folder, mostly), or None."""
     import errno
@@ -261,12 +264,14 @@ def predict(
     inputs: List[str] = typer.Argument(..., help="PNG/JPEG images, .npy arrays, CSV files (tables), folders of these, or texts (text models: words, .txt files or folders)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per input."),
     from_files: bool = typer.Option(False, "--file", help="Text models: every input is a path of a text file (.txt files and folders are read without it)."),
+    out_file: Optional[str] = typer.Option(None, "--out", "-o", help="Also write every prediction to this .csv: input, predicted class, its probability, every class's probability."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file if it exists."),
     as_json: bool = Json,
 ):
     """Predict the classes of your own inputs."""
     from bigml_cli.predict import predict as run_predict
 
-    answer = run_predict(run, inputs, top_k, from_files)
+    answer = run_predict(run, inputs, top_k, from_files, out_file, overwrite)
     for note in answer["notes"]:
         err.print(note, markup=False, highlight=False, soft_wrap=True)
     if as_json:
@@ -277,9 +282,15 @@ def predict(
     table.add_column("input")
     for i in range(len(results[0]["top_k"])):
         table.add_column(f"#{i + 1}")
-    for r in results:
+    for r in results[:MAX_TABLE_ROWS]:
         table.add_row(r["input"], *[f"{t['label']} ({t['probability']:.1%})" for t in r["top_k"]])
     out.print(table)
+    if len(results) > MAX_TABLE_ROWS:
+        out.print(f"showing {MAX_TABLE_ROWS} of {len(results):,} predictions; "
+                  + ("all of them are" if out_file else "--out FILE.csv writes them all (--json prints them all)")
+                  + (f" in {out_file}" if out_file else ""), markup=False, highlight=False, soft_wrap=True)
+    elif out_file:
+        out.print(f"predictions written to {out_file}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

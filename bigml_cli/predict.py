@@ -126,13 +126,45 @@ def load_inputs(files, info, from_files=False):
     return names, np.stack(images), [n for n in (unreadable_note(unreadable),) if n]
 
 
-def predict(run_path, files, top_k=5, from_files=False):
+def check_out(out, files, overwrite):
+    """--out must be a new .csv file (or one --overwrite may replace), and none of the inputs."""
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise UserError(f"--out {out} must name a .csv file (one row per input, a column per class)")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file name ending in .csv")
+    if any(Path(f).exists() and Path(f).resolve() == out.resolve() for f in files):
+        raise UserError(f"--out {out} is one of the inputs; give another file name")
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {out} already exists; pick another name or pass --overwrite to replace it")
+    return out
+
+
+def write_predictions(out, names, probs, classes):
+    """One row per input: its name, the likeliest class, its probability, then every class's probability.
+    Written to a temporary name and renamed, so an interrupted write leaves no half file."""
+    import csv
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["input", "predicted", "probability", *[f"p_{c}" for c in classes]])
+        for name, p in zip(names, probs):
+            best = int(np.argmax(p))
+            w.writerow([name, classes[best], f"{p[best]:.6g}", *(f"{v:.6g}" for v in p)])
+    tmp.replace(out)
+
+
+def predict(run_path, files, top_k=5, from_files=False, out=None, overwrite=False):
     """`bigml predict`: {"predictions": the top-k classes and probabilities of each input, "notes": what was
-    left out}."""
+    left out}; with `out`, also every class's probability in a CSV file."""
     if not files:
         raise UserError("give at least one input file to predict on")
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
+    if out is not None:
+        out = check_out(out, files, overwrite)
     run = runs.open_run(run_path)
     info = run.info
     if info["input"]["kind"] == "lm":
@@ -145,4 +177,6 @@ def predict(run_path, files, top_k=5, from_files=False):
     for name, p in zip(names, probs):
         best = np.argsort(-p, kind="stable")[:k]
         results.append({"input": name, "top_k": [{"label": classes[i], "probability": float(p[i])} for i in best]})
+    if out is not None:
+        write_predictions(out, names, probs, classes)
     return {"predictions": results, "notes": notes}

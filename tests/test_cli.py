@@ -357,6 +357,35 @@ def test_a_damaged_run_is_named_and_does_not_hide_the_others(cli, digits_run, tm
     assert listed[str(bad)] == "finished, but model.keras is missing"
 
 
+def test_predict_writes_every_prediction_to_a_csv_and_keeps_the_table_short(cli, digits_run, tmp_path,
+                                                                            monkeypatch):
+    run_dir, _ = digits_run
+    monkeypatch.chdir(tmp_path)  # short input names: the table does not wrap them
+    batch = Path("batch.npy")
+    np.save(batch, np.random.default_rng(0).integers(0, 256, (120, 8, 8), dtype=np.uint8))
+    out = tmp_path / "preds" / "all.csv"
+    result = cli("predict", run_dir, batch, "--out", out)
+    assert result.exit_code == 0, result.text
+    assert f"showing 100 of 120 predictions; all of them are in {out}" in result.stdout
+    assert f"{batch}[99]" in result.stdout and f"{batch}[100]" not in result.stdout
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["input"] for r in rows] == [f"{batch}[{i}]" for i in range(120)]
+    probs = np.array([[float(r[f"p_{c}"]) for c in map(str, range(10))] for r in rows])
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
+    top = json.loads(cli("predict", run_dir, batch, "--json").stdout)["predictions"]
+    assert [r["predicted"] for r in rows] == [p["top_k"][0]["label"] for p in top]
+    assert [float(r["probability"]) for r in rows] == pytest.approx([p["top_k"][0]["probability"] for p in top],
+                                                                      abs=1e-5)
+    assert_user_error(cli("predict", run_dir, batch, "--out", out), "already exists", "--overwrite")
+    assert cli("predict", run_dir, batch, "--out", out, "--overwrite").exit_code == 0
+    assert_user_error(cli("predict", run_dir, batch, "--out", tmp_path / "p.json"), "must name a .csv file")
+    table = tmp_path / "rows.csv"
+    table.write_text("a\n1\n")
+    assert_user_error(cli("predict", run_dir, table, "--out", table, "--overwrite"), "is one of the inputs")
+    assert table.read_text() == "a\n1\n"
+
+
 def test_predict_bad_inputs(cli, digits_run, tmp_path):
     run_dir, _ = digits_run
     text = tmp_path / "notes.png"
