@@ -78,8 +78,9 @@ def save_lm_report(report, out_dir):
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
 
 
-def save_report(report, class_names, out_dir, y):
-    """report.json, confusion_matrix.csv/.png and predictions.csv in `out_dir`."""
+def save_report(report, class_names, out_dir, y, inputs=None):
+    """report.json, confusion_matrix.csv/.png and predictions.csv in `out_dir` (with an `input` column naming
+    each example's file, or FILE:LINE, when `inputs` are given: which ones the model got wrong)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in report.items() if k != "predictions"}
     (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
@@ -90,9 +91,9 @@ def save_report(report, class_names, out_dir, y):
             w.writerow([name, *row])
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", "label", "predicted"])
+        w.writerow(["index", *(["input"] if inputs else []), "label", "predicted"])
         for i, (t, p) in enumerate(zip(y, report["predictions"])):
-            w.writerow([i, class_names[t], class_names[p]])
+            w.writerow([i, *([inputs[i]] if inputs else []), class_names[t], class_names[p]])
     plot_confusion(np.array(report["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png")
 
 
@@ -173,9 +174,10 @@ def load_model(run):
 
 
 def labelled_examples(path, run):
-    """(inputs, class indices of the run, notes) of a user's own labelled data: a folder with one sub-folder per
-    class (its test/ part when it is split into train/ and test/), or a CSV holding the run's target column.
-    The notes say what was left out (unreadable images)."""
+    """(inputs, class indices of the run, the name of each example, notes) of a user's own labelled data: a
+    folder with one sub-folder per class (its test/ part when it is split into train/ and test/), or a CSV
+    holding the run's target column. Names are file paths, or FILE:LINE for a CSV's rows; the notes say what
+    was left out (unreadable images) or read as unknown (unseen categories)."""
     from bigml_cli.data.base import sub_folders
     from bigml_cli.data.images import read_folder, unreadable_note
     from bigml_cli.data.table import columns_to_arrays, is_missing, read_rows, unseen_values_note
@@ -192,7 +194,9 @@ def labelled_examples(path, run):
         header, rows = read_rows(path)
         if target not in header:
             raise UserError(f"{path} has no column '{target}', the labels this run predicts; add it to score the rows")
-        rows = [r for r in rows if not is_missing(r[header.index(target)])]
+        lines = [i + 2 for i, r in enumerate(rows) if not is_missing(r[header.index(target)])]  # 1 is the header
+        rows = [rows[i - 2] for i in lines]
+        inputs = [f"{path}:{i}" for i in lines]
         labels = [r[header.index(target)].strip() for r in rows]
         x = columns_to_arrays(header, rows, info["columns"], path)
         notes = [n for n in (unseen_values_note(x, info["columns"]),) if n]
@@ -202,12 +206,12 @@ def labelled_examples(path, run):
                             f"{'images' if info['kind'] == 'image' else '.txt files'} per class")
         folder = path / "test" if (path / "train").is_dir() and (path / "test").is_dir() else path
         if info["kind"] == "image":
-            names, x, idx, unreadable = read_folder(folder, info["shape"][:2], info["shape"][2])
+            names, x, idx, inputs, unreadable = read_folder(folder, info["shape"][:2], info["shape"][2])
             x = np.stack(x) if x else None
             notes = [n for n in (unreadable_note(unreadable),) if n]
         else:
-            names = sub_folders(folder)
-            x, idx = read_texts(folder, names)
+            names, inputs = sub_folders(folder), []
+            x, idx = read_texts(folder, names, inputs)
         labels = [names[i] for i in idx]
     unknown_labels = sorted(set(labels) - set(classes))
     if unknown_labels:
@@ -219,7 +223,7 @@ def labelled_examples(path, run):
         raise UserError(f"{path} holds no labelled examples: give it a sub-folder of "
                         f"{'images' if info['kind'] == 'image' else '.txt files'} per class, named as the run's "
                         f"classes ({', '.join(classes[:10])})")
-    return x, np.array([classes.index(name) for name in labels], np.int64), notes
+    return x, np.array([classes.index(name) for name in labels], np.int64), inputs, notes
 
 
 def text_windows(path, info):
@@ -272,11 +276,11 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
             report = {**lm_report(load_model(run), windows), **counts}
             save_lm_report(report, run.eval_dir(name))
         else:
-            x, y, notes = labelled_examples(dataset, run)
+            x, y, inputs, notes = labelled_examples(dataset, run)
             classes = run.info["class_names"]
             report = metrics_from_probs(predict_probs(load_model(run), x, progress="evaluating"), y, classes)
             report["notes"] = notes
-            save_report(report, classes, run.eval_dir(name), y)
+            save_report(report, classes, run.eval_dir(name), y, inputs)
         return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     cfg = run.config
     if cfg.data.name not in DATASETS.names() and not Path(cfg.data.name).expanduser().exists():

@@ -460,6 +460,9 @@ def test_predict_and_eval_leave_out_unreadable_images_found_in_a_folder(cli, dig
     assert result.exit_code == 0, result.text
     report = json.loads(result.stdout)
     assert report["examples"] == 4 and report["notes"] == answer["notes"]
+    with open(run_dir / "eval" / "dataset-labelled" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["input"], r["label"]) for r in rows] == [(str(folder / l / f"{i}.png"), l) for l in "37" for i in (0, 1)]
     assert_user_error(cli("predict", run_dir, folder / "7" / "broken.png"), "broken.png is not a readable image")
 
 
@@ -498,6 +501,12 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
     result = cli("eval", run_dir, "--dataset", table_csv, "--json")  # every labelled row of a CSV
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["examples"] == 240
+    some = tmp_path / "some.csv"
+    lines = table_csv.read_text().splitlines()
+    some.write_text("\n".join([lines[0], lines[1], lines[2].rsplit(",", 1)[0] + ",", lines[3]]) + "\n")
+    assert cli("eval", run_dir, "--dataset", some).exit_code == 0
+    with open(run_dir / "eval" / "dataset-some" / "predictions.csv", newline="") as f:
+        assert [r["input"] for r in csv.DictReader(f)] == [f"{some}:2", f"{some}:4"]  # line 3 has no label
     assert_user_error(cli("eval", run_dir, "--dataset", rows), "no rows with a value in its 'label' column")
     rows.write_text("income,colour,age\n70,red,30\n")
     assert_user_error(cli("eval", run_dir, "--dataset", rows), "has no column 'label'")

@@ -4,6 +4,7 @@ import gzip
 import pickle
 import tarfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -182,10 +183,18 @@ def read_image(path, size=None, channels=None):
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+class ImageFolder(NamedTuple):
+    classes: list  # the sub-folder names
+    images: list  # uint8 (H, W, C) arrays
+    labels: list  # class indices
+    files: list  # the path of each image
+    unreadable: list  # 'PATH (Reason)' of each file left out
+
+
 def read_folder(folder, size, channels):
-    """(class names, images, labels, unreadable) of a folder with one sub-folder per class. A file that is
-    not a readable image is left out and listed in `unreadable` as 'PATH (Reason)': scraped and downloaded
-    photo collections often hold a few (Kaggle's cats-vs-dogs has two), and one should not stop a run."""
+    """The images of a folder with one sub-folder per class. A file that is not a readable image is left out
+    and listed in `unreadable`: scraped and downloaded photo collections often hold a few (Kaggle's
+    cats-vs-dogs has two), and one should not stop a run."""
     classes = sub_folders(folder)
     labelled = [(f, label) for label, name in enumerate(classes) for f in files_in(folder / name, IMAGE_SUFFIXES)]
 
@@ -195,14 +204,15 @@ def read_folder(folder, size, channels):
         except UnreadableImage as e:
             return e
 
-    xs, ys, unreadable = [], [], []
+    xs, ys, files, unreadable = [], [], [], []
     for (f, label), img in zip(labelled, read_many(read, [f for f, _ in labelled], f"images in {folder}")):
         if isinstance(img, UnreadableImage):
             unreadable.append(f"{img.path} ({img.reason})")
         else:
             xs.append(img)
             ys.append(label)
-    return classes, xs, ys, unreadable
+            files.append(str(f))
+    return ImageFolder(classes, xs, ys, files, unreadable)
 
 
 def unreadable_listing(unreadable):
@@ -262,13 +272,13 @@ def load_image_folder(path: Path, cfg):
             raise UserError(f"image folder {train_dir} holds no readable images: none of its {len(files)} image "
                             f"files opens (the first, {e.path}: {e.reason}); give PNG or JPEG files") from None
     size = tuple(cfg.image_size) if cfg.image_size else fit_within(size, MAX_SIDE)
-    _, xs, ys, unreadable = read_folder(train_dir, size, channels)
+    _, xs, ys, _, unreadable = read_folder(train_dir, size, channels)
     if not xs:
         raise UserError(f"image folder {train_dir} holds no readable images ({unreadable_listing(unreadable)}); "
                         "give PNG or JPEG files")
     x, y = np.stack(xs), np.asarray(ys)
     if test_dir:
-        test_classes, xt, yt, more = read_folder(test_dir, size, channels)
+        test_classes, xt, yt, _, more = read_folder(test_dir, size, channels)
         if test_classes != classes:
             raise UserError(f"{test_dir} has classes {test_classes} but {train_dir} has {classes}; make them match")
         if not xt:

@@ -16,8 +16,8 @@ from bigml_cli.errors import UserError
 STANDARDIZE = "lower_and_strip_punctuation"
 
 
-def read_texts(folder, classes):
-    """(texts, labels) from folder/<class>/*.txt."""
+def read_texts(folder, classes, files=None):
+    """(texts, labels) from folder/<class>/*.txt; the path of each is appended to `files` when given."""
     texts, labels = [], []
     for label, name in enumerate(classes):
         for f in files_in(folder / name, (".txt",)):
@@ -26,6 +26,8 @@ def read_texts(folder, classes):
             except OSError as e:
                 raise UserError(f"{f} could not be read ({e.strerror}); check the file") from None
             labels.append(label)
+            if files is not None:
+                files.append(str(f))
     return np.array(texts, dtype=object).astype(str), np.array(labels, np.int64)
 
 
