@@ -57,32 +57,37 @@ class Run:
 
     @property
     def info(self):
-        return self._read(self.info_file, json.loads)
+        return self._read(self.info_file, lambda text: _mapping(json.loads(text)))
 
     @property
     def config(self):
         from bigml_cli import config
 
-        return self._read(self.config_file, lambda text: config.from_dict(yaml.safe_load(text)))
+        return self._read(self.config_file, lambda text: config.from_dict(_mapping(yaml.safe_load(text))))
 
     @property
     def metrics(self):
         """The test metrics written when training finished; {} before."""
-        return self._read(self.metrics_file, json.loads) if self.metrics_file.exists() else {}
+        if not self.metrics_file.exists():
+            return {}
+        return self._read(self.metrics_file, lambda text: _mapping(json.loads(text)))
 
     def _read(self, path, parse):
         """A file bigml wrote into the run, parsed; a user error when it has been damaged or edited badly."""
         try:
-            value = parse(path.read_text())
-            if not isinstance(value, dict) and not hasattr(value, "model"):
-                raise ValueError("not a mapping")
-            return value
+            return parse(path.read_text())
         except Exception as e:
             if isinstance(e, OSError) and not path.exists():
                 raise UserError(f"{path} is missing; copy the whole run directory again") from None
             reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{path} is damaged ({type(e).__name__}: {reason[:80]}); restore it from a copy of "
                             f"the run, or train the run again") from None
+
+
+def _mapping(value):
+    if not isinstance(value, dict):
+        raise ValueError(f"holds a {type(value).__name__}, not a mapping of keys to values")
+    return value
 
 
 class Lock:
