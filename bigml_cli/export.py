@@ -69,12 +69,33 @@ def serving_function(model, info):
     return tf.function(forward(model, info), autograph=False).get_concrete_function(*input_signature(info))
 
 
+def decode_images(image_bytes, shape):
+    """Encoded PNG, JPEG, GIF or BMP files (a string per image) -> a uint8 batch of `shape` (H, W, C): decoded
+    to C channels and resized with an antialiased bilinear filter, as `bigml predict` reads image files."""
+    h, w, c = shape
+
+    def one(data):
+        image = tf.io.decode_image(data, channels=c, expand_animations=False)
+        image = tf.image.resize(image, (h, w), method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+    return tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec((h, w, c), tf.uint8))
+
+
+BYTES_SIGNATURE = "serving_bytes"  # image models' SavedModel: encoded image files in (TF Serving's b64 JSON)
+
+
 def write_savedmodel(model, info, path):
     import keras
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", forward(model, info), input_signature=input_signature(info))
+    if info["kind"] == "image":  # the files themselves, any size: what a web client has to send
+        archive.add_endpoint(
+            BYTES_SIGNATURE,
+            lambda image_bytes: {"probabilities": model(decode_images(image_bytes, info["shape"]), training=False)},
+            input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
     archive.write_out(str(path), verbose=False)
 
 
@@ -195,7 +216,27 @@ def verify(path, model, info, x, fmt="savedmodel"):
     agree = float((got.argmax(1) == expected.argmax(1)).mean())
     if diff > TOLERANCE or agree < 1.0:
         raise ExportMismatch(f"{what}: max |diff| {diff:.2e}, top-1 agreement {agree:.2%}; the export was removed")
-    return {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(expected))}
+    check = {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(expected))}
+    if fmt == "savedmodel" and info["kind"] == "image":  # the same images, sent as PNG files
+        serve = tf.saved_model.load(str(path)).signatures[BYTES_SIGNATURE]
+        n = min(len(x), 64)
+        got = serve(image_bytes=tf.constant([png_bytes(image) for image in x[:n]]))["probabilities"].numpy()
+        diff = float(np.abs(got - expected[:n]).max())
+        if diff > TOLERANCE:
+            raise ExportMismatch(f"{what} on PNG files ({BYTES_SIGNATURE}): max |diff| {diff:.2e}; the export "
+                                 "was removed")
+        check.update(bytes_max_abs_diff=diff, bytes_checked_examples=n)
+    return check
+
+
+def png_bytes(image):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def check_inputs(run, info, data_root, count):

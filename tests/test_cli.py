@@ -159,23 +159,44 @@ def test_export_savedmodel_matches_keras_in_a_fresh_process(cli, digits_run, tmp
     assert result.exit_code == 0, result.text
     check = json.loads(result.stdout)
     assert check["top1_agreement"] == 1.0 and check["max_abs_diff"] <= 1e-4
+    assert check["bytes_checked_examples"] == 64 and check["bytes_max_abs_diff"] <= 1e-4
     script = f"""
-import json, numpy as np, tensorflow as tf, keras
+import io, json, numpy as np, tensorflow as tf, keras
+from PIL import Image
 import bigml_cli.models
 from bigml_cli.config import DataConfig
 from bigml_cli.data import load_dataset
+from bigml_cli.data.images import read_image
 x = load_dataset(DataConfig(name="digits")).x_test
-serve = tf.saved_model.load({str(out)!r}).signatures["serving_default"]
-got = serve(image=tf.constant(x))["probabilities"].numpy()
+signatures = tf.saved_model.load({str(out)!r}).signatures
+got = signatures["serving_default"](image=tf.constant(x))["probabilities"].numpy()
 want = keras.models.load_model({str(run_dir / 'model.keras')!r}).predict(x, verbose=0)
-print(json.dumps({{"diff": float(abs(got - want).max()), "agree": float((got.argmax(1) == want.argmax(1)).mean())}}))
+def encoded(image, fmt):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt)
+    return buffer.getvalue()
+files = [encoded(image[..., 0], "PNG") for image in x[:20]]
+from_files = signatures["serving_bytes"](image_bytes=tf.constant(files))["probabilities"].numpy()
+big = [Image.fromarray(image[..., 0]).convert("RGB").resize((40, 24), Image.NEAREST) for image in x[:20]]
+for i, image in enumerate(big):
+    image.save({str(tmp_path)!r} + f"/big{{i}}.png")
+ours = np.stack([read_image({str(tmp_path)!r} + f"/big{{i}}.png", (8, 8), 1) for i in range(20)])
+decoded = tf.map_fn(lambda b: tf.image.resize(tf.io.decode_image(b, channels=1, expand_animations=False), (8, 8),
+                                              antialias=True), tf.constant([encoded(np.asarray(i), "PNG") for i in big]),
+                    fn_output_signature=tf.float32).numpy()
+print(json.dumps({{"diff": float(abs(got - want).max()), "agree": float((got.argmax(1) == want.argmax(1)).mean()),
+                  "files_diff": float(abs(from_files - want[:20]).max()),
+                  "resized_pixels": float(abs(np.round(decoded) - ours).max())}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     fresh = json.loads(proc.stdout.strip().splitlines()[-1])
     assert fresh["agree"] == 1.0 and fresh["diff"] <= 1e-4
+    assert fresh["files_diff"] <= 1e-4  # serving_bytes: PNG files in, the same probabilities
+    assert fresh["resized_pixels"] <= 3  # other sizes and colour modes: converted and resized as predict does
     cli_tool = Path(sys.executable).with_name("saved_model_cli")
     shown = subprocess.run([str(cli_tool), "show", "--dir", str(out), "--all"], capture_output=True, text=True).stdout
     assert "signature_def['serving_default']" in shown and "DT_UINT8" in shown
+    assert "signature_def['serving_bytes']" in shown and "image_bytes" in shown
     assert_user_error(cli("export", run_dir, "--out", out), "already exists", "--overwrite")
 
 
