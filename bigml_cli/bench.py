@@ -49,20 +49,33 @@ def device_peak():
     return cpu_peak()
 
 
+LOOP_OPS = ("While", "StatelessWhile", "LoopCond")  # a recurrent layer's time loop: the profiler counts one step
+
+
 def forward_flops(model):
-    """FLOPs of one example's forward pass, counted by TensorFlow's profiler on the frozen graph."""
+    """FLOPs of one example's forward pass, counted by TensorFlow's profiler on the frozen graph; None when
+    the profiler cannot count them (a recurrent layer's loop). A text model is counted from its token ids: its
+    tokenizer's lookup table is not arithmetic, and its string input leaves every shape unknown to the
+    profiler."""
+    import keras
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    tokenizer = next((layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)), None)
+    if tokenizer is not None:
+        model = keras.Model(tokenizer.output, model.output)
     inp = model.inputs[0]
     spec = tf.TensorSpec((1, *inp.shape[1:]), inp.dtype)
-    frozen = convert_variables_to_constants_v2(tf.function(lambda x: model(x, training=False)).get_concrete_function(spec))
-    opts = tf.compat.v1.profiler.ProfileOptionBuilder(
-        tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
     logger = tf.get_logger()  # the v1 profiler logs a deprecation warning (3 lines) the first time it runs
     level = logger.level
     logger.setLevel("ERROR")
     try:
+        forward = tf.function(lambda x: model(x, training=False), autograph=False)
+        frozen = convert_variables_to_constants_v2(forward.get_concrete_function(spec))
+        if any(op.type in LOOP_OPS for op in frozen.graph.get_operations()):
+            return None
+        opts = tf.compat.v1.profiler.ProfileOptionBuilder(
+            tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
         return int(tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts).total_float_ops)
     finally:
         logger.setLevel(level)
@@ -123,7 +136,8 @@ def bench(recipe="tutorial_cnn_cifar10", pairs=3, data_dir=None, target=0.5, bas
                         "or pass --no-baseline")
     ds = load_dataset(cfg.data, data_dir)
     model = build_model(cfg.model, ds.input_info, ds.num_classes)
-    flops = 3 * forward_flops(model)  # training = forward + backward (about twice the forward)
+    forward = forward_flops(model)
+    flops = None if forward is None else 3 * forward  # training = forward + backward (about twice the forward)
     peak, peak_how = device_peak()
     steps = len(ds.y_train) // cfg.train.batch_size
     rows = []
@@ -142,8 +156,9 @@ def bench(recipe="tutorial_cnn_cifar10", pairs=3, data_dir=None, target=0.5, bas
     result = {
         "recipe": recipe, "model": cfg.model["name"], "global_batch_size": cfg.train.batch_size,
         "examples_per_second": round(throughput, 1), "train_flops_per_example": flops,
-        "achieved_flops_per_second": round(flops * throughput), "peak_flops_per_second": round(peak),
-        "peak": peak_how, "fraction_of_peak": round(flops * throughput / peak, 4),
+        "achieved_flops_per_second": None if flops is None else round(flops * throughput),
+        "peak_flops_per_second": round(peak), "peak": peak_how,
+        "fraction_of_peak": None if flops is None else round(flops * throughput / peak, 4),
         "target_val_accuracy": target, "pairs": rows,
     }
     if baseline:

@@ -356,9 +356,10 @@ def bench(
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"bench {recipe}: {result['examples_per_second']:,.0f} ex/s, "
-                        f"{result['train_flops_per_example'] / 1e6:,.1f} MFLOP/example, "
-                        f"{result['fraction_of_peak']:.1%} of peak ({result['peak']})")
+    flops = result["train_flops_per_example"]
+    compute = (f"{flops / 1e6:,.1f} MFLOP/example, {result['fraction_of_peak']:.1%} of peak ({result['peak']})"
+               if flops is not None else "FLOPs not counted (the profiler sees one step of a recurrent layer's loop)")
+    table = Table(title=f"bench {recipe}: {result['examples_per_second']:,.0f} ex/s, {compute}")
     for col in result["pairs"][0]:
         table.add_column(col, justify="right")
     for row in result["pairs"]:

@@ -41,3 +41,15 @@ def test_counting_flops_prints_no_tensorflow_deprecation_warning():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[-1]) > 0 and "deprecated" not in done.stderr, done.stderr
+
+
+def test_text_models_are_counted_from_their_token_ids_and_recurrent_loops_are_not_guessed():
+    """A string input left every shape unknown, so the profiler counted 0 FLOPs for IMDB's models and bench
+    printed '0.0 MFLOP/example, 0.0% of peak'. A transformer is now counted from its token ids; an LSTM's time
+    loop shows the profiler one step, so its count is None rather than a figure 400 times too small."""
+    info = {"kind": "text", "vocab": [f"w{i}" for i in range(50)], "sequence_length": 16, "tokens": "words"}
+    params = {"name": "transformer", "dim": 16, "heads": 2, "num_layers": 1, "mlp_dim": 32}
+    counted = forward_flops(build_model(params, info, 2))
+    one_projection = 2 * 16 * 16 * 16  # (16 tokens x 16) @ (16 x 16), one of attention's four
+    assert counted > 6 * one_projection  # queries, keys, values, output, and the MLP's two (x 2 in width)
+    assert forward_flops(build_model({"name": "rnn", "embedding_dim": 8, "units": 4}, info, 2)) is None
