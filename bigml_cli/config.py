@@ -257,9 +257,10 @@ def section_hint(key, value):
     """'; did you mean train.epochs=5?' for a bare key of the data or train section (yolo-style epochs=5)."""
     from dataclasses import fields
 
-    for section, cls in (("data", DataConfig), ("train", TrainConfig)):
-        if key in {f.name for f in fields(cls)}:
-            return f"; did you mean {section}.{key}={value}?"
+    for name in (key, ALIASES.get(key)):  # --lr 0.1: train.learning_rate=0.1
+        for section, cls in (("data", DataConfig), ("train", TrainConfig)):
+            if name in {f.name for f in fields(cls)}:
+                return f"; did you mean {section}.{name}={value}?"
     return ""
 
 

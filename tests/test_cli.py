@@ -85,6 +85,8 @@ def test_train_prints_its_results_and_what_to_run_next(cli, tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["train", "mlp", "--dataset", "digits", "--epochs", "3"], ["No such option: --epochs", "did you mean train.epochs=3?"]),
+    (["train", "mlp", "--dataset", "digits", "--lr", "0.1"], ["No such option: --lr",
+                                                            "did you mean train.learning_rate=0.1?"]),
     (["predict"], ["Missing argument 'run'", "see `bigml predict --help`"]),
     (["eval", "runs/x", "--split"], ["Option '--split' requires an argument", "--help`"]),
 ])
