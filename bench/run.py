@@ -25,10 +25,11 @@ def table(results):
         tta = [p["bigml_time_to_target_seconds"] for p in r["pairs"]]
         tta_s = f"{r['target_val_accuracy']:.0%} in {sorted(tta)[len(tta) // 2]:.0f} s" if None not in tta \
             else f"{r['target_val_accuracy']:.0%} not reached in 1 epoch"
+        counted = r["train_flops_per_example"] is not None  # not for a recurrent layer's loop
+        compute = (f"{r['train_flops_per_example'] / 1e6:,.1f} | {r['achieved_flops_per_second'] / 1e9:,.1f} | "
+                   f"{r['fraction_of_peak']:.1%}" if counted else "not counted | - | -")
         lines.append(
-            f"| {r['recipe']} | {r['global_batch_size']} | {r['examples_per_second']:,.0f} | "
-            f"{r['train_flops_per_example'] / 1e6:,.1f} | {r['achieved_flops_per_second'] / 1e9:,.1f} | "
-            f"{r['fraction_of_peak']:.1%} | "
+            f"| {r['recipe']} | {r['global_batch_size']} | {r['examples_per_second']:,.0f} | {compute} | "
             + (f"{sorted(base)[len(base) // 2]:,.0f} | {r['median_ratio_vs_baseline']:.2f}x" if base[0] else "- | -")
             + f" | {tta_s} |")
     lines.append("")
