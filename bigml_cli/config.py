@@ -136,11 +136,17 @@ def check_value(key, value, default):
         value = float(value) if ok else value
     elif isinstance(default, str):
         ok = isinstance(value, str)
-    elif isinstance(default, (list, tuple)):
+    elif isinstance(default, (list, tuple)):  # widths, filters, hidden_units, image_size: positive integers
         ok = isinstance(value, (list, tuple))
         value = list(value) if ok else value
+        if ok and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            raise UserError(f"{key} must be a list of positive integers, got {value!r}")
     if not ok:
         raise UserError(f"{key} must be {_type_name(default)}, got {value!r}")
+    if key == "data.image_size" and len(value) not in (0, 2):
+        raise UserError(f"{key} must be [height, width] (or [] for the folder's most common size), got {value!r}")
+    if key == "train.seed" and not 0 <= value < 2 ** 32:
+        raise UserError(f"{key} must be from 0 to 2**32 - 1, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
         raise unknown(f"value for {key}", value, CHOICES[key])
     if key in AT_LEAST and value < AT_LEAST[key][0]:
