@@ -151,7 +151,8 @@ def check_value(key, value, default):
         raise unknown(f"value for {key}", value, CHOICES[key])
     if key in AT_LEAST and value < AT_LEAST[key][0]:
         raise UserError(f"{key} must be at least {AT_LEAST[key][0]} ({AT_LEAST[key][1]}), got {value!r}")
-    if key in POSITIVE and value <= 0:
+    model_count = key.startswith("model.") and isinstance(default, int) and not isinstance(default, bool)
+    if (key in POSITIVE or model_count) and value <= 0:  # model counts: widths, heads, layers, units
         raise UserError(f"{key} must be positive, got {value!r}")
     if key in NON_NEGATIVE and value < 0:
         raise UserError(f"{key} must be 0 or more, got {value!r}")

@@ -122,3 +122,11 @@ def test_names_from_nanogpt_point_at_bigmls_keys(override, meant):
     with pytest.raises(UserError) as e:
         config.load("gpt", "tinyshakespeare", overrides=[override])
     assert f"(did you mean '{meant}'?" in str(e.value)
+
+
+@pytest.mark.parametrize("model, override", [("transformer", "model.heads=0"), ("rnn", "model.num_layers=0"),
+                                             ("gpt", "model.dim=-8"), ("cnn", "model.stem_width=0")])
+def test_model_counts_must_be_positive(model, override):
+    """heads=0 was a ZeroDivisionError; an RNN of 0 layers failed in its first training step."""
+    with pytest.raises(UserError, match=f"{override.split('=')[0]} must be positive, got {override.split('=')[1]}"):
+        config.load(model, "mnist", overrides=[override])
