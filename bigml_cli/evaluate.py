@@ -180,7 +180,7 @@ def labelled_examples(path, run):
     was left out (unreadable images) or read as unknown (unseen categories)."""
     from bigml_cli.data.base import sub_folders
     from bigml_cli.data.images import read_folder, unreadable_note
-    from bigml_cli.data.table import columns_to_arrays, is_missing, read_rows, unseen_values_note
+    from bigml_cli.data.table import columns_to_arrays, is_missing, read_table, unseen_values_note
     from bigml_cli.data.text import read_texts
 
     info, classes, path = run.info["input"], run.info["class_names"], Path(path)
@@ -191,12 +191,11 @@ def labelled_examples(path, run):
         if not path.is_file():
             raise UserError(f"--dataset {path} is not a file; this run's model takes a CSV table")
         target = run.config.data.target
-        header, rows = read_rows(path)
+        header, rows, lines = read_table(path)
         if target not in header:
             raise UserError(f"{path} has no column '{target}', the labels this run predicts; add it to score the rows")
-        lines = [i + 2 for i, r in enumerate(rows) if not is_missing(r[header.index(target)])]  # 1 is the header
-        rows = [rows[i - 2] for i in lines]
-        inputs = [f"{path}:{i}" for i in lines]
+        labelled = [i for i, r in enumerate(rows) if not is_missing(r[header.index(target)])]
+        rows, inputs = [rows[i] for i in labelled], [f"{path}:{lines[i]}" for i in labelled]
         labels = [r[header.index(target)].strip() for r in rows]
         x = columns_to_arrays(header, rows, info["columns"], path)
         notes = [n for n in (unseen_values_note(x, info["columns"]),) if n]
@@ -308,5 +307,5 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
                         "evaluate another with --split test or --split train")
     report = {**metrics_from_probs(predict_probs(model, x, progress="evaluating"), y, ds.class_names),
               "notes": ds.notes}
-    save_report(report, ds.class_names, run.eval_dir(split), y)
+    save_report(report, ds.class_names, run.eval_dir(split), y, ds.test_names if split == "test" else None)
     return {"run": str(run.path), "split": split, **report}

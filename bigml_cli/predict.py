@@ -7,7 +7,7 @@ import numpy as np
 from bigml_cli import runs
 from bigml_cli.data.base import files_in, read_many
 from bigml_cli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, unreadable_listing, unreadable_note
-from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_rows, unseen_values_note
+from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_table, unseen_values_note
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
 
@@ -96,9 +96,9 @@ def load_inputs(files, info, from_files=False):
         for f in files:
             if not str(f).lower().endswith(TABLE_SUFFIXES):
                 raise UserError(f"{f} is not a CSV file; this run's model takes table rows (.csv with a header)")
-            header, rows = read_rows(f)
+            header, rows, lines = read_table(f)
             parts.append(columns_to_arrays(header, rows, info["columns"], f))
-            names += [f"{f}:{i + 2}" for i in range(len(rows))]  # the row's line number in the file
+            names += [f"{f}:{line}" for line in lines]  # the row's line number in the file
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return names, columns, [n for n in (unseen_values_note(columns, info["columns"]),) if n]
     shape = info["shape"]

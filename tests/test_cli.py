@@ -494,6 +494,9 @@ def test_image_folder_end_to_end(cli, image_folder, tmp_path):
     result = cli("train", "cnn", "--dataset", image_folder, "--run-dir", run_dir, "--json", "train.epochs=2",
                  "model.widths=[8]", "model.stem_width=4", "train.batch_size=8", "data.val_fraction=0.1")
     assert result.exit_code == 0, result.text
+    with open(run_dir / "eval" / "test" / "predictions.csv", newline="") as f:  # the test pass names its files
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and all(Path(r["input"]).parent == image_folder / "test" / r["label"] for r in rows)
     png = next((image_folder / "test" / "class_1").glob("*.png"))
     result = cli("predict", run_dir, png, "--json")
     assert result.exit_code == 0, result.text
@@ -524,6 +527,13 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
     result = cli("eval", run_dir, "--dataset", table_csv, "--json")  # every labelled row of a CSV
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["examples"] == 240
+    lines = table_csv.read_text().splitlines()
+    with open(run_dir / "eval" / "test" / "predictions.csv", newline="") as f:  # the held-out rows, by line
+        tested = list(csv.DictReader(f))
+    assert len(tested) == 48 and len({r["input"] for r in tested}) == 48
+    for r in tested:
+        file, line = r["input"].rsplit(":", 1)
+        assert file == str(table_csv) and lines[int(line) - 1].rsplit(",", 1)[1] == r["label"]
     some = tmp_path / "some.csv"
     lines = table_csv.read_text().splitlines()
     some.write_text("\n".join([lines[0], lines[1], lines[2].rsplit(",", 1)[0] + ",", lines[3]]) + "\n")

@@ -347,3 +347,16 @@ def test_normalization_statistics_match_the_float_computation():
         np.testing.assert_allclose(info["mean"], flat.mean(axis=0), atol=6e-7)
         np.testing.assert_allclose(info["std"], flat.std(axis=0), atol=6e-7)
     assert image_info(np.full((4, 2, 2, 3), 7, np.uint8))["std"] == [1e-3] * 3  # flat channels are floored
+
+
+def test_csv_rows_are_named_by_the_line_they_start_on(tmp_path):
+    """Blank lines and a quoted cell spanning lines do not shift the line numbers that name rows."""
+    from bigml_cli.data.table import read_table
+
+    path = tmp_path / "notes.csv"
+    path.write_text('a,b\n1,x\n\n2,"two\nlines"\n3,y\n\n4\n')
+    with pytest.raises(UserError, match="notes.csv line 8 has 1 fields but the header has 2"):
+        read_table(path)
+    path.write_text('a,b\n1,x\n\n2,"two\nlines"\n3,y\n')
+    header, rows, lines = read_table(path)
+    assert header == ["a", "b"] and [r[0] for r in rows] == ["1", "2", "3"] and lines == [2, 4, 6]

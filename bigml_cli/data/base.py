@@ -36,6 +36,7 @@ class Dataset:
     augment: str = "none"  # what data.augment=auto means for this dataset
     input_info: dict = field(default_factory=dict)  # what the model's preprocessing needs
     notes: list = field(default_factory=list)  # lines for the user: what loading left out, and why
+    test_names: list = field(default_factory=list)  # each test example's file (or FILE:LINE); [] for built-ins
 
     @property
     def num_classes(self):
@@ -80,16 +81,25 @@ def length(x):
     return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 
 
-def split(x, y, fraction, seed):
-    """Seeded split of (x, y) into (rest, held-out) with `fraction` of the rows held out."""
-    n = length(x)
+def split_indices(n, fraction, seed):
+    """(rest, held-out) row indices of a seeded split with `fraction` of `n` rows held out."""
     order = np.random.default_rng(seed).permutation(n)
     k = int(round(n * fraction))
     if n and k >= n:
         raise UserError(f"holding out {fraction:g} of {n} examples leaves none to train on; lower "
                         "data.val_fraction or data.test_fraction")
-    held, rest = np.sort(order[:k]), np.sort(order[k:])
+    return np.sort(order[k:]), np.sort(order[:k])
+
+
+def split(x, y, fraction, seed):
+    """Seeded split of (x, y) into (rest, held-out) with `fraction` of the rows held out."""
+    rest, held = split_indices(length(x), fraction, seed)
     return take(x, rest), y[rest], take(x, held), y[held]
+
+
+def held_out(names, fraction, seed):
+    """The names of the rows `split` holds out, in its order."""
+    return [names[i] for i in split_indices(len(names), fraction, seed)[1]]
 
 
 def sub_folders(folder):

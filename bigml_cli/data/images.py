@@ -8,8 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bigml_cli.data.base import (DATASETS, class_folders, files_in, make_image_dataset, read_many, split,
-                                 sub_folders)
+from bigml_cli.data.base import (DATASETS, class_folders, files_in, held_out, make_image_dataset, read_many,
+                                 split, sub_folders)
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -272,13 +272,13 @@ def load_image_folder(path: Path, cfg):
             raise UserError(f"image folder {train_dir} holds no readable images: none of its {len(files)} image "
                             f"files opens (the first, {e.path}: {e.reason}); give PNG or JPEG files") from None
     size = tuple(cfg.image_size) if cfg.image_size else fit_within(size, MAX_SIDE)
-    _, xs, ys, _, unreadable = read_folder(train_dir, size, channels)
+    _, xs, ys, files, unreadable = read_folder(train_dir, size, channels)
     if not xs:
         raise UserError(f"image folder {train_dir} holds no readable images ({unreadable_listing(unreadable)}); "
                         "give PNG or JPEG files")
     x, y = np.stack(xs), np.asarray(ys)
     if test_dir:
-        test_classes, xt, yt, _, more = read_folder(test_dir, size, channels)
+        test_classes, xt, yt, test_files, more = read_folder(test_dir, size, channels)
         if test_classes != classes:
             raise UserError(f"{test_dir} has classes {test_classes} but {train_dir} has {classes}; make them match")
         if not xt:
@@ -287,6 +287,8 @@ def load_image_folder(path: Path, cfg):
         unreadable += more
     else:
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
+        test_files = held_out(files, cfg.test_fraction, seed=0)
     ds = make_image_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg, augment="none")
     ds.notes = [n for n in (unreadable_note(unreadable),) if n]
+    ds.test_names = test_files
     return ds

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from bigml_cli.data.base import Dataset, split
+from bigml_cli.data.base import Dataset, held_out, split
 from bigml_cli.errors import UserError, did_you_mean
 
 SUFFIXES = (".csv", ".tsv")  # the reader sniffs commas, semicolons and tabs in either
@@ -32,22 +32,29 @@ def guess_delimiter(header_line):
     return best if counts[best] else ","
 
 
-def read_rows(path):
+def read_table(path):
+    """(header, rows, the line each row starts on) of a CSV file, blank rows left out: the line numbers
+    name rows in messages and predictions as an editor counts them."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             sep = guess_delimiter(f.readline())
             f.seek(0)
-            rows = list(csv.reader(f, delimiter=sep))
+            reader = csv.reader(f, delimiter=sep)
+            rows, lines, end = [], [], 0
+            for row in reader:
+                if any(cell.strip() for cell in row):
+                    rows.append(row)
+                    lines.append(end + 1)  # a quoted cell may span lines: the row starts after the last one
+                end = reader.line_num
     except (UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{path} is not a readable CSV file ({e}); save it as UTF-8 CSV with a header row") from None
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
     if len(rows) < 2:
         raise UserError(f"{path} has no data rows; a CSV needs a header row and at least one row of values")
     header = [h.strip() for h in rows[0]]
-    for i, r in enumerate(rows[1:], start=2):
+    for line, r in zip(lines[1:], rows[1:]):
         if len(r) != len(header):
-            raise UserError(f"{path} line {i} has {len(r)} fields but the header has {len(header)}; fix that row")
-    return header, rows[1:]
+            raise UserError(f"{path} line {line} has {len(r)} fields but the header has {len(header)}; fix that row")
+    return header, rows[1:], lines[1:]
 
 
 def column_is_numeric(values):
@@ -114,7 +121,7 @@ def check_classes(target, class_names, rows):
 
 def load_csv(path, cfg):
     """A CSV table with a header row; `data.target` (--target) names the class column."""
-    header, rows = read_rows(path)
+    header, rows, lines = read_table(path)
     if not cfg.target:
         raise UserError(f"a CSV dataset needs the column to predict: pass --target COLUMN (one of: "
                         f"{', '.join(header)})")
@@ -122,7 +129,8 @@ def load_csv(path, cfg):
         raise UserError(f"target column '{cfg.target}' is not in {path}{did_you_mean(cfg.target, header)}; "
                         f"columns are: {', '.join(header)}")
     t = header.index(cfg.target)
-    rows = [r for r in rows if not is_missing(r[t])]
+    labelled = [i for i, r in enumerate(rows) if not is_missing(r[t])]
+    rows, names = [rows[i] for i in labelled], [f"{path}:{lines[i]}" for i in labelled]
     labels = [r[t].strip() for r in rows]
     class_names = sorted(set(labels))
     if len(class_names) < 2:
@@ -137,6 +145,7 @@ def load_csv(path, cfg):
         raise UserError(f"{path} has no feature columns besides the target '{cfg.target}'")
     x = columns_to_arrays(header, rows, columns)
     x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
+    test_names = held_out(names, cfg.test_fraction, seed=0)
     x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
     for col in columns:  # statistics from the training rows only
         values = x_tr[col["key"]]
@@ -148,4 +157,4 @@ def load_csv(path, cfg):
             names, counts = np.unique(values[values != ""], return_counts=True)
             col["vocab"] = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_VOCAB]]
     return Dataset(str(path), "table", class_names, x_tr, y_tr, x_val, y_val, x_test, y_test,
-                   augment="none", input_info={"kind": "table", "columns": columns})
+                   augment="none", input_info={"kind": "table", "columns": columns}, test_names=test_names)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, Dataset, class_folders, files_in, split, sub_folders
+from bigml_cli.data.base import DATASETS, Dataset, class_folders, files_in, held_out, split, sub_folders
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -87,13 +87,17 @@ def is_text_folder(path: Path):
 def load_text_folder(path: Path, cfg):
     """A folder with one sub-folder of .txt files per class, optionally split into train/ and test/."""
     train_dir, test_dir, classes = class_folders(path, "text")
-    x, y = read_texts(train_dir, classes)
+    files, test_files = [], []
+    x, y = read_texts(train_dir, classes, files)
     if test_dir:
-        x_test, y_test = read_texts(test_dir, classes)
+        x_test, y_test = read_texts(test_dir, classes, test_files)
         x_train, y_train = x, y
     else:
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
-    return make_text_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg)
+        test_files = held_out(files, cfg.test_fraction, seed=0)
+    ds = make_text_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg)
+    ds.test_names = test_files
+    return ds
 
 
 # --- language modelling: a corpus split into train and validation text -------------------------------
