@@ -297,9 +297,11 @@ def test_unknown_model_dataset_and_recipe_key(cli, tmp_path):
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.epochs=1.5"),
                       "train.epochs must be an integer")
     assert_user_error(cli("config", "mlp", "--dataset", "digits", "--recipe", "nope"), "shipped recipe")
-    assert_user_error(cli("train", "mlp", "--dataset", "digits", "model.hidden_units=[0]", "--run-dir",
-                          tmp_path / "zero"), "model 'mlp' cannot be built", "units=0")
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "model.activation=nope", "--run-dir",
+                          tmp_path / "zero"), "model 'mlp' cannot be built", "activation function identifier: nope")
     assert not (tmp_path / "zero").exists()
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "model.hidden_units=[0]"),
+                      "model.hidden_units must be a list of positive integers, got [0]")
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "train.whiten_bias_epochs=1"),
                       "train.whiten_bias_epochs applies to models with the whitening stem")
     assert not Path("runs").exists() or not list(Path("runs").glob("mlp-mnsit*"))
