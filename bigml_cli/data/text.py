@@ -28,7 +28,7 @@ def read_texts(folder, classes, files=None):
             labels.append(label)
             if files is not None:
                 files.append(str(f))
-    return np.array(texts, dtype=object).astype(str), np.array(labels, np.int64)
+    return np.array(texts, dtype=object), np.array(labels, np.int64)  # not <U: padded to the longest
 
 
 def build_vocabulary(texts, cfg):
