@@ -57,7 +57,7 @@ def read_text_inputs(items, from_files):
         if not item.strip():
             raise UserError("an input text is empty; give some words to classify")
         texts.append(item)
-    return np.array(texts, dtype=object).astype(str)
+    return np.array(texts, dtype=object)  # Python strings: a fixed-width array pads each to the longest
 
 
 def expand_folders(files, kind):
