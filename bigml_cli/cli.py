@@ -412,14 +412,15 @@ LISTABLE = ("models", "datasets", "recipes", "runs")
 def list_cmd(
     what: str = typer.Argument("models", help="models, datasets, recipes or runs."),
     runs_root: str = typer.Option("runs", "--runs-root", help="Where to look for runs."),
+    data_dir: Optional[str] = DataDir,
     as_json: bool = Json,
 ):
-    """List the models, datasets, recipes or runs."""
+    """List the models, datasets (and which are in the data directory), recipes or runs."""
     from bigml_cli.errors import unknown
 
     if what not in LISTABLE:
         raise unknown("list", what, LISTABLE)
-    rows = list_rows(what, runs_root)
+    rows = list_rows(what, runs_root, data_dir)
     if as_json:
         print(json.dumps({what: rows}))
         return
@@ -427,7 +428,12 @@ def list_cmd(
         out.print(f"no runs under {runs_root}/; `bigml train` writes them there, or pass --runs-root DIR",
                   markup=False)
         return
-    table = Table(title=what)
+    title = what
+    if what == "datasets":
+        from bigml_cli.data import data_dir as resolve
+
+        title += f" (data_dir: {resolve(data_dir)})"
+    table = Table(title=title)
     for col in rows[0]:
         table.add_column(col)
     for row in rows:
@@ -435,19 +441,23 @@ def list_cmd(
     out.print(table)
 
 
-def list_rows(what, runs_root="runs"):
+def list_rows(what, runs_root="runs", data_root=None):
     if what == "models":
         from bigml_cli.models import MODELS
 
         return [{"model": n, "description": MODELS.doc(n)} for n in MODELS.names()]
     if what == "datasets":
-        from bigml_cli.data import DATASETS
+        from bigml_cli.data import DATASETS, availability, data_dir
 
-        return [{"dataset": n, "description": DATASETS.doc(n)} for n in DATASETS.names()] + [
+        root = data_dir(data_root)
+        return [{"dataset": n, "description": DATASETS.doc(n), "data_dir": availability(n, root)}
+                for n in DATASETS.names()] + [
             {"dataset": "PATH/", "description": "a folder with one sub-folder per class of images or .txt files, "
-                                                "optional train/ test/"},
-            {"dataset": "FILE.csv", "description": "a CSV table (comma, semicolon or tab separated; FILE.tsv too); --target COLUMN names the class column"},
-            {"dataset": "FILE.txt", "description": "a UTF-8 corpus for language models (e.g. gpt)"}]
+                                                "optional train/ test/", "data_dir": None},
+            {"dataset": "FILE.csv", "description": "a CSV table (comma, semicolon or tab separated; FILE.tsv too); "
+                                                   "--target COLUMN names the class column", "data_dir": None},
+            {"dataset": "FILE.txt", "description": "a UTF-8 corpus for language models (e.g. gpt)",
+             "data_dir": None}]
     if what == "recipes":
         import yaml
 

@@ -270,6 +270,18 @@ def test_help_shows_the_defaults(cli):
     assert "[default: MODEL_DATASET if shipped]" in text and "[default: the recipe's train.strategy]" in text
 
 
+def test_list_datasets_says_which_are_in_the_data_directory(cli, tmp_path):
+    from bigml_cli.data import DATASETS, LOCAL_FILES
+
+    assert set(LOCAL_FILES) == set(DATASETS.names())  # a new dataset must say what it needs
+    (tmp_path / "mnist.npz").write_bytes(b"")
+    rows = json.loads(cli("list", "datasets", "--data-dir", tmp_path, "--json").stdout)["datasets"]
+    shown = {r["dataset"]: r["data_dir"] for r in rows}
+    assert shown["mnist"] == "here" and shown["digits"] == "ships with scikit-learn"
+    assert shown["cifar10"] == "not here: downloads on first use" and shown["FILE.csv"] is None
+    assert f"data_dir: {tmp_path}" in " ".join(cli("list", "datasets", "--data-dir", tmp_path).stdout.split())
+
+
 def test_list_and_config_commands(cli, digits_run):
     assert "cnn" in cli("list", "models").stdout
     datasets = cli("list", "datasets").stdout

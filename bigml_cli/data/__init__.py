@@ -12,6 +12,19 @@ from bigml_cli.data import images, table, text  # noqa: F401  (registers the dat
 from bigml_cli.errors import UserError, did_you_mean
 
 
+# what each registered dataset needs in the data directory (None: it ships with a package)
+LOCAL_FILES = {"mnist": "mnist.npz", "fashion_mnist": "fashion-mnist/t10k-labels-idx1-ubyte.gz",
+               "cifar10": "cifar-10-batches-py/test_batch", "cifar100": "cifar-100-python/test",
+               "digits": None, "imdb": "aclImdb/test/pos", "tinyshakespeare": "tinyshakespeare.txt"}
+
+
+def availability(name, root):
+    """Whether a registered dataset is in the data directory `root`, for `bigml list datasets`."""
+    if LOCAL_FILES[name] is None:
+        return "ships with scikit-learn"
+    return "here" if (Path(root) / LOCAL_FILES[name]).exists() else "not here: downloads on first use"
+
+
 WHAT_PATHS = ("give a folder of images or .txt files (one sub-folder per class), a .csv (or .tsv) table or a .txt "
               "corpus")
 
