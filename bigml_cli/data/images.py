@@ -266,11 +266,13 @@ def load_image_folder(path: Path, cfg):
         raise UserError(f"image folder {train_dir} holds no .png/.jpg images in its class sub-folders")
     size, channels = _common_size_and_channels(files)
     if size is None:  # not one readable image: say why the first is not
+        why = ""
         try:
             read_image(files[0])
         except UnreadableImage as e:
-            raise UserError(f"image folder {train_dir} holds no readable images: none of its {len(files)} image "
-                            f"files opens (the first, {e.path}: {e.reason}); give PNG or JPEG files") from None
+            why = f" (the first, {e.path}: {e.reason})"
+        raise UserError(f"image folder {train_dir} holds no readable images: none of its {len(files)} image "
+                        f"files opens{why}; give PNG or JPEG files")
     size = tuple(cfg.image_size) if cfg.image_size else fit_within(size, MAX_SIDE)
     _, xs, ys, files, unreadable = read_folder(train_dir, size, channels)
     if not xs:
