@@ -225,6 +225,21 @@ def labelled_examples(path, run):
     return x, np.array([classes.index(name) for name in labels], np.int64), inputs, notes
 
 
+def changed_split_notes(run, ds, split):
+    """A note when the split scored now is not the one the run had when it trained (its data changed since)."""
+    from bigml_cli.data.base import fingerprint, split_change
+
+    then = run.info.get("data", {}).get(split)
+    if not then:  # a run from before run.json recorded its data
+        return []
+    now = fingerprint(ds, (split,))[split]
+    if now == then:
+        return []
+    return [f"note: the {split} split is not the one this run had when it trained "
+            f"({split_change(split, then['examples'], now['examples'])}): {ds.name} changed since, so these figures "
+            f"are not comparable with the run's own{' and may include examples it trained on' if split != 'train' else ''}"]
+
+
 def text_windows(path, info):
     """A user's own text for a language-model run: its token ids in non-overlapping windows, as the run's
     validation text is scored (characters the model never saw are skipped; unseen words read as <unk>)."""
@@ -306,6 +321,6 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
         raise UserError(f"run {run_path} has no {split} split (its data.{split}_fraction is 0); "
                         "evaluate another with --split test or --split train")
     report = {**metrics_from_probs(predict_probs(model, x, progress="evaluating"), y, ds.class_names),
-              "notes": ds.notes}
+              "notes": ds.notes + changed_split_notes(run, ds, split)}
     save_report(report, ds.class_names, run.eval_dir(split), y, ds.test_names if split == "test" else None)
     return {"run": str(run.path), "split": split, **report}

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bigml_cli import distribute, runs
 from bigml_cli.data import load_dataset
+from bigml_cli.data.base import fingerprint, split_change
 from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_steps_per_epoch, lm_train_dataset,
                                      steps_per_epoch, train_dataset)
 from bigml_cli.errors import Interrupted, UserError
@@ -420,6 +421,21 @@ def open_for_resume(run_dir, lock):
     return run_, cfg
 
 
+def check_same_data(run_, cfg, ds):
+    """Resuming on data that changed would train on other examples, and could test on ones it trained on."""
+    then = run_.info.get("data")
+    if not then:  # a run from before run.json recorded its data
+        return
+    now = fingerprint(ds)
+    changed = [split for split in then if then[split] != now.get(split)]
+    if changed:
+        counts = "; ".join(split_change(split, then[split]["examples"], now.get(split, {}).get("examples", 0))
+                           for split in changed)
+        raise UserError(f"the dataset {cfg.data.name} changed since run {run_.path} started ({counts}); resuming "
+                        "would train on other examples and could test on ones it trained on. Restore the data, or "
+                        f"train a new run with its settings: bigml train --recipe {run_.path} --run-dir NEW_DIR")
+
+
 def _selection_key(logs, monitor):
     """How good an epoch is for model selection, larger is better: accuracy first, ties broken by the lower
     loss (on a small validation set accuracy moves in coarse steps, and equal accuracies are common: the
@@ -476,6 +492,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
     ds = load_dataset(cfg.data, data_root)  # user errors surface before anything is written
+    if resume:
+        check_same_data(run_, cfg, ds)
     augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
     task = task_for(ds, t, augment, cfg.data.crop_padding)
     previous_policy = keras.mixed_precision.global_policy()
@@ -513,7 +531,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 "input": ds.input_info, "augment": augment, "params": model.count_params(),
                 "strategy": place.name, "replicas": place.replicas, "global_batch_size": t.batch_size,
                 "per_replica_batch_size": t.batch_size // place.replicas, "steps_per_epoch": steps,
-                "config_sha256": config_hash(cfg),
+                "config_sha256": config_hash(cfg), "data": fingerprint(ds),
                 "keras": keras.__version__, "tensorflow": tf.__version__,
             }, indent=2))
         elif resume:

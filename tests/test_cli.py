@@ -503,6 +503,34 @@ def test_predict_and_eval_leave_out_unreadable_images_found_in_a_folder(cli, dig
     assert_user_error(cli("predict", run_dir, folder / "7" / "broken.png"), "broken.png is not a readable image")
 
 
+def test_a_run_knows_when_its_data_changed_under_it(cli, table_csv, tmp_path):
+    """Rows added to a CSV shift every split: resuming would train on other rows and could test on rows it
+    trained on, so it is refused; eval still scores, with a note that the split is not the run's own."""
+    run_dir = tmp_path / "run"
+    result = cli("train", "mlp", "--dataset", table_csv, "--target", "label", "--run-dir", run_dir,
+                 "train.epochs=1", "model.hidden_units=[8]")
+    assert result.exit_code == 0, result.text
+    recorded = json.loads((run_dir / "run.json").read_text())["data"]
+    assert {k: v["examples"] for k, v in recorded.items()} == {"train": 173, "val": 19, "test": 48}
+    assert json.loads(cli("eval", run_dir, "--json").stdout)["notes"] == []
+    original = table_csv.read_text()
+    table_csv.write_text(original + "".join(f"{30 + i},red,70,yes\n" for i in range(10)))
+    report = json.loads(cli("eval", run_dir, "--json").stdout)
+    assert report["notes"] == ["note: the test split is not the one this run had when it trained (test: 48 examples "
+                               f"then, 50 now): {table_csv} changed since, so these figures are not comparable with "
+                               "the run's own and may include examples it trained on"]
+    (run_dir / "metrics.json").unlink()  # as if it had stopped before its test pass
+    assert_user_error(cli("train", "--resume", run_dir), f"the dataset {table_csv} changed since run {run_dir} "
+                      "started (train: 173 examples then, 180 now; val: 19 examples then, 20 now; test: 48 "
+                      "examples then, 50 now); resuming would train on other examples",
+                      f"bigml train --recipe {run_dir} --run-dir NEW_DIR")
+    table_csv.write_text(original.replace(",yes\n", ",no\n", 1))  # one label changed: the same counts
+    assert_user_error(cli("train", "--resume", run_dir), "examples, not the same ones")
+    table_csv.write_text(original)
+    result = cli("train", "--resume", run_dir)
+    assert result.exit_code == 0, result.text
+
+
 def test_image_folder_end_to_end(cli, image_folder, tmp_path):
     run_dir = tmp_path / "run"
     result = cli("train", "cnn", "--dataset", image_folder, "--run-dir", run_dir, "--json", "train.epochs=2",

@@ -70,6 +70,33 @@ def read_many(read, items, what):
     return out
 
 
+def fingerprint(ds, splits=("train", "val", "test")):
+    """{split: {"examples": n, "sha256": hash of its inputs and labels}}: what a run trained and was tested on,
+    so that a resume or an evaluation can tell when the data under it changed (a folder with images added
+    shifts every split, and puts training examples into the test split)."""
+    import hashlib
+
+    def digest(x, y):
+        h = hashlib.sha256()
+        for part in ([x[k] for k in sorted(x)] if isinstance(x, dict) else [x]) + [y]:
+            part = np.asarray(part)
+            if part.dtype == object:
+                h.update("\0".join(map(str, part.ravel())).encode("utf-8", "surrogatepass"))
+            else:
+                h.update(str((part.dtype.str, part.shape)).encode())
+                h.update(np.ascontiguousarray(part).tobytes())
+        return h.hexdigest()
+
+    return {split: {"examples": int(len(ds.arrays(split)[1])), "sha256": digest(*ds.arrays(split))}
+            for split in splits if ds.arrays(split)[0] is not None}
+
+
+def split_change(split, then, now):
+    """'test: 48 examples then, 50 now', or 'test: 48 examples, not the same ones'."""
+    return f"{split}: {then:,} examples then, {now:,} now" if then != now else \
+        f"{split}: {then:,} examples, not the same ones"
+
+
 def take(x, idx):
     """Rows `idx` of an array or of every column of a table."""
     if isinstance(x, dict):
