@@ -333,13 +333,29 @@ def scratch_state_dir():
     return tempfile.mkdtemp(prefix=f"bigml-worker-state-{os.getpid()}-")
 
 
+def _differs_from_chief(place, numbers):
+    """(whether any worker's `numbers` differ from the chief's, the chief's), through two all-reduces."""
+    mine = tf.constant(numbers, tf.float64)
+    chiefs = tf.function(lambda: _all_sum(place, [mine], 1.0 if place.is_chief else 0.0))()[0]
+    mismatches = tf.function(lambda: _all_sum(place, [tf.reduce_any(chiefs != mine)], 1.0))()[0]
+    return bool(float(mismatches)), chiefs
+
+
+def check_workers_same_data(place, ds):
+    """Every worker must read the same examples: a worker with another copy of the data (a folder with more
+    images) would train on other examples and shard a different stream."""
+    digest = hashlib.sha256(json.dumps(fingerprint(ds), sort_keys=True).encode()).hexdigest()
+    differs, _ = _differs_from_chief(place, [int(digest[:12], 16)])  # 48 bits: exact in float64
+    if differs:
+        raise UserError(f"the workers' data differ: {ds.name} on one worker holds other examples than on another; "
+                        "give every worker the same copy of the data and the same data.* settings")
+
+
 def check_same_config(place, signature):
     """Every worker must train the same steps: one with more epochs would wait forever for the others.
     `signature`: numbers that must agree (parameters, steps per epoch, epochs, batch size, seed)."""
-    mine = tf.constant(signature, tf.float64)
-    chiefs = tf.function(lambda: _all_sum(place, [mine], 1.0 if place.is_chief else 0.0))()[0]
-    mismatches = tf.function(lambda: _all_sum(place, [tf.reduce_any(chiefs != mine)], 1.0))()[0]
-    if float(mismatches):
+    differs, chiefs = _differs_from_chief(place, signature)
+    if differs:
         theirs = "another worker's differ from" if place.is_chief else f"the chief's are {[int(x) for x in chiefs]}, not"
         raise UserError(f"the workers' configs differ: parameters, steps per epoch, epochs, batch size and seed: "
                         f"{theirs} this worker's {[int(x) for x in signature]}; run the same command on every "
@@ -519,6 +535,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
         if place.multi_worker:  # before the run directory exists
             check_same_config(place, [model.count_params(), steps, t.epochs, t.batch_size, t.seed])
+            check_workers_same_data(place, ds)
         # a user error, so before the run directory exists
         freeze = t.whiten_bias_epochs and FreezeAfter(whitening_biases(model), t.whiten_bias_epochs * steps)
         run_ = None

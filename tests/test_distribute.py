@@ -233,6 +233,20 @@ def test_workers_given_different_configs_stop_with_a_user_error(tmp_path, chief,
     assert not (tmp_path / "run0").exists()  # nothing written
 
 
+def test_workers_given_different_copies_of_the_data_stop_with_a_user_error(tmp_path, table_csv):
+    # the same shapes and config, so nothing else differs: each worker would train on its own examples
+    other = tmp_path / "other.csv"
+    other.write_text(table_csv.read_text().replace(",yes\n", ",no\n", 1))
+    base = ["mlp", "--target", "label", "train.epochs=1"]
+    procs = _two_workers([*base, "--dataset", table_csv, "--run-dir", tmp_path / "run0"],
+                         [*base, "--dataset", other, "--run-dir", tmp_path / "run1"])
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [2, 2], errs
+    for err in errs:
+        assert err.startswith("error: the workers' data differ:") and "give every worker the same copy" in err, err
+    assert not (tmp_path / "run0").exists()  # nothing written
+
+
 def test_a_killed_workers_scratch_checkpoints_are_removed_by_the_next_worker(tmp_path, monkeypatch):
     # a non-chief worker saves to a temporary folder it removes at the end; SIGKILL skips that
     import tempfile
