@@ -341,10 +341,10 @@ def _differs_from_chief(place, numbers):
     return bool(float(mismatches)), chiefs
 
 
-def check_workers_same_data(place, ds):
+def check_workers_same_data(place, ds, data):
     """Every worker must read the same examples: a worker with another copy of the data (a folder with more
-    images) would train on other examples and shard a different stream."""
-    digest = hashlib.sha256(json.dumps(fingerprint(ds), sort_keys=True).encode()).hexdigest()
+    images) would train on other examples and shard a different stream. `data`: fingerprint(ds)."""
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     differs, _ = _differs_from_chief(place, [int(digest[:12], 16)])  # 48 bits: exact in float64
     if differs:
         raise UserError(f"the workers' data differ: {ds.name} on one worker holds other examples than on another; "
@@ -437,12 +437,12 @@ def open_for_resume(run_dir, lock):
     return run_, cfg
 
 
-def check_same_data(run_, cfg, ds):
-    """Resuming on data that changed would train on other examples, and could test on ones it trained on."""
+def check_same_data(run_, cfg, now):
+    """Resuming on data that changed would train on other examples, and could test on ones it trained on.
+    `now`: the fingerprint of the data as loaded for this resume."""
     then = run_.info.get("data")
     if not then:  # a run from before run.json recorded its data
         return
-    now = fingerprint(ds)
     changed = [split for split in then if then[split] != now.get(split)]
     if changed:
         counts = "; ".join(split_change(split, then[split]["examples"], now.get(split, {}).get("examples", 0))
@@ -508,8 +508,9 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
     ds = load_dataset(cfg.data, data_root)  # user errors surface before anything is written
+    data = fingerprint(ds)  # recorded in run.json; a resume and the workers compare it
     if resume:
-        check_same_data(run_, cfg, ds)
+        check_same_data(run_, cfg, data)
     augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
     task = task_for(ds, t, augment, cfg.data.crop_padding)
     previous_policy = keras.mixed_precision.global_policy()
@@ -535,7 +536,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
         if place.multi_worker:  # before the run directory exists
             check_same_config(place, [model.count_params(), steps, t.epochs, t.batch_size, t.seed])
-            check_workers_same_data(place, ds)
+            check_workers_same_data(place, ds, data)
         # a user error, so before the run directory exists
         freeze = t.whiten_bias_epochs and FreezeAfter(whitening_biases(model), t.whiten_bias_epochs * steps)
         run_ = None
@@ -548,7 +549,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 "input": ds.input_info, "augment": augment, "params": model.count_params(),
                 "strategy": place.name, "replicas": place.replicas, "global_batch_size": t.batch_size,
                 "per_replica_batch_size": t.batch_size // place.replicas, "steps_per_epoch": steps,
-                "config_sha256": config_hash(cfg), "data": fingerprint(ds),
+                "config_sha256": config_hash(cfg), "data": data,
                 "keras": keras.__version__, "tensorflow": tf.__version__,
             }, indent=2))
         elif resume:
