@@ -156,11 +156,19 @@ WRITERS = {"savedmodel": write_savedmodel, "onnx": write_onnx, "litert": write_l
 
 
 def savedmodel_runner(path, info):
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    """serving_default as a function of a batch; its `.signatures` are the reloaded SavedModel's (for
+    serving_bytes), so the export is loaded once."""
+    signatures = tf.saved_model.load(str(path)).signatures
+    serve = signatures["serving_default"]
     spec, = input_signature(info)  # a table's is a dict of columns, named as its batches are
-    if isinstance(spec, dict):
-        return lambda batch: serve(**{k: tf.constant(v) for k, v in batch.items()})[output_name(info)].numpy()
-    return lambda batch: serve(**{spec.name: tf.constant(batch)})[output_name(info)].numpy()
+
+    def run(batch):
+        inputs = {k: tf.constant(v) for k, v in batch.items()} if isinstance(spec, dict) else \
+            {spec.name: tf.constant(batch)}
+        return serve(**inputs)[output_name(info)].numpy()
+
+    run.signatures = signatures
+    return run
 
 
 def onnx_runner(path, info):
@@ -218,7 +226,7 @@ def verify(path, model, info, x, fmt="savedmodel"):
         raise ExportMismatch(f"{what}: max |diff| {diff:.2e}, top-1 agreement {agree:.2%}; the export was removed")
     check = {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(expected))}
     if fmt == "savedmodel" and info["kind"] == "image":  # the same images, sent as PNG files
-        serve = tf.saved_model.load(str(path)).signatures[BYTES_SIGNATURE]
+        serve = run.signatures[BYTES_SIGNATURE]
         n = min(len(x), 64)
         got = serve(image_bytes=tf.constant([png_bytes(image) for image in x[:n]]))["probabilities"].numpy()
         diff = float(np.abs(got - expected[:n]).max())
