@@ -179,8 +179,8 @@ def labelled_examples(path, run):
     holding the run's target column. Names are file paths, or FILE:LINE for a CSV's rows; the notes say what
     was left out (unreadable images) or read as unknown (unseen categories)."""
     from bigml_cli.data.base import sub_folders
-    from bigml_cli.data.images import read_folder, unreadable_note
-    from bigml_cli.data.table import columns_to_arrays, is_missing, read_table, unseen_values_note
+    from bigml_cli.data.images import read_folder, unreadable_notes
+    from bigml_cli.data.table import columns_to_arrays, is_missing, read_table, unseen_values_notes
     from bigml_cli.data.text import read_texts
 
     info, classes, path = run.info["input"], run.info["class_names"], Path(path)
@@ -198,7 +198,7 @@ def labelled_examples(path, run):
         rows, inputs = [rows[i] for i in labelled], [f"{path}:{lines[i]}" for i in labelled]
         labels = [r[header.index(target)].strip() for r in rows]
         x = columns_to_arrays(header, rows, info["columns"], path)
-        notes = [n for n in (unseen_values_note(x, info["columns"]),) if n]
+        notes = unseen_values_notes(x, info["columns"])
     else:
         if not path.is_dir():
             raise UserError(f"--dataset {path} is not a folder; give one with a sub-folder of "
@@ -207,7 +207,7 @@ def labelled_examples(path, run):
         if info["kind"] == "image":
             names, x, idx, inputs, unreadable = read_folder(folder, info["shape"][:2], info["shape"][2])
             x = np.stack(x) if x else None
-            notes = [n for n in (unreadable_note(unreadable),) if n]
+            notes = unreadable_notes(unreadable)
         else:
             names, inputs = sub_folders(folder), []
             x, idx = read_texts(folder, names, inputs)

@@ -6,8 +6,8 @@ import numpy as np
 
 from bigml_cli import runs
 from bigml_cli.data.base import files_in, read_many
-from bigml_cli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, unreadable_listing, unreadable_note
-from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_table, unseen_values_note
+from bigml_cli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, unreadable_listing, unreadable_notes
+from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_table, unseen_values_notes
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
 
@@ -100,7 +100,7 @@ def load_inputs(files, info, from_files=False):
             parts.append(columns_to_arrays(header, rows, info["columns"], f))
             names += [f"{f}:{line}" for line in lines]  # the row's line number in the file
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return names, columns, [n for n in (unseen_values_note(columns, info["columns"]),) if n]
+        return names, columns, unseen_values_notes(columns, info["columns"])
     shape = info["shape"]
 
     def read(f):
@@ -123,7 +123,7 @@ def load_inputs(files, info, from_files=False):
     if not images:
         raise UserError(f"none of the inputs is a readable image ({unreadable_listing(unreadable)}); give PNG "
                         "or JPEG files")
-    return names, np.stack(images), [n for n in (unreadable_note(unreadable),) if n]
+    return names, np.stack(images), unreadable_notes(unreadable)
 
 
 def check_out(out, files, overwrite):

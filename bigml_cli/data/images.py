@@ -219,12 +219,12 @@ def unreadable_listing(unreadable):
     return ", ".join(unreadable[:3]) + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
 
 
-def unreadable_note(unreadable):
-    """The line that says which files a folder's loading left out, or None."""
+def unreadable_notes(unreadable):
+    """[the line that says which files a folder's loading left out], or [] when it left none out."""
     if not unreadable:
-        return None
-    return (f"note: left out {len(unreadable)} file(s) that are not readable images: "
-            f"{unreadable_listing(unreadable)}; delete or replace them to silence this")
+        return []
+    return [f"note: left out {len(unreadable)} file(s) that are not readable images: "
+            f"{unreadable_listing(unreadable)}; delete or replace them to silence this"]
 
 
 def _header(f):
@@ -291,6 +291,6 @@ def load_image_folder(path: Path, cfg):
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
         test_files = held_out(files, cfg.test_fraction, seed=0)
     ds = make_image_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg, augment="none")
-    ds.notes = [n for n in (unreadable_note(unreadable),) if n]
+    ds.notes = unreadable_notes(unreadable)
     ds.test_names = test_files
     return ds

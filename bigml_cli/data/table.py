@@ -87,9 +87,9 @@ def columns_to_arrays(header, rows, columns, path="the CSV"):
     return out
 
 
-def unseen_values_note(arrays, columns):
-    """A note naming the categories the model never saw in training (they read as a blank cell does: a
-    'Red' where training had 'red' is unseen), or None."""
+def unseen_values_notes(arrays, columns):
+    """[a note naming the categories the model never saw in training] (they read as a blank cell does: a
+    'Red' where training had 'red' is unseen), or [] when there are none."""
     parts = []
     for col in columns:
         if col["type"] == "numeric":
@@ -103,8 +103,8 @@ def unseen_values_note(arrays, columns):
             parts.append(f"column '{col['name']}': {', '.join(shown)}" + (f" and {len(new) - 5} more" if len(new) > 5
                                                                            else ""))
     if not parts:
-        return None
-    return f"note: values the model never saw in training read as a blank cell does; {'; '.join(parts)}"
+        return []
+    return [f"note: values the model never saw in training read as a blank cell does; {'; '.join(parts)}"]
 
 
 def check_classes(target, class_names, rows):
