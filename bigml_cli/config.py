@@ -173,15 +173,24 @@ ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "wd
            "mixed_precision": "precision", "xla": "jit_compile", "augmentation": "augment"}
 
 
+def locate(key, sections):
+    """(section, key) where `key`, or our name for it (lr: learning_rate), is one of `sections`' keys, the
+    first section first; else None."""
+    for name in (key, ALIASES.get(key)):
+        for section, keys in sections.items():
+            if name in keys:
+                return section, name
+    return None
+
+
 def key_hint(section, key, sections):
     """' (did you mean ...?)' for an unknown key: the same name in another section, a name other tools
     use for one of ours (lr: learning_rate), else the closest spelling in its own section."""
-    for name in (key, ALIASES.get(key)):
-        if name in sections[section]:
-            return f" (did you mean '{section}.{name}'?)"
-        for other, defaults in sections.items():
-            if name in defaults:
-                return f" (did you mean '{other}.{name}'? {name} belongs to the {other} section)"
+    found = locate(key, {section: sections[section], **sections})
+    if found:
+        other, name = found
+        return f" (did you mean '{other}.{name}'?" + (f" {name} belongs to the {other} section)" if other != section
+                                                      else ")")
     close = difflib.get_close_matches(key, list(sections[section]), n=1, cutoff=0.5)
     return f" (did you mean '{section}.{close[0]}'?)" if close else ""
 
@@ -264,11 +273,9 @@ def section_hint(key, value):
     """'; did you mean train.epochs=5?' for a bare key of the data or train section (yolo-style epochs=5)."""
     from dataclasses import fields
 
-    for name in (key, ALIASES.get(key)):  # --lr 0.1: train.learning_rate=0.1
-        for section, cls in (("data", DataConfig), ("train", TrainConfig)):
-            if name in {f.name for f in fields(cls)}:
-                return f"; did you mean {section}.{name}={value}?"
-    return ""
+    found = locate(key, {"data": [f.name for f in fields(DataConfig)],  # --lr 0.1: train.learning_rate=0.1
+                         "train": [f.name for f in fields(TrainConfig)]})
+    return f"; did you mean {found[0]}.{found[1]}={value}?" if found else ""
 
 
 def parse_overrides(overrides):
