@@ -63,6 +63,8 @@ class TrainConfig:
     steps_per_execution: int = 1
     test_time_flip: bool = False  # images: the saved model averages each image's and its mirror's predictions
     test_time_translate: bool = False  # images: ... and those of copies shifted 1 pixel up-left and down-right
+    patience: int = 0  # early stopping: end training after this many epochs without a better validation score
+    # (accuracy, then loss), keeping the best epoch's weights; 0: train every epoch
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at epoch ends and on SIGTERM)
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
 
@@ -79,7 +81,7 @@ POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.ba
             "train.steps_per_execution", "train.lookahead_every")
 NON_NEGATIVE = ("data.crop_padding", "train.steps_per_epoch", "train.weight_decay", "train.warmup_epochs",
                 "train.lr_start", "train.lr_end", "train.bias_lr_scale", "train.lookahead_start_epoch",
-                "train.whiten_bias_epochs", "train.checkpoint_every")
+                "train.whiten_bias_epochs", "train.patience", "train.checkpoint_every")
 FRACTION = ("train.momentum", "train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
 SHARE = ("data.val_fraction", "data.test_fraction", "model.dropout")  # from 0 to below 1
 AT_LEAST = {"data.vocab_size": (3, "the padding and unknown tokens take two places")}
@@ -170,7 +172,8 @@ ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "wd
            "embed_dim": "dim", "hidden_size": "dim", "block_size": "sequence_length", "seq_len": "sequence_length",
            "max_len": "sequence_length", "context_length": "sequence_length", "validation_split": "val_fraction",
            "val_split": "val_fraction", "max_tokens": "vocab_size", "warmup": "warmup_epochs",
-           "mixed_precision": "precision", "xla": "jit_compile", "augmentation": "augment"}
+           "mixed_precision": "precision", "xla": "jit_compile", "augmentation": "augment",
+           "early_stopping": "patience", "early_stop": "patience", "early_stopping_patience": "patience"}
 
 
 def locate(key, sections):

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 import tensorflow as tf
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -284,6 +285,8 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, st
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         hooks.on_epoch_end(epoch, logs)
         save((epoch + 1) * steps)  # after the callbacks: with the lookahead's average, as fit's runs save
+        if t.patience and epoch + 1 < t.epochs and chief_says(place, model.stop_training):
+            break  # the chief's early stop (only it validates), on every worker after the same epoch
     hooks.on_train_end(logs)
     return None
 
@@ -341,6 +344,11 @@ def _differs_from_chief(place, numbers):
     return bool(float(mismatches)), chiefs
 
 
+def chief_says(place, flag):
+    """The chief's `flag`, on every worker (through an all-reduce: every worker must call it)."""
+    return bool(float(tf.function(lambda: _all_sum(place, [float(flag)], 1.0 if place.is_chief else 0.0))()[0]))
+
+
 def check_workers_same_data(place, ds, data):
     """Every worker must read the same examples: a worker with another copy of the data (a folder with more
     images) would train on other examples and shard a different stream. `data`: fingerprint(ds)."""
@@ -353,11 +361,12 @@ def check_workers_same_data(place, ds, data):
 
 def check_same_config(place, signature):
     """Every worker must train the same steps: one with more epochs would wait forever for the others.
-    `signature`: numbers that must agree (parameters, steps per epoch, epochs, batch size, seed)."""
+    `signature`: numbers that must agree (parameters, steps per epoch, epochs, batch size, seed, patience)."""
     differs, chiefs = _differs_from_chief(place, signature)
     if differs:
         theirs = "another worker's differ from" if place.is_chief else f"the chief's are {[int(x) for x in chiefs]}, not"
-        raise UserError(f"the workers' configs differ: parameters, steps per epoch, epochs, batch size and seed: "
+        raise UserError(f"the workers' configs differ: parameters, steps per epoch, epochs, batch size, seed and "
+                        f"patience: "
                         f"{theirs} this worker's {[int(x) for x in signature]}; run the same command on every "
                         "worker (with --resume RUN on the chief alone when resuming)")
 
@@ -408,8 +417,10 @@ def task_for(ds, t, augment, crop_padding):
         val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256)))
 
 
-def config_hash(cfg):
-    return hashlib.sha256(cfg.dump().encode()).hexdigest()
+def config_hash(text):
+    """sha256 of a config's YAML as dumped again: comments and layout do not count, and a run's config.yaml
+    matches its hash after a later bigml added keys (at their defaults, which the file does not hold)."""
+    return hashlib.sha256(yaml.safe_dump(yaml.safe_load(text), sort_keys=False).encode()).hexdigest()
 
 
 def _absolute_dataset(cfg):
@@ -429,7 +440,7 @@ def open_for_resume(run_dir, lock):
         raise UserError(f"run {run_dir} already finished; score it with `bigml eval {run_dir}`, or train a new run "
                         f"with its settings, changed as you like: `bigml train --recipe {run_dir} train.epochs=N`")
     cfg = run_.config
-    if config_hash(cfg) != run_.info.get("config_sha256"):
+    if config_hash(run_.config_file.read_text()) != run_.info.get("config_sha256"):
         raise UserError(f"{run_.config_file} changed since the run started; restore it, or start a new run "
                         "with the new config")
     if tf.train.latest_checkpoint(run_.state) is None:
@@ -462,25 +473,37 @@ def _selection_key(logs, monitor):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the weights of the best epoch so far (`_selection_key`) at each epoch's end.
+    """Saves the weights of the best epoch so far (`_selection_key`) at each epoch's end, and with `patience`
+    (train.patience) stops training once that many epochs in a row were no better.
 
-    A resumed run starts from the best epoch in its history.csv, so it keeps the best model."""
+    A resumed run starts from the best epoch in its history.csv, so it keeps the best model and counts the
+    epochs since it."""
 
-    def __init__(self, path, monitor, history_file=None):
+    def __init__(self, path, monitor, history_file=None, patience=0):
         super().__init__()
-        self.path, self.monitor, self.best = str(path), monitor, None
+        self.path, self.monitor, self.best, self.patience = str(path), monitor, None, patience
+        self.best_epoch, self.epochs = None, 0  # 0-based; epochs seen, including a resumed run's history
         if history_file is not None and history_file.exists():
             with open(history_file) as f:
                 keys = [_selection_key(r, monitor) for r in csv.DictReader(f) if r.get(monitor)]
             self.best = max(keys, default=None)
+            self.best_epoch, self.epochs = (keys.index(self.best) if keys else None), len(keys)
+
+    @property
+    def exhausted(self):
+        """True once `patience` epochs in a row were no better than the best."""
+        return bool(self.patience) and self.best_epoch is not None and self.epochs - 1 - self.best_epoch >= self.patience
 
     def on_epoch_end(self, epoch, logs=None):
         if not logs or logs.get(self.monitor) is None:
             return
         key = _selection_key(logs, self.monitor)
+        self.epochs = epoch + 1
         if self.best is None or key > self.best:
-            self.best = key
+            self.best, self.best_epoch = key, epoch
             self.model.save_weights(self.path)
+        if self.exhausted:
+            self.model.stop_training = True
 
 
 def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, command=None, extra_callbacks=(),
@@ -508,6 +531,10 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
     ds = load_dataset(cfg.data, data_root)  # user errors surface before anything is written
+    if t.patience and not len(ds.y_val):
+        raise UserError(f"train.patience={t.patience} stops training when the validation score stops improving, "
+                        "but this run holds out no validation split (data.val_fraction is 0); set "
+                        "data.val_fraction=0.1, or train.patience=0")
     data = fingerprint(ds)  # recorded in run.json; a resume and the workers compare it
     if resume:
         check_same_data(run_, cfg, data)
@@ -535,7 +562,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 steps_per_execution=t.steps_per_execution)
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
         if place.multi_worker:  # before the run directory exists
-            check_same_config(place, [model.count_params(), steps, t.epochs, t.batch_size, t.seed])
+            check_same_config(place, [model.count_params(), steps, t.epochs, t.batch_size, t.seed, t.patience])
             check_workers_same_data(place, ds, data)
         # a user error, so before the run directory exists
         freeze = t.whiten_bias_epochs and FreezeAfter(whitening_biases(model), t.whiten_bias_epochs * steps)
@@ -549,7 +576,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 "input": ds.input_info, "augment": augment, "params": model.count_params(),
                 "strategy": place.name, "replicas": place.replicas, "global_batch_size": t.batch_size,
                 "per_replica_batch_size": t.batch_size // place.replicas, "steps_per_epoch": steps,
-                "config_sha256": config_hash(cfg), "data": data,
+                "config_sha256": config_hash(cfg.dump()), "data": data,
                 "keras": keras.__version__, "tensorflow": tf.__version__,
             }, indent=2))
         elif resume:
@@ -602,13 +629,15 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             callbacks.append(freeze)
         if lookahead:  # before the checkpoints, so they save the averaged weights at epoch ends
             callbacks.append(lookahead)
+        best = run_ and BestCheckpoint(run_.checkpoints / "best.weights.h5", monitor,
+                                       run_.history_file if resume else None, t.patience)
         if run_:
             run_.checkpoints.mkdir(exist_ok=True)
             callbacks += [
                 keras.callbacks.CSVLogger(str(run_.history_file), append=resume),
                 keras.callbacks.TensorBoard(str(run_.logs), write_graph=False),
                 keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "last.weights.h5"), save_weights_only=True),
-                BestCheckpoint(run_.checkpoints / "best.weights.h5", monitor, run_.history_file if resume else None),
+                best,
             ]
             if not place.multi_worker:  # fit's step checkpoints; the multi-worker loop saves through `save`
                 callbacks.append(checkpoints)
@@ -625,7 +654,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                     if worker_state:
                         shutil.rmtree(worker_state, ignore_errors=True)
             step = start_step
-            while not place.multi_worker and step < t.epochs * steps and not model.stop_training:
+            while (not place.multi_worker and step < t.epochs * steps and not model.stop_training
+                   and not (best and best.exhausted)):  # a resumed run may have stopped early already
                 # a resumed run first finishes its interrupted epoch, then runs whole epochs
                 epoch, offset = divmod(step, steps)
                 train_ds, _ = task.train(step)
@@ -649,8 +679,15 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         if checkpoints.signal is not None and not place.multi_worker:  # multi-worker: it came after the last step
             raise Interrupted(checkpoints.signal, step, run_.path, steps, t.epochs)
         train_seconds = time.perf_counter() - start
+        epochs_run = int(model.optimizer.iterations.numpy()) // steps
         if not run_:
-            return {"worker": "non-chief", "train_seconds": round(train_seconds, 1)}
+            return {"worker": "non-chief", "train_seconds": round(train_seconds, 1), "epochs": epochs_run}
+        early_stop = best.exhausted and epochs_run < t.epochs and {
+            "after_epoch": epochs_run, "best_epoch": best.best_epoch + 1, "patience": t.patience}
+        if early_stop:
+            console.print(f"early stop after epoch {epochs_run} of {t.epochs}: {monitor} has not improved for "
+                          f"{t.patience} epochs (train.patience); keeping epoch {best.best_epoch + 1}'s weights",
+                          highlight=False)
         # model selection on validation accuracy; without a validation split, the final weights
         model.load_weights(run_.checkpoints / ("best.weights.h5" if has_val else "last.weights.h5"))
         if (t.test_time_flip or t.test_time_translate) and ds.kind == "image":
@@ -675,7 +712,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     throughput = timer.summary().get("examples_per_second", 0.0)
     metrics = {"accuracy": report["accuracy"], "loss": report["loss"], "examples": report["examples"],
                **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
-               "train_seconds": round(train_seconds, 1), "epochs": t.epochs,
+               "train_seconds": round(train_seconds, 1), "epochs": epochs_run,
+               **({"early_stop": early_stop} if early_stop else {}),
                "examples_per_second": round(throughput, 1),
                **({"tokens_per_second": round(throughput * tokens)} if tokens else {}),
                "run": str(run_.path)}

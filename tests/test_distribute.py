@@ -211,7 +211,7 @@ def test_ctrl_c_on_one_worker_stops_every_worker_at_the_same_step_and_resume_is_
 
 @pytest.mark.parametrize("chief, other, messages, required", [
     ("train.epochs=3", "train.epochs=4", ("another worker's differ from this worker's [",
-                                          "the chief's are [85002, 20, 3, 64, 0], not this worker's [85002, 20, 4,"),
+                                          "the chief's are [85002, 20, 3, 64, 0, 0], not this worker's [85002, 20, 4,"),
      2),
     # a collective sees the mismatch on one worker or on both, as their timing goes: the other, if any, sees
     # its partner stop
@@ -231,6 +231,18 @@ def test_workers_given_different_configs_stop_with_a_user_error(tmp_path, chief,
     for message in messages[:required]:  # either side may see the other stop first
         assert message in errs[0] + errs[1], errs
     assert not (tmp_path / "run0").exists()  # nothing written
+
+
+def test_the_chiefs_early_stop_ends_training_on_every_worker_after_the_same_epoch(tmp_path):
+    # only the chief validates; the other worker would otherwise wait at the next step's all-reduce forever
+    args = ["mlp", "--dataset", "digits", "train.epochs=10", "train.patience=2", "train.learning_rate=1e-30",
+            "train.weight_decay=0", "model.dropout=0", "model.hidden_units=[8]"]
+    procs = _two_workers([*args, "--json", "--run-dir", tmp_path / "run0"], [*args, "--run-dir", tmp_path / "run1"])
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], errs
+    metrics = json.loads((tmp_path / "run0" / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["early_stop"]["best_epoch"] == 1
+    assert "early stop after epoch 3 of 10" in errs[0]
 
 
 def test_workers_given_different_copies_of_the_data_stop_with_a_user_error(tmp_path, table_csv):

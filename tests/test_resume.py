@@ -194,3 +194,29 @@ def test_ctrl_c_in_the_test_pass_keeps_the_model_and_resume_runs_the_test_pass(t
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] > 0.5
     assert list_runs(tmp_path)[0]["status"] == "finished"
+
+
+def test_a_run_started_by_an_older_bigml_resumes_although_its_config_lacks_newer_keys(tmp_path):
+    """An older bigml wrote config.yaml and its hash without keys added since (here train.patience); filling
+    them in at their defaults is no change to the run."""
+    import hashlib
+
+    import yaml
+
+    from bigml_cli import config, runs, train
+
+    run_dir = tmp_path / "run"
+    train.run(config.load("mlp", "digits", overrides=["train.epochs=1", "model.hidden_units=[8]"]), run_dir=run_dir)
+    (run_dir / "metrics.json").unlink()  # as if stopped before its test pass
+    older = yaml.safe_load((run_dir / "config.yaml").read_text())
+    del older["train"]["patience"]
+    text = yaml.safe_dump(older, sort_keys=False)
+    (run_dir / "config.yaml").write_text("# bigml train mlp --dataset digits\n" + text)
+    info = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**info, "config_sha256": hashlib.sha256(text.encode()).hexdigest()}))
+    lock = runs.Lock()
+    try:
+        run_, cfg = train.open_for_resume(run_dir, lock)
+    finally:
+        lock.release()
+    assert cfg.train.patience == 0 and cfg.train.epochs == 1

@@ -159,3 +159,45 @@ def test_the_best_epoch_breaks_accuracy_ties_by_the_lower_loss(tmp_path):
     assert float(model.layers[0].kernel.numpy()[0, 0]) == 3.0  # not saved: no better than epoch 1
     lm = BestCheckpoint(path, "val_loss", history)
     assert lm.best == (-0.533,)
+
+
+def test_patience_counts_epochs_since_the_best_and_stops_training(tmp_path):
+    from bigml_cli.train import BestCheckpoint
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    path, history = tmp_path / "best.weights.h5", tmp_path / "history.csv"
+    best = BestCheckpoint(path, "val_accuracy", patience=2)
+    best.set_model(model)
+    stops = []
+    for epoch, acc in enumerate([0.5, 0.7, 0.6, 0.7, 0.65]):
+        model.stop_training = False
+        best.on_epoch_end(epoch, {"val_accuracy": acc, "val_loss": 0.5})
+        stops.append(model.stop_training)
+    assert stops == [False, False, False, True, True] and best.best_epoch == 1  # epoch 3 ties, no better
+    # a run resumed after its epoch 4 knows it already waited 3 epochs; one resumed after epoch 3 waited 1
+    history.write_text("epoch,val_accuracy,val_loss\n0,0.5,0.5\n1,0.7,0.5\n2,0.6,0.5\n3,0.7,0.5\n")
+    assert BestCheckpoint(path, "val_accuracy", history, patience=2).exhausted
+    assert not BestCheckpoint(path, "val_accuracy", history, patience=3).exhausted
+    assert not BestCheckpoint(path, "val_accuracy", history).exhausted  # patience 0: never
+
+
+def test_training_stops_early_and_keeps_the_best_epoch(tmp_path):
+    """A learning rate too small to move any weight: the first epoch stays the best, and two epochs later
+    training ends, of 10."""
+    import json
+
+    from bigml_cli import config, train
+
+    cfg = config.load("mlp", "digits", overrides=[
+        "train.epochs=10", "train.patience=2", "train.learning_rate=1e-30", "train.weight_decay=0",
+        "model.dropout=0", "model.hidden_units=[8]"])
+    metrics = train.run(cfg, run_dir=tmp_path / "run")
+    assert metrics["epochs"] == 3 and metrics["early_stop"] == {"after_epoch": 3, "best_epoch": 1, "patience": 2}
+    assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 1 + 3
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_patience_without_a_validation_split_is_a_user_error(cli):
+    from conftest import assert_user_error
+
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "data.val_fraction=0", "train.patience=3"),
+                      "train.patience=3", "data.val_fraction=0.1")
