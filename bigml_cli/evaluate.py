@@ -322,5 +322,5 @@ def evaluate(run_path, split=None, data_root=None, dataset=None):
                         "evaluate another with --split test or --split train")
     report = {**metrics_from_probs(predict_probs(model, x, progress="evaluating"), y, ds.class_names),
               "notes": ds.notes + changed_split_notes(run, ds, split)}
-    save_report(report, ds.class_names, run.eval_dir(split), y, ds.test_names if split == "test" else None)
+    save_report(report, ds.class_names, run.eval_dir(split), y, ds.names.get(split))
     return {"run": str(run.path), "split": split, **report}

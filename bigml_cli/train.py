@@ -705,7 +705,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         else:
             report = metrics_from_probs(predict_probs(model, ds.x_test, progress="testing"), ds.y_test,
                                         ds.class_names)
-            save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test, ds.test_names)
+            save_report(report, ds.class_names, run_.eval_dir("test"), ds.y_test, ds.names.get("test"))
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT, None, run_.path, then=None if not place.multi_worker else (
             f"the trained model is saved: `bigml eval {run_.path}` tests it")) from None

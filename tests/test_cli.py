@@ -539,6 +539,10 @@ def test_image_folder_end_to_end(cli, image_folder, tmp_path):
     with open(run_dir / "eval" / "test" / "predictions.csv", newline="") as f:  # the test pass names its files
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and all(Path(r["input"]).parent == image_folder / "test" / r["label"] for r in rows)
+    assert cli("eval", run_dir, "--split", "val").exit_code == 0  # the validation images, held out of train/
+    with open(run_dir / "eval" / "val" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(Path(r["input"]).parent == image_folder / "train" / r["label"] for r in rows)
     png = next((image_folder / "test" / "class_1").glob("*.png"))
     result = cli("predict", run_dir, png, "--json")
     assert result.exit_code == 0, result.text
@@ -573,7 +577,15 @@ def test_csv_table_end_to_end(cli, table_csv, tmp_path):
     with open(run_dir / "eval" / "test" / "predictions.csv", newline="") as f:  # the held-out rows, by line
         tested = list(csv.DictReader(f))
     assert len(tested) == 48 and len({r["input"] for r in tested}) == 48
-    for r in tested:
+    named = {"test": tested}
+    for split in ("val", "train"):  # the other splits name their rows too
+        assert cli("eval", run_dir, "--split", split).exit_code == 0
+        with open(run_dir / "eval" / split / "predictions.csv", newline="") as f:
+            named[split] = list(csv.DictReader(f))
+    assert [len(named[split]) for split in ("train", "val", "test")] == [173, 19, 48]
+    inputs = [r["input"] for rows_ in named.values() for r in rows_]
+    assert sorted(inputs) == sorted(f"{table_csv}:{n}" for n in range(2, 242))  # each row once
+    for r in (r for rows_ in named.values() for r in rows_):
         file, line = r["input"].rsplit(":", 1)
         assert file == str(table_csv) and lines[int(line) - 1].rsplit(",", 1)[1] == r["label"]
     some = tmp_path / "some.csv"

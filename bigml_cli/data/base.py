@@ -36,7 +36,7 @@ class Dataset:
     augment: str = "none"  # what data.augment=auto means for this dataset
     input_info: dict = field(default_factory=dict)  # what the model's preprocessing needs
     notes: list = field(default_factory=list)  # lines for the user: what loading left out, and why
-    test_names: list = field(default_factory=list)  # each test example's file (or FILE:LINE); [] for built-ins
+    names: dict = field(default_factory=dict)  # split -> each example's file (or FILE:LINE); {} for built-ins
 
     @property
     def num_classes(self):
@@ -124,9 +124,18 @@ def split(x, y, fraction, seed):
     return take(x, rest), y[rest], take(x, held), y[held]
 
 
-def held_out(names, fraction, seed):
-    """The names of the rows `split` holds out, in its order."""
-    return [names[i] for i in split_indices(len(names), fraction, seed)[1]]
+def names_by_split(names, cfg, test_names=None):
+    """Each split's example names, split as `split` splits the examples (seed 0): `names` are the examples
+    read for training, in order; the test split is held out of them first, unless a test folder gave
+    `test_names`; then data.val_fraction of the rest validates."""
+    def rest_and_held(items, fraction):
+        rest, held = split_indices(len(items), fraction, seed=0)
+        return [items[i] for i in rest], [items[i] for i in held]
+
+    if test_names is None:
+        names, test_names = rest_and_held(names, cfg.test_fraction)
+    train, val = rest_and_held(names, cfg.val_fraction)
+    return {"train": train, "val": val, "test": list(test_names)}
 
 
 def sub_folders(folder):

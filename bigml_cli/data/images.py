@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bigml_cli.data.base import (DATASETS, class_folders, files_in, held_out, make_image_dataset, read_many,
+from bigml_cli.data.base import (DATASETS, class_folders, files_in, make_image_dataset, names_by_split, read_many,
                                  split, sub_folders)
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
@@ -289,8 +289,7 @@ def load_image_folder(path: Path, cfg):
         unreadable += more
     else:
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
-        test_files = held_out(files, cfg.test_fraction, seed=0)
     ds = make_image_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg, augment="none")
     ds.notes = unreadable_notes(unreadable)
-    ds.test_names = test_files
+    ds.names = names_by_split(files, cfg, test_files if test_dir else None)
     return ds

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-from bigml_cli.data.base import Dataset, held_out, split
+from bigml_cli.data.base import Dataset, names_by_split, split
 from bigml_cli.errors import UserError, did_you_mean
 
 SUFFIXES = (".csv", ".tsv")  # the reader sniffs commas, semicolons and tabs in either
@@ -145,8 +145,8 @@ def load_csv(path, cfg):
         raise UserError(f"{path} has no feature columns besides the target '{cfg.target}'")
     x = columns_to_arrays(header, rows, columns)
     x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
-    test_names = held_out(names, cfg.test_fraction, seed=0)
     x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
+    example_names = names_by_split(names, cfg)
     for col in columns:  # statistics from the training rows only
         values = x_tr[col["key"]]
         if col["type"] == "numeric":
@@ -154,7 +154,8 @@ def load_csv(path, cfg):
             col["mean"] = float(finite.mean()) if finite.size else 0.0
             col["std"] = float(max(finite.std(), 1e-6)) if finite.size else 1.0
         else:
-            names, counts = np.unique(values[values != ""], return_counts=True)
-            col["vocab"] = [str(n) for n in names[np.argsort(-counts, kind="stable")][:MAX_VOCAB]]
+            seen, counts = np.unique(values[values != ""], return_counts=True)
+            col["vocab"] = [str(n) for n in seen[np.argsort(-counts, kind="stable")][:MAX_VOCAB]]
     return Dataset(str(path), "table", class_names, x_tr, y_tr, x_val, y_val, x_test, y_test,
-                   augment="none", input_info={"kind": "table", "columns": columns}, test_names=test_names)
+                   augment="none", input_info={"kind": "table", "columns": columns},
+                   names=example_names)

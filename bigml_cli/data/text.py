@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, Dataset, class_folders, files_in, held_out, split, sub_folders
+from bigml_cli.data.base import DATASETS, Dataset, class_folders, files_in, names_by_split, split, sub_folders
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -94,9 +94,8 @@ def load_text_folder(path: Path, cfg):
         x_train, y_train = x, y
     else:
         x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
-        test_files = held_out(files, cfg.test_fraction, seed=0)
     ds = make_text_dataset(str(path), classes, x_train, y_train, x_test, y_test, cfg)
-    ds.test_names = test_files
+    ds.names = names_by_split(files, cfg, test_files if test_dir else None)
     return ds
 
 
