@@ -33,9 +33,13 @@ def generate(run_path, prompt, max_tokens=200, temperature=1.0, top_k=0, seed=0)
     if info["kind"] != "lm":
         raise UserError(f"run {run_path} is a classifier; `bigml generate` needs a language-model run "
                         "(e.g. bigml train gpt --dataset tinyshakespeare); use `bigml predict` here")
-    if max_tokens < 1 or temperature < 0 or top_k < 0:
-        raise UserError("--max-tokens must be >= 1, --temperature >= 0 (0: always the likeliest token) and "
-                        "--top-k >= 0 (0: no top-k cut)")
+    for bad, message in ((max_tokens < 1, f"--max-tokens must be 1 or more, got {max_tokens}"),
+                         (not 0 <= temperature < np.inf, f"--temperature must be a number from 0 up (0: always the "
+                          f"likeliest token; 1: the model's own probabilities), got {temperature}"),
+                         (top_k < 0, f"--top-k must be 0 (no cut) or more, got {top_k}"),
+                         (seed < 0, f"--seed must be 0 or more, got {seed}")):
+        if bad:
+            raise UserError(message)
     ids = encode(prompt, info)
     if not ids:  # an empty prompt, or only spaces for a word-level model
         raise UserError("give a --prompt to continue (it has no tokens: "
@@ -51,10 +55,10 @@ def generate(run_path, prompt, max_tokens=200, temperature=1.0, top_k=0, seed=0)
         if temperature == 0:  # greedy: the same text whatever the seed
             ids.append(int(np.argmax(logits)))
             continue
-        logits /= temperature
         if top_k:
             logits[np.argsort(logits)[:-top_k]] = -np.inf
-        probs = np.exp(logits - logits.max())
+        probs = np.exp((logits - logits.max()) / temperature)  # the likeliest at exp(0): a tiny temperature
+        # cannot overflow
         ids.append(int(rng.choice(len(vocab), p=probs / probs.sum())))
     sep = "" if info["tokens"] == "characters" else " "
     return {"prompt": prompt, "text": sep.join(vocab[i] for i in ids), "tokens": max_tokens, "seed": seed,

@@ -134,7 +134,14 @@ def test_language_model_bad_inputs(lm_run, cli, tmp_path):
     run_dir, _ = lm_run
     assert_user_error(cli("generate", run_dir, "--prompt", "to be ☃"), "outside the model's vocabulary", "☃")
     assert_user_error(cli("generate", run_dir, "--prompt", ""), "give a --prompt", "it is empty")
-    assert_user_error(cli("generate", run_dir, "--prompt", "to", "--temperature", -1), "--temperature >= 0")
+    for option, value, message in (("--temperature", -1, "--temperature must be a number from 0 up"),
+                                   ("--temperature", "nan", "got nan"), ("--temperature", "inf", "got inf"),
+                                   ("--max-tokens", 0, "--max-tokens must be 1 or more, got 0"),
+                                   ("--top-k", -2, "--top-k must be 0 (no cut) or more, got -2"),
+                                   ("--seed", -3, "--seed must be 0 or more, got -3")):
+        assert_user_error(cli("generate", run_dir, "--prompt", "to", option, value), message)
+    result = cli("generate", run_dir, "--prompt", "to", "--temperature", 1e-300, "--max-tokens", 3)
+    assert result.exit_code == 0, result.output  # as greedy, without overflowing to nan
     assert_user_error(cli("predict", run_dir, "to be"), "is a language model", "bigml generate")
     short = tmp_path / "short.txt"
     short.write_text("too short")
