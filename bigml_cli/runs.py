@@ -233,7 +233,9 @@ def status(run):
         return "finished, but model.keras is missing"
     if run.model_file.exists() and holder is None:
         if run.metrics_file.exists():
-            return "finished"
+            stop = run.metrics.get("early_stop")
+            return "finished" + (f": stopped early after epoch {stop.get('after_epoch')}, the best was epoch "
+                                 f"{stop.get('best_epoch')}" if isinstance(stop, dict) else "")
         resume = run.resumable and not workers  # resuming needs every worker again: eval tests it alone
         return f"trained, not tested: bigml {'train --resume' if resume else 'eval'} {run.path}"
     try:

@@ -194,6 +194,8 @@ def test_training_stops_early_and_keeps_the_best_epoch(tmp_path):
     assert metrics["epochs"] == 3 and metrics["early_stop"] == {"after_epoch": 3, "best_epoch": 1, "patience": 2}
     assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 1 + 3
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 3
+    from bigml_cli.runs import list_runs
+    assert list_runs(tmp_path)[0]["status"] == "finished: stopped early after epoch 3, the best was epoch 1"
 
 
 def test_patience_without_a_validation_split_is_a_user_error(cli):
