@@ -498,9 +498,20 @@ def _value_after(option, argv=None):
     return "N"
 
 
+LIGHT_LISTS = ("recipes", "runs", "datasets")  # `bigml list` of these reads files only
+
+
+def needs_tensorflow(argv):
+    """Whether the command in `argv` (without the program name) loads TensorFlow; help, the version and
+    listing recipes, runs or datasets do not, and answer in a fraction of a second instead of seconds."""
+    return bool(argv) and not {"--help", "--version"} & set(argv) and not (
+        argv[0] == "list" and len(argv) > 1 and argv[1] in LIGHT_LISTS)
+
+
 def main():
     try:
-        _quiet_tensorflow_import()  # seconds, before any command's own Ctrl-C handling
+        if needs_tensorflow(sys.argv[1:]):
+            _quiet_tensorflow_import()  # seconds, before any command's own Ctrl-C handling
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

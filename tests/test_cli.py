@@ -663,3 +663,14 @@ def test_a_dataset_path_names_its_folders_the_same_however_it_is_written():
     from bigml_cli.runs import slug
     assert {slug(p) for p in ("data.csv", "./data.csv", "/home/me/data.csv")} == {"data"}
     assert slug("v1.2-images/") == "v1.2-images" and slug("my photos/") == "my_photos" and slug("cifar10") == "cifar10"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"], ["list", "recipes"],
+                                  ["list", "runs"], ["list", "datasets"]])
+def test_help_the_version_and_light_listings_do_not_load_tensorflow(tmp_path, args):
+    # importing TensorFlow takes 3 s or more; `bigml --help` took as long as a command that trains
+    code = ("import sys\nfrom bigml_cli import cli\nsys.argv = ['bigml', *sys.argv[1:]]\ntry:\n    cli.main()\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\nprint('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False"
