@@ -57,6 +57,8 @@ class TrainConfig:
     whiten_bias_epochs: int = 0  # model.stem whiten: its bias trains this many epochs, then stays (airbench:
     # 3); 0: it trains throughout
     label_smoothing: float = 0.0
+    class_weight: str = "none"  # none | balanced: each class's examples weigh n / (classes x its count) in the
+    # loss, so a rare class counts as much as a common one
     precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool = True  # XLA
     deterministic: bool = False  # enable_op_determinism: bitwise-reproducible, somewhat slower
@@ -73,6 +75,7 @@ CHOICES = {
     "data.augment": ("auto", "none", "crop_flip", "crop_altflip", "shift"),
     "data.tokens": ("words", "characters"),
     "train.optimizer": ("adamw", "sgd"),
+    "train.class_weight": ("none", "balanced"),
     "train.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("float32", "mixed_float16", "mixed_bfloat16"),
     "train.strategy": ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker"),
@@ -173,7 +176,8 @@ ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "wd
            "max_len": "sequence_length", "context_length": "sequence_length", "validation_split": "val_fraction",
            "val_split": "val_fraction", "max_tokens": "vocab_size", "warmup": "warmup_epochs",
            "mixed_precision": "precision", "xla": "jit_compile", "augmentation": "augment",
-           "early_stopping": "patience", "early_stop": "patience", "early_stopping_patience": "patience"}
+           "early_stopping": "patience", "early_stop": "patience", "early_stopping_patience": "patience",
+           "class_weights": "class_weight"}
 
 
 def locate(key, sections):

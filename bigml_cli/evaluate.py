@@ -42,8 +42,10 @@ def metrics_from_probs(probs, y, class_names):
     recall = np.divide(tp, confusion.sum(axis=1), out=np.zeros(k), where=confusion.sum(axis=1) > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+    present = confusion.sum(axis=1) > 0
     return {
         "accuracy": float((pred == y).mean()),
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,  # the classes' mean recall
         "loss": loss,
         "examples": int(len(y)),
         "per_class": [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -51,6 +53,14 @@ def metrics_from_probs(probs, y, class_names):
         "confusion_matrix": confusion.tolist(),
         "predictions": pred.tolist(),
     }
+
+
+def weighted_scores(probs, y, class_weights=None):
+    """Validation loss and accuracy as fit computes them with per-example weights (train.class_weight): the
+    loss sum(w x nll) / n, the accuracy sum(w x correct) / sum(w); unweighted without `class_weights`."""
+    w = np.ones(len(y)) if class_weights is None else np.asarray(class_weights)[y]
+    nll = -np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))
+    return {"loss": float(np.sum(w * nll) / len(y)), "accuracy": float(np.sum(w * (probs.argmax(1) == y)) / np.sum(w))}
 
 
 def lm_report(model, ds, forward=None):

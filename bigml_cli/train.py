@@ -26,7 +26,7 @@ from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_steps_per
                                      steps_per_epoch, train_dataset)
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import (lm_report, metrics_from_probs, plot_history, predict_probs, save_lm_report,
-                                save_report)
+                                save_report, weighted_scores)
 from bigml_cli.models import adapt_to_data, build_model, inference, whitening_biases, with_test_time_augmentation
 from bigml_cli.optim import make_optimizer
 
@@ -241,10 +241,11 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, st
 
     @tf.function
     def train_step(iterator, stop):
-        def step(x, y):
+        def step(x, y, weights=None):  # weights: train.class_weight's, per example
             with tf.GradientTape() as tape:
                 out = model(x, training=True)
-                loss = tf.reduce_sum(loss_fn(y, out)) / (t.batch_size * per_example)  # mean over the global batch
+                losses = loss_fn(y, out) if weights is None else loss_fn(y, out) * weights
+                loss = tf.reduce_sum(losses) / (t.batch_size * per_example)  # mean over the global batch
             grads = tape.gradient(model.optimizer.scale_loss(loss), model.trainable_variables)
             model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
             hits = tf.argmax(out, -1) == (tf.cast(y, tf.int64) if lm else tf.argmax(y, -1))
@@ -279,8 +280,11 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, st
             hooks.on_train_batch_end(n - 1, logs)
         offset = 0
         if val_ds is not None:  # the chief alone: workers wait at the next step's all-reduce
-            report = lm_report(model, ds, forward) if lm else metrics_from_probs(
-                np.concatenate([np.asarray(forward(x)) for x, _ in val_ds]), ds.y_val, ds.class_names)
+            if lm:
+                report = lm_report(model, ds, forward)
+            else:
+                report = weighted_scores(np.concatenate([np.asarray(forward(batch[0])) for batch in val_ds]),
+                                         ds.y_val, task.weights)
             logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         hooks.on_epoch_end(epoch, logs)
@@ -395,11 +399,32 @@ def short_run_note(ds, cfg, steps):
             f"your text: bigml train {cfg.model['name']} --recipe gpt_tinyshakespeare --dataset {cfg.data.name}")
 
 
+def class_weights(y, num_classes):
+    """train.class_weight=balanced: n / (classes x count) per class (scikit-learn's 'balanced'), so the
+    weights average 1 over the examples and the learning rate keeps its meaning; 0 for an absent class."""
+    counts = np.bincount(y, minlength=num_classes)
+    return [len(y) / (num_classes * c) if c else 0.0 for c in counts]
+
+
+def imbalance_note(ds, t):
+    """A note when the training split's largest class has 10 times the examples of its smallest, or None."""
+    if ds.kind == "lm" or t.class_weight != "none" or not len(ds.y_train):
+        return None
+    counts = np.bincount(ds.y_train, minlength=ds.num_classes)
+    big, small = int(np.argmax(counts)), int(np.argmin(counts))
+    if counts[big] < 10 * counts[small]:
+        return None
+    return (f"note: the classes are imbalanced: in the training split '{ds.class_names[big]}' has "
+            f"{counts[big]:,} examples and '{ds.class_names[small]}' {counts[small]:,}; train.class_weight=balanced "
+            "weighs each class alike in the loss, and `bigml eval` shows each class's recall")
+
+
 def task_for(ds, t, augment, crop_padding):
     """What differs between classifiers and language models: loss, metric, model selection, data."""
     if ds.kind == "lm":
-        if t.label_smoothing:
-            raise UserError("train.label_smoothing applies to classifiers; set it to 0 for a language model")
+        for key, off in (("label_smoothing", 0), ("class_weight", "none")):
+            if getattr(t, key) != off:
+                raise UserError(f"train.{key} applies to classifiers; set it to {off} for a language model")
         length = ds.input_info["sequence_length"]
         return SimpleNamespace(
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # nats per token
@@ -407,14 +432,15 @@ def task_for(ds, t, augment, crop_padding):
             steps=lm_steps_per_epoch(len(ds.x_train), length, t.batch_size),
             train=lambda step=0, batch=t.batch_size, shard=None: lm_train_dataset(
                 ds.x_train, ds.y_train, length, batch, t.seed, step, shard),
-            val=lm_eval_dataset(ds.x_val, ds.y_val, length, max(t.batch_size, 64)))
+            val=lm_eval_dataset(ds.x_val, ds.y_val, length, max(t.batch_size, 64)), weights=None)
+    weights = class_weights(ds.y_train, ds.num_classes) if t.class_weight == "balanced" else None
     return SimpleNamespace(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metric=keras.metrics.CategoricalAccuracy(name="accuracy"), monitor="val_accuracy",
         steps=steps_per_epoch(len(ds.y_train), t.batch_size),
         train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
-            ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard),
-        val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256)))
+            ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard, weights),
+        val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256), weights), weights=weights)
 
 
 def config_hash(text):
@@ -492,7 +518,8 @@ class BestCheckpoint(keras.callbacks.Callback):
     @property
     def exhausted(self):
         """True once `patience` epochs in a row were no better than the best."""
-        return bool(self.patience) and self.best_epoch is not None and self.epochs - 1 - self.best_epoch >= self.patience
+        waited = self.epochs - 1 - self.best_epoch if self.best_epoch is not None else 0
+        return bool(self.patience) and waited >= self.patience
 
     def on_epoch_end(self, epoch, logs=None):
         if not logs or logs.get(self.monitor) is None:
@@ -555,7 +582,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             model.compile(
                 optimizer=make_optimizer(t, steps),
                 loss=task.loss,
-                metrics=[task.metric],
+                # with class weights, the accuracies fit shows weigh them too: the mean of the classes' recalls
+                **{"weighted_metrics" if task.weights else "metrics": [task.metric]},
                 # XLA cannot compile string ops (tables, text), nor one step over several devices (tensorflow XLA
                 # known issues: "tf.Variable on a different device")
                 jit_compile=t.jit_compile and ds.kind in ("image", "lm") and place.replicas == 1,
@@ -614,7 +642,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                       f"({sizes})  "
                       f"strategy {place.name}" + (f"  resuming at step {start_step}" if start_step else ""))
         for note in (*ds.notes, distribute.slow_precision_note(t.precision, place),
-                     short_run_note(ds, cfg, steps)):
+                     short_run_note(ds, cfg, steps), imbalance_note(ds, t)):
             if note:
                 console.print(note, markup=False, highlight=False)
         val_ds = task.val
@@ -710,7 +738,9 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         raise Interrupted(signal.SIGINT, None, run_.path, then=None if not place.multi_worker else (
             f"the trained model is saved: `bigml eval {run_.path}` tests it")) from None
     throughput = timer.summary().get("examples_per_second", 0.0)
-    metrics = {"accuracy": report["accuracy"], "loss": report["loss"], "examples": report["examples"],
+    metrics = {"accuracy": report["accuracy"],
+               **({} if ds.kind == "lm" else {"balanced_accuracy": report["balanced_accuracy"]}),
+               "loss": report["loss"], "examples": report["examples"],
                **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
                "train_seconds": round(train_seconds, 1), "epochs": epochs_run,
                **({"early_stop": early_stop} if early_stop else {}),

@@ -236,7 +236,8 @@ def test_workers_given_different_configs_stop_with_a_user_error(tmp_path, chief,
 def test_the_chiefs_early_stop_ends_training_on_every_worker_after_the_same_epoch(tmp_path):
     # only the chief validates; the other worker would otherwise wait at the next step's all-reduce forever
     args = ["mlp", "--dataset", "digits", "train.epochs=10", "train.patience=2", "train.learning_rate=1e-30",
-            "train.weight_decay=0", "model.dropout=0", "model.hidden_units=[8]"]
+            "train.weight_decay=0", "model.dropout=0", "model.hidden_units=[8]",
+            "train.class_weight=balanced"]  # the loop's weighted steps and validation run too
     procs = _two_workers([*args, "--json", "--run-dir", tmp_path / "run0"], [*args, "--run-dir", tmp_path / "run1"])
     errs = _finish(procs)
     assert [p.returncode for p in procs] == [0, 0], errs

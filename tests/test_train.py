@@ -203,3 +203,61 @@ def test_patience_without_a_validation_split_is_a_user_error(cli):
 
     assert_user_error(cli("train", "mlp", "--dataset", "digits", "data.val_fraction=0", "train.patience=3"),
                       "train.patience=3", "data.val_fraction=0.1")
+
+
+def test_balanced_class_weights_find_a_rare_class_that_plain_training_ignores(tmp_path, capsys):
+    """60 'yes' rows among 1,060, overlapping the 'no' rows: plain training predicts 'no' for everything."""
+    import json
+
+    from rich.console import Console
+
+    from bigml_cli import config, train
+
+    rng = np.random.default_rng(0)
+    rows = [f"{rng.normal(0, 1):.3f},{rng.normal(0, 1):.3f},no" for _ in range(1000)]
+    rows += [f"{rng.normal(1.5, 1):.3f},{rng.normal(0, 1):.3f},yes" for _ in range(60)]
+    table = tmp_path / "rare.csv"
+    table.write_text("\n".join(["x,z,label"] + [rows[i] for i in rng.permutation(len(rows))]) + "\n")
+    recall, notes = {}, {}
+    for weighting in ("none", "balanced"):
+        cfg = config.load("mlp", str(table), overrides=[
+            "data.target=label", "train.epochs=30", "train.learning_rate=0.01", "model.hidden_units=[8]",
+            f"train.class_weight={weighting}"])
+        console = Console(file=__import__("io").StringIO(), width=400)
+        metrics = train.run(cfg, run_dir=tmp_path / weighting, console=console)
+        report = json.loads((tmp_path / weighting / "eval" / "test" / "report.json").read_text())
+        recall[weighting] = report["per_class"][1]["recall"]
+        assert metrics["balanced_accuracy"] == pytest.approx(np.mean([c["recall"] for c in report["per_class"]]))
+        notes[weighting] = "note: the classes are imbalanced" in console.file.getvalue()
+    assert recall["none"] < 0.2 and recall["balanced"] > 0.5, recall
+    assert notes == {"none": True, "balanced": False}
+
+
+def test_class_weight_on_a_language_model_is_a_user_error(tmp_path, cli):
+    from conftest import assert_user_error
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("to be or not to be " * 200)
+    assert_user_error(cli("train", "gpt", "--dataset", corpus, "data.sequence_length=16",
+                          "train.class_weight=balanced"),
+                      "train.class_weight applies to classifiers; set it to none")
+
+
+def test_multi_worker_validation_scores_weigh_classes_as_fit_does():
+    """The multi-worker loop validates with weighted_scores; fit with the weighted validation set. They
+    must agree, or train.patience and the best epoch would differ between the two."""
+    from bigml_cli.data.pipeline import eval_dataset
+    from bigml_cli.evaluate import weighted_scores
+    from bigml_cli.train import class_weights
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 3)).astype("float32"), np.array([0] * 40 + [1] * 7 + [2] * 3)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(loss="categorical_crossentropy", weighted_metrics=["categorical_accuracy"])
+    weights = class_weights(y, 3)
+    assert weights == pytest.approx([50 / 120, 50 / 21, 50 / 9])
+    loss, accuracy = model.evaluate(eval_dataset(x, y, 3, 16, weights), verbose=0)
+    ours = weighted_scores(model.predict(x, verbose=0), y, weights)
+    assert ours["loss"] == pytest.approx(loss, rel=1e-5) and ours["accuracy"] == pytest.approx(accuracy, rel=1e-5)
+    assert weighted_scores(model.predict(x, verbose=0), y)["accuracy"] != pytest.approx(accuracy)  # it matters

@@ -93,8 +93,10 @@ def index_stream(n, batch_size, seed, start_step=0, shard=None):
     return ds.batch(batch_size, drop_remainder=True).enumerate().skip(start_step)
 
 
-def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0, shard=None):
-    """Endless shuffled batches of (inputs, one-hot labels); returns (dataset, steps per epoch)."""
+def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0, shard=None,
+                  class_weights=None):
+    """Endless shuffled batches of (inputs, one-hot labels), and each example's weight when `class_weights`
+    (one per class) are given; returns (dataset, steps per epoch)."""
     n = length(x)
     batch_size = min(batch_size, n)
     xs, ys = _to_tensors(x), tf.constant(y)
@@ -112,7 +114,10 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
             odd_pass = (place // n) % 2 == 1
             flips = tf.not_equal(tf.gather(first_flips, idx), odd_pass)  # (batch,) bool
             inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding, flips)
-        return inputs, tf.one_hot(tf.gather(ys, idx), num_classes)
+        labels = tf.gather(ys, idx)
+        if class_weights is not None:
+            return inputs, tf.one_hot(labels, num_classes), tf.gather(tf.constant(class_weights, tf.float32), labels)
+        return inputs, tf.one_hot(labels, num_classes)
 
     ds = index_stream(n, batch_size, seed, start_step, shard)
     return _ready(ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)), steps_per_epoch(n, batch_size)
@@ -139,10 +144,14 @@ def lm_eval_dataset(ids, starts, length, batch_size):
     return _ready(ds.map(lambda s: _windows(ids, s, length)))
 
 
-def eval_dataset(x, y, num_classes, batch_size):
-    """Batches of (inputs, one-hot labels) in order, every example once."""
-    ds = tf.data.Dataset.from_tensor_slices((_to_tensors(x), tf.one_hot(np.asarray(y), num_classes)))
-    return _ready(ds.batch(batch_size))
+def eval_dataset(x, y, num_classes, batch_size, class_weights=None):
+    """Batches of (inputs, one-hot labels) in order, every example once, and each one's weight when
+    `class_weights` are given (fit's validation accuracy is then the mean of the classes' recalls)."""
+    y = np.asarray(y)
+    columns = (_to_tensors(x), tf.one_hot(y, num_classes))
+    if class_weights is not None:
+        columns += (tf.constant(np.asarray(class_weights, np.float32)[y]),)
+    return _ready(tf.data.Dataset.from_tensor_slices(columns).batch(batch_size))
 
 
 def inputs_dataset(x, batch_size):
