@@ -230,7 +230,9 @@ def evaluate_cmd(
 
     report = evaluate(run, split, data_dir, dataset)
     if as_json:
-        print(json.dumps({k: v for k, v in report.items() if k != "predictions"}))
+        from bigml_cli.evaluate import PER_EXAMPLE
+
+        print(json.dumps({k: v for k, v in report.items() if k not in PER_EXAMPLE}))
         return
     if "perplexity" in report:
         text = report.get("dataset", f"the {'training' if report['split'] == 'train' else 'validation'} text")
@@ -253,6 +255,9 @@ def evaluate_cmd(
         table.add_row(row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}",
                       str(row["support"]))
     out.print(table)
+    if report["most_confused"]:
+        out.print("most confused: " + ", ".join(f"'{m['label']}' taken for '{m['predicted']}' {m['count']:,} times"
+                                                for m in report["most_confused"]), markup=False, highlight=False)
     for note in report.get("notes", []):
         out.print(note, markup=False, highlight=False, soft_wrap=True)
     out.print(f"report and confusion matrix saved in {run}/eval/{report['split']}/")

@@ -51,8 +51,19 @@ def metrics_from_probs(probs, y, class_names):
         "per_class": [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for c, p, r, f, s in zip(class_names, precision, recall, f1, confusion.sum(axis=1))],
         "confusion_matrix": confusion.tolist(),
+        "most_confused": most_confused(confusion, class_names),
         "predictions": pred.tolist(),
+        "probabilities": probs.max(axis=1).tolist(),  # of each predicted class, for predictions.csv
     }
+
+
+def most_confused(confusion, class_names, n=3):
+    """The `n` commonest mistakes, commonest first: which class was taken for which, how many times."""
+    mistakes = confusion.copy()
+    np.fill_diagonal(mistakes, 0)
+    order = np.argsort(-mistakes, axis=None, kind="stable")[:n]
+    return [{"label": class_names[i], "predicted": class_names[j], "count": int(mistakes[i, j])}
+            for i, j in zip(*np.unravel_index(order, mistakes.shape)) if mistakes[i, j]]
 
 
 def weighted_scores(probs, y, class_weights=None):
@@ -88,11 +99,14 @@ def save_lm_report(report, out_dir):
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
 
 
+PER_EXAMPLE = ("predictions", "probabilities")  # in predictions.csv, not in report.json or --json
+
+
 def save_report(report, class_names, out_dir, y, inputs=None):
     """report.json, confusion_matrix.csv/.png and predictions.csv in `out_dir` (with an `input` column naming
     each example's file, or FILE:LINE, when `inputs` are given: which ones the model got wrong)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in report.items() if k != "predictions"}
+    summary = {k: v for k, v in report.items() if k not in PER_EXAMPLE}
     (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
     with open(out_dir / "confusion_matrix.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -101,9 +115,9 @@ def save_report(report, class_names, out_dir, y, inputs=None):
             w.writerow([name, *row])
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", *(["input"] if inputs else []), "label", "predicted"])
-        for i, (t, p) in enumerate(zip(y, report["predictions"])):
-            w.writerow([i, *([inputs[i]] if inputs else []), class_names[t], class_names[p]])
+        w.writerow(["index", *(["input"] if inputs else []), "label", "predicted", "probability"])
+        for i, (t, p, q) in enumerate(zip(y, report["predictions"], report["probabilities"])):
+            w.writerow([i, *([inputs[i]] if inputs else []), class_names[t], class_names[p], f"{q:.6f}"])
     plot_confusion(np.array(report["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png")
 
 

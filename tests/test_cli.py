@@ -51,6 +51,14 @@ def test_eval_json_reproduces_training_accuracy(cli, digits_run):
     confusion = np.array(report["confusion_matrix"])
     assert confusion.sum() == 359 and np.trace(confusion) / 359 == pytest.approx(report["accuracy"])
     assert (run_dir / "eval/test/confusion_matrix.csv").exists()
+    mistakes = confusion - np.diag(np.diag(confusion))  # the commonest mistakes, named, commonest first
+    counts = [m["count"] for m in report["most_confused"]]
+    assert counts == sorted(mistakes.ravel(), reverse=True)[:len(counts)] and counts[0] > 0
+    names = [c["class"] for c in report["per_class"]]
+    top = report["most_confused"][0]
+    assert mistakes[names.index(top["label"]), names.index(top["predicted"])] == top["count"]
+    assert "most confused: '" in cli("eval", run_dir).stdout
+    assert metrics["balanced_accuracy"] == pytest.approx(np.mean([c["recall"] for c in report["per_class"]]))
 
 
 def test_eval_on_your_own_labelled_folder_matches_the_test_split(cli, digits_run, tmp_path):
@@ -133,6 +141,8 @@ def test_predict_on_png_files_agrees_with_eval(cli, digits_run, tmp_path):
     with open(run_dir / "eval/test/predictions.csv") as f:
         eval_rows = list(csv.DictReader(f))[:20]
     assert [p["top_k"][0]["label"] for p in predictions] == [r["predicted"] for r in eval_rows]
+    assert [p["top_k"][0]["probability"] for p in predictions] == pytest.approx(
+        [float(r["probability"]) for r in eval_rows], abs=1e-4)  # how sure it was, right or wrong
     assert all(len(p["top_k"]) == 2 and p["top_k"][0]["probability"] >= p["top_k"][1]["probability"]
                for p in predictions)
     (tmp_path / "README.txt").write_text("not an image: a folder's other files are skipped")
