@@ -40,6 +40,7 @@ class RichProgress(keras.callbacks.Callback):
     def __init__(self, epochs, steps, per_step, console, unit="ex/s"):
         super().__init__()
         self.epochs, self.steps, self.per_step, self.console, self.unit = epochs, steps, per_step, console, unit
+        self.steps_per_epoch = steps  # `steps` is shorter for a resumed run's interrupted epoch
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
             MofNCompleteColumn(), TextColumn("{task.fields[rate]:>7.0f} " + unit), TimeRemainingColumn(),
@@ -61,15 +62,24 @@ class RichProgress(keras.callbacks.Callback):
                              acc=float(logs.get("accuracy", 0.0)))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.progress.stop()
+        if self.console.is_terminal:  # stopping a bar never started writes a blank line into a log file
+            self.progress.stop()
         self.progress.remove_task(self.task)
         logs = logs or {}
         seconds = time.perf_counter() - self.start
         val = (f"  val_loss {logs['val_loss']:.4f}  val_acc {logs.get('val_accuracy', 0):.2%}"
                if "val_loss" in logs else "")  # no validation split: training figures only
+        left = seconds / self.steps * self.steps_per_epoch * (self.epochs - epoch - 1)  # at this epoch's pace
         self.console.print(
             f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.2%}"
-            f"{val}  {self.steps * self.per_step / seconds:,.0f} {self.unit}  {seconds:.1f}s")
+            f"{val}  {self.steps * self.per_step / seconds:,.0f} {self.unit}  {seconds:.1f}s"
+            + (f"  about {duration(left)} left" if epoch + 1 < self.epochs else ""))
+
+
+def duration(seconds):
+    """'45s', '12m 05s' or '2h 03m'."""
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 class StepTimer(keras.callbacks.Callback):

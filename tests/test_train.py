@@ -261,3 +261,22 @@ def test_multi_worker_validation_scores_weigh_classes_as_fit_does():
     ours = weighted_scores(model.predict(x, verbose=0), y, weights)
     assert ours["loss"] == pytest.approx(loss, rel=1e-5) and ours["accuracy"] == pytest.approx(accuracy, rel=1e-5)
     assert weighted_scores(model.predict(x, verbose=0), y)["accuracy"] != pytest.approx(accuracy)  # it matters
+
+
+def test_each_epoch_line_says_about_how_long_the_rest_takes():
+    import io
+
+    from rich.console import Console
+
+    from bigml_cli.train import RichProgress, duration
+
+    assert [duration(s) for s in (7.4, 65, 3725)] == ["7s", "1m 05s", "1h 02m"]
+    console = Console(file=io.StringIO(), width=300)
+    progress = RichProgress(epochs=3, steps=10, per_step=32, console=console)
+    for epoch in range(3):
+        progress.on_epoch_begin(epoch)
+        progress.start -= 60  # each epoch "took" a minute
+        progress.on_epoch_end(epoch, {"loss": 0.5, "accuracy": 0.8})
+    lines = console.file.getvalue().splitlines()  # one line an epoch in a log file, no blank ones
+    assert len(lines) == 3 and lines[0].endswith("about 2m 00s left") and lines[1].endswith("about 1m 00s left")
+    assert "left" not in lines[2]
