@@ -429,7 +429,15 @@ def imbalance_note(ds, t):
             "weighs each class alike in the loss, and `bigml eval` shows each class's recall")
 
 
-def task_for(ds, t, augment, crop_padding):
+def validation_batch(least, examples, replicas):
+    """A validation batch size whose first batch splits evenly over the replicas: Keras 3's fit under
+    MirroredStrategy averages the first batch across replicas to build the model (_maybe_symbolic_build),
+    which fails when the replicas' shares differ (151 validation images on 2 devices: 76 against 75)."""
+    batch = min(least, max(examples, 1))
+    return max(batch - batch % replicas, replicas)
+
+
+def task_for(ds, t, augment, crop_padding, replicas=1):
     """What differs between classifiers and language models: loss, metric, model selection, data."""
     if ds.kind == "lm":
         for key, off in (("label_smoothing", 0), ("class_weight", "none")):
@@ -442,15 +450,19 @@ def task_for(ds, t, augment, crop_padding):
             steps=lm_steps_per_epoch(len(ds.x_train), length, t.batch_size),
             train=lambda step=0, batch=t.batch_size, shard=None: lm_train_dataset(
                 ds.x_train, ds.y_train, length, batch, t.seed, step, shard),
-            val=lm_eval_dataset(ds.x_val, ds.y_val, length, max(t.batch_size, 64)), weights=None)
+            val=lm_eval_dataset(ds.x_val, ds.y_val, length,
+                                validation_batch(max(t.batch_size, 64), len(ds.y_val), replicas)), weights=None)
     weights = class_weights(ds.y_train, ds.num_classes) if t.class_weight == "balanced" else None
+    n = len(ds.y_train)  # a batch larger than the data is the data, cut to split evenly over the replicas
+    whole = t.batch_size if t.batch_size <= n else max(n - n % replicas, 1)
     return SimpleNamespace(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metric=keras.metrics.CategoricalAccuracy(name="accuracy"), monitor="val_accuracy",
         steps=steps_per_epoch(len(ds.y_train), t.batch_size),
-        train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
+        train=lambda step=0, batch=whole, shard=None: train_dataset(
             ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard, weights),
-        val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256), weights), weights=weights)
+        val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes,
+                         validation_batch(max(t.batch_size, 256), len(ds.y_val), replicas), weights), weights=weights)
 
 
 def config_hash(text):
@@ -576,7 +588,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     if resume:
         check_same_data(run_, cfg, data)
     augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
-    task = task_for(ds, t, augment, cfg.data.crop_padding)
+    task = task_for(ds, t, augment, cfg.data.crop_padding, place.replicas)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(t.precision)
     try:
