@@ -53,6 +53,31 @@ class Placement:
     multi_worker: bool = False  # Keras' fit cannot run here: train.py uses its own loop
 
 
+def build_from_one_replica(model):
+    """Keras 3's fit and evaluate under MirroredStrategy build the model from the first batch averaged over
+    the replicas (`_maybe_symbolic_build` calls strategy.reduce("MEAN", batch)). That fails on strings (a
+    text model's raw texts, a CSV's categorical columns) and on shares of different sizes (151 validation
+    examples on 2 devices: 76 and 75). Only the batch's shapes and dtypes are used, so take them from the
+    first replica's share instead. Keras versions without the method are left as they are."""
+    if not callable(getattr(model, "_maybe_symbolic_build", None)) or not hasattr(model, "_symbolic_build"):
+        return
+    strategy = model.distribute_strategy
+
+    def first_share(value):
+        return strategy.experimental_local_results(value)[0] if isinstance(value, tf.distribute.DistributedValues) \
+            else value
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:  # as Keras does: the epoch iterator is reset after the build
+                data_batch = tf.nest.map_structure(first_share, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+
+
 def split_cpu():
     """Apply BIGML_CPU_DEVICES (must run before TensorFlow initializes its devices)."""
     n = os.environ.get("BIGML_CPU_DEVICES")

@@ -429,15 +429,7 @@ def imbalance_note(ds, t):
             "weighs each class alike in the loss, and `bigml eval` shows each class's recall")
 
 
-def validation_batch(least, examples, replicas):
-    """A validation batch size whose first batch splits evenly over the replicas: Keras 3's fit under
-    MirroredStrategy averages the first batch across replicas to build the model (_maybe_symbolic_build),
-    which fails when the replicas' shares differ (151 validation images on 2 devices: 76 against 75)."""
-    batch = min(least, max(examples, 1))
-    return max(batch - batch % replicas, replicas)
-
-
-def task_for(ds, t, augment, crop_padding, replicas=1):
+def task_for(ds, t, augment, crop_padding):
     """What differs between classifiers and language models: loss, metric, model selection, data."""
     if ds.kind == "lm":
         for key, off in (("label_smoothing", 0), ("class_weight", "none")):
@@ -450,19 +442,15 @@ def task_for(ds, t, augment, crop_padding, replicas=1):
             steps=lm_steps_per_epoch(len(ds.x_train), length, t.batch_size),
             train=lambda step=0, batch=t.batch_size, shard=None: lm_train_dataset(
                 ds.x_train, ds.y_train, length, batch, t.seed, step, shard),
-            val=lm_eval_dataset(ds.x_val, ds.y_val, length,
-                                validation_batch(max(t.batch_size, 64), len(ds.y_val), replicas)), weights=None)
+            val=lm_eval_dataset(ds.x_val, ds.y_val, length, max(t.batch_size, 64)), weights=None)
     weights = class_weights(ds.y_train, ds.num_classes) if t.class_weight == "balanced" else None
-    n = len(ds.y_train)  # a batch larger than the data is the data, cut to split evenly over the replicas
-    whole = t.batch_size if t.batch_size <= n else max(n - n % replicas, 1)
     return SimpleNamespace(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=t.label_smoothing),
         metric=keras.metrics.CategoricalAccuracy(name="accuracy"), monitor="val_accuracy",
         steps=steps_per_epoch(len(ds.y_train), t.batch_size),
-        train=lambda step=0, batch=whole, shard=None: train_dataset(
+        train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
             ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard, weights),
-        val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes,
-                         validation_batch(max(t.batch_size, 256), len(ds.y_val), replicas), weights), weights=weights)
+        val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256), weights), weights=weights)
 
 
 def config_hash(text):
@@ -588,7 +576,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     if resume:
         check_same_data(run_, cfg, data)
     augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
-    task = task_for(ds, t, augment, cfg.data.crop_padding, place.replicas)
+    task = task_for(ds, t, augment, cfg.data.crop_padding)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(t.precision)
     try:
@@ -611,6 +599,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 jit_compile=t.jit_compile and ds.kind in ("image", "lm") and place.replicas == 1,
                 steps_per_execution=t.steps_per_execution)
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
+            if place.replicas > 1 and not place.multi_worker:
+                distribute.build_from_one_replica(model)
         if place.multi_worker:  # before the run directory exists
             check_same_config(place, [model.count_params(), steps, t.epochs, t.batch_size, t.seed, t.patience])
             check_workers_same_data(place, ds, data)

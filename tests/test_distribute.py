@@ -50,9 +50,11 @@ def test_mirrored_over_two_cpu_devices_matches_one_device(tmp_path):
     assert info["replicas"] == 2 and info["global_batch_size"] == 64 and info["per_replica_batch_size"] == 32
 
 
-def test_mirrored_training_when_a_first_batch_does_not_divide_over_the_replicas(tmp_path):
-    # 151 validation images on 3 devices: Keras' fit averaged the first batch over the replicas to build the
-    # model, and 51/50/50 images stopped it with an internal error (so did any validation set on 3 GPUs)
+def test_mirrored_training_of_strings_and_of_first_batches_that_do_not_divide_over_the_replicas(tmp_path,
+                                                                                               table_csv):
+    # Keras' fit averaged the first batch over the replicas to build the model: 151 validation images on 3
+    # devices (51/50/50), a batch larger than the data, and a CSV's categorical column stopped it with an
+    # internal error
     bigml = str(__import__("pathlib").Path(sys.executable).with_name("bigml"))
     result = subprocess.run([bigml, "train", "mlp", "--dataset", "digits", "--strategy", "mirrored", "--run-dir",
                              tmp_path / "run", "train.epochs=1", "train.batch_size=60", "data.val_fraction=0.105"],
@@ -60,10 +62,12 @@ def test_mirrored_training_when_a_first_batch_does_not_divide_over_the_replicas(
     assert result.returncode == 0, result.stderr[-2000:]
     history = (tmp_path / "run" / "history.csv").read_text().splitlines()
     assert len(history) == 2 and "val_accuracy" in history[0]
-    result = subprocess.run([bigml, "train", "mlp", "--dataset", "digits", "--strategy", "mirrored", "--run-dir",
-                             tmp_path / "big", "train.epochs=1", "train.batch_size=3000"],  # more than 1,294 images
-                            env={**os.environ, "BIGML_CPU_DEVICES": "3"}, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
+    for name, args in (("big", ["mlp", "--dataset", "digits", "train.batch_size=3000"]),  # 1,294 images
+                       ("table", ["mlp", "--dataset", table_csv, "--target", "label", "train.batch_size=30"])):
+        result = subprocess.run([bigml, "train", *args, "--strategy", "mirrored", "--run-dir", tmp_path / name,
+                                 "train.epochs=1"], env={**os.environ, "BIGML_CPU_DEVICES": "3"},
+                                capture_output=True, text=True)
+        assert result.returncode == 0, (name, result.stderr[-2000:])
 
 
 def test_doctor_reports_versions_and_auto_choice(cli):
