@@ -247,7 +247,9 @@ def evaluate_cmd(
         return
     what = f"{report['dataset']} on" if "dataset" in report else f"{report['split']} split of"
     table = Table(title=f"{what} {report['run']}: accuracy {report['accuracy']:.4f} (balanced: the classes' mean "
-                        f"recall, {report['balanced_accuracy']:.4f}), loss {report['loss']:.4f}, "
+                        f"recall, {report['balanced_accuracy']:.4f}), "
+                        + (f"top-5 {report['top5_accuracy']:.4f}, " if "top5_accuracy" in report else "")
+                        + f"loss {report['loss']:.4f}, "
                         f"{report['examples']} examples")
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")

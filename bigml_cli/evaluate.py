@@ -46,6 +46,7 @@ def metrics_from_probs(probs, y, class_names):
     return {
         "accuracy": float((pred == y).mean()),
         "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,  # the classes' mean recall
+        **({"top5_accuracy": top_k_accuracy(probs, y, 5)} if k > 5 else {}),
         "loss": loss,
         "examples": int(len(y)),
         "per_class": [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -55,6 +56,13 @@ def metrics_from_probs(probs, y, class_names):
         "predictions": pred.tolist(),
         "probabilities": probs.max(axis=1).tolist(),  # of each predicted class, for predictions.csv
     }
+
+
+def top_k_accuracy(probs, y, k):
+    """The share of examples whose class is among the `k` most probable (fewer than k classes above it; ties at
+    the boundary count as in, as tf.math.in_top_k has it)."""
+    true = probs[np.arange(len(y)), y]
+    return float(((probs > true[:, None]).sum(axis=1) < k).mean())
 
 
 def most_confused(confusion, class_names, n=3):

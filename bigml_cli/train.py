@@ -752,6 +752,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     throughput = timer.summary().get("examples_per_second", 0.0)
     metrics = {"accuracy": report["accuracy"],
                **({} if ds.kind == "lm" else {"balanced_accuracy": report["balanced_accuracy"]}),
+               **({"top5_accuracy": report["top5_accuracy"]} if "top5_accuracy" in report else {}),
                "loss": report["loss"], "examples": report["examples"],
                **({"perplexity": report["perplexity"]} if ds.kind == "lm" else {}),
                "train_seconds": round(train_seconds, 1), "epochs": epochs_run,

@@ -59,6 +59,19 @@ def test_eval_json_reproduces_training_accuracy(cli, digits_run):
     assert mistakes[names.index(top["label"]), names.index(top["predicted"])] == top["count"]
     assert "most confused: '" in cli("eval", run_dir).stdout
     assert metrics["balanced_accuracy"] == pytest.approx(np.mean([c["recall"] for c in report["per_class"]]))
+    assert report["accuracy"] <= report["top5_accuracy"] == metrics["top5_accuracy"] <= 1  # 10 classes: top-5 too
+    assert "top-5 " in cli("eval", run_dir).stdout
+
+
+def test_top5_accuracy_counts_the_true_class_among_the_five_most_probable():
+    from bigml_cli.evaluate import metrics_from_probs, top_k_accuracy
+
+    probs = np.array([[.5, .2, .1, .1, .05, .05], [.3, .25, .2, .1, .1, .05], [.1, .1, .1, .1, .1, .5]])
+    assert top_k_accuracy(probs, np.array([5, 5, 0]), 5) == pytest.approx(2 / 3)  # rank 6 is out, a tie at 5 in
+    assert top_k_accuracy(probs, np.array([0, 1, 2]), 1) == pytest.approx(1 / 3)
+    assert metrics_from_probs(probs, np.array([5, 5, 0]), list("abcdef"))["top5_accuracy"] == pytest.approx(2 / 3)
+    assert "top5_accuracy" not in metrics_from_probs(probs[:, :5] / probs[:, :5].sum(1, keepdims=True),
+                                                     np.array([0, 1, 2]), list("abcde"))  # 5 classes: always 1
 
 
 def test_eval_on_your_own_labelled_folder_matches_the_test_split(cli, digits_run, tmp_path):
