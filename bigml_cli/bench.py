@@ -17,24 +17,31 @@ from bigml_cli.errors import UserError
 GPU_PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "V100": 15.7e12, "T4": 8.1e12, "L4": 30e12}
 
 
-def cpu_peak():
-    """Peak fp32 FLOP/s of this CPU: cores x clock x FLOPs per cycle (2 FMA units x vector lanes x 2)."""
+def cpu_peak(info=None, lscpu=None):
+    """Peak fp32 FLOP/s of this CPU: cores x clock x FLOPs per cycle (2 FMA units x vector lanes x 2).
+    `info`, `lscpu`: the texts of /proc/cpuinfo and `lscpu` (read from this machine when not given)."""
     from bigml_cli.distribute import cpu_flags
 
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if info is None:
+        info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flags = cpu_flags(info)
     mhz = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)]
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        max_mhz = re.search(r"CPU max MHz:\s*([\d.]+)", lscpu)
-        mhz = [float(max_mhz.group(1))] if max_mhz else mhz
-    except OSError:
-        pass
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    if lscpu is None:
+        try:
+            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        except OSError:
+            lscpu = ""
+    max_mhz = re.search(r"CPU max MHz:\s*([\d.]+)", lscpu)
+    mhz = [float(max_mhz.group(1))] if max_mhz else mhz
+    family = re.search(r"^cpu family\s*:\s*(\d+)", info, re.M)
+    # AMD's Zen 4 (family 25) runs AVX-512 instructions as two halves on its 256-bit FMA units: AVX2's peak.
+    zen4 = "AuthenticAMD" in info and family is not None and int(family.group(1)) == 25
+    lanes = 16 if "avx512f" in flags and not zen4 else 8 if "avx2" in flags else 4
     per_cycle = lanes * 2 * (2 if "fma" in flags or "avx512f" in flags else 1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     clock = (max(mhz) if mhz else 2000.0) * 1e6
-    isa = "AVX-512" if "avx512f" in flags else "AVX2+FMA" if "avx2" in flags else "SSE"
+    isa = ("AVX-512 on 256-bit units, AMD Zen 4" if zen4 and "avx512f" in flags else "AVX-512" if "avx512f" in flags
+           else "AVX2+FMA" if "avx2" in flags else "SSE")
     return cores * clock * per_cycle, f"{cores} cores x {clock / 1e9:.2f} GHz x {per_cycle} FLOP/cycle ({isa})"
 
 

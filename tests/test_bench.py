@@ -18,6 +18,20 @@ def test_cpu_peak_is_cores_times_clock_times_vector_width():
     assert peak > 1e9 and "cores" in how and "FLOP/cycle" in how
 
 
+def test_cpu_peak_counts_the_vector_units_each_cpu_has():
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    flags = "flags\t\t: fpu sse2 avx fma avx2 avx512f avx512_bf16\n"
+    intel = "vendor_id\t: GenuineIntel\ncpu family\t: 6\ncpu MHz\t\t: 2000.000\n" + flags
+    zen4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\ncpu MHz\t\t: 2000.000\n" + flags
+    zen3 = zen4.replace(" avx512f avx512_bf16", "")
+    assert cpu_peak(intel, "")[0] == cores * 2e9 * 64  # two 512-bit FMA units
+    assert cpu_peak(zen4, "")[0] == cores * 2e9 * 32  # AVX-512 split over 256-bit units
+    assert cpu_peak(zen3, "")[0] == cores * 2e9 * 32 and "AVX2+FMA" in cpu_peak(zen3, "")[1]
+    assert cpu_peak(zen4, "CPU max MHz:  3000.0\n")[0] == cores * 3e9 * 32  # the maximum clock where lscpu has one
+
+
 def test_time_to_accuracy_reads_the_history(tmp_path):
     history = tmp_path / "history.csv"
     history.write_text("epoch,elapsed_seconds,val_accuracy\n0,10.5,0.41\n1,20.0,0.52\n2,30.2,0.61\n")
