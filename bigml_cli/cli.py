@@ -160,7 +160,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored, tpu or multi-worker \\[default: the recipe's train.strategy]."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the unfinished run in this directory from its last checkpoint (several workers: on the chief, with the same --workers; the others run their own command again)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="float32, mixed_float16 or mixed_bfloat16 \\[default: the recipe's]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="float32, mixed_float16, mixed_bfloat16, or auto (mixed_bfloat16 on a CPU with BF16 instructions, else float32) \\[default: the recipe's]."),
     xla: Optional[bool] = typer.Option(None, "--xla/--no-xla", help="Compile steps with XLA \\[default: the recipe's train.jit_compile]."),
     workers: Optional[str] = typer.Option(None, "--workers", help="Multi-worker training: HOST:PORT,HOST:PORT,... (same list on every machine)."),
     worker_index: Optional[int] = typer.Option(None, "--worker-index", help="This machine's position in --workers (0 is the chief)."),

@@ -59,7 +59,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_weight: str = "none"  # none | balanced: each class's examples weigh n / (classes x its count) in the
     # loss, so a rare class counts as much as a common one
-    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16
+    precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16 | auto (mixed_bfloat16 on CPUs with
+    # BF16 instructions, else float32); a mixed-precision run saves its model in float32
     jit_compile: bool = True  # XLA
     deterministic: bool = False  # enable_op_determinism: bitwise-reproducible, somewhat slower
     steps_per_execution: int = 1
@@ -77,7 +78,7 @@ CHOICES = {
     "train.optimizer": ("adamw", "sgd"),
     "train.class_weight": ("none", "balanced"),
     "train.schedule": ("cosine", "linear", "constant"),
-    "train.precision": ("float32", "mixed_float16", "mixed_bfloat16"),
+    "train.precision": ("float32", "mixed_float16", "mixed_bfloat16", "auto"),
     "train.strategy": ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker"),
 }
 POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",

@@ -145,12 +145,16 @@ def test_mixed_precision_trains_with_float32_softmax(cli, tmp_path, precision):
     result = cli("train", "mlp", "--dataset", "digits", "--precision", precision, "--no-xla", "--run-dir", run_dir,
                  "--json", "train.epochs=3", "model.hidden_units=[64]", "train.learning_rate=0.01")
     assert result.exit_code == 0, result.text
-    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] > 0.85
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["accuracy"] > 0.85 and metrics["precision"] == precision  # trained in mixed precision ...
     import keras
 
-    model = keras.models.load_model(run_dir / "model.keras")
-    assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
-    assert any(layer.dtype_policy.compute_dtype == precision.split("_")[1] for layer in model.layers)
+    model = keras.models.load_model(run_dir / "model.keras")  # ... saved in float32: ONNX and LiteRT refuse bfloat16
+    assert {layer.dtype_policy.compute_dtype for layer in model.layers} == {"float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"
+    if precision == "mixed_bfloat16":
+        result = cli("export", run_dir, "--format", "onnx", "--json")
+        assert result.exit_code == 0, result.text
 
 
 def test_mixed_precision_on_a_cpu_warns_that_it_is_slower(monkeypatch):
@@ -161,8 +165,12 @@ def test_mixed_precision_on_a_cpu_warns_that_it_is_slower(monkeypatch):
     assert "mixed_bfloat16 runs slower than float32" in distribute.slow_precision_note("mixed_bfloat16", place)
     assert "no float16 instructions" in distribute.slow_precision_note("mixed_float16", place)
     assert distribute.slow_precision_note("float32", place) is None
+    assert distribute.pick_precision("auto", place) == "float32"  # auto: bfloat16 only where it is fast
+    assert distribute.pick_precision("mixed_bfloat16", place) == "mixed_bfloat16"  # asked for: as asked
     monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert distribute.slow_precision_note("mixed_bfloat16", place) is None
+    assert distribute.pick_precision("auto", place) == "mixed_bfloat16"
+    assert distribute.pick_precision("float32", place) == "float32"
 
 
 def _two_workers(chief_args, other_args):
