@@ -17,9 +17,9 @@ from bigml_cli.bench import bench  # noqa: E402
 
 
 def table(results):
-    lines = ["| recipe | batch | bigml ex/s | train MFLOP/example | achieved GFLOP/s | of peak | baseline ex/s | "
+    lines = ["| recipe | batch | precision | bigml ex/s | train MFLOP/example | achieved GFLOP/s | of peak | baseline ex/s | "
              "bigml / baseline (median of pairs) | time to val acc |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         base = [p.get("baseline_examples_per_second") for p in r["pairs"]]
         tta = [p["bigml_time_to_target_seconds"] for p in r["pairs"]]
@@ -29,11 +29,12 @@ def table(results):
         compute = (f"{r['train_flops_per_example'] / 1e6:,.1f} | {r['achieved_flops_per_second'] / 1e9:,.1f} | "
                    f"{r['fraction_of_peak']:.1%}" if counted else "not counted | - | -")
         lines.append(
-            f"| {r['recipe']} | {r['global_batch_size']} | {r['examples_per_second']:,.0f} | {compute} | "
+            f"| {r['recipe']} | {r['global_batch_size']} | {r.get('precision', 'float32')} | "
+            f"{r['examples_per_second']:,.0f} | {compute} | "
             + (f"{sorted(base)[len(base) // 2]:,.0f} | {r['median_ratio_vs_baseline']:.2f}x" if base[0] else "- | -")
             + f" | {tta_s} |")
     lines.append("")
-    lines.append(f"Peak: {results[0]['peak']}. Each measurement is one epoch in a fresh process; throughput is "
+    lines.append(f"Peak: {results[0]['peak']}, float32. The baseline trains in float32. Each measurement is one epoch in a fresh process; throughput is "
                  "the median step time after 10 warm-up steps. Training FLOPs = 3 x the forward pass's, counted "
                  "by TensorFlow's profiler.")
     return "\n".join(lines)

@@ -151,6 +151,7 @@ def bench(recipe="tutorial_cnn_cifar10", pairs=3, data_dir=None, target=0.5, bas
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(pairs):
             metrics, run_dir = _bigml_once(recipe, cfg, data_dir, tmp, steps)
+            precision = metrics.get("precision", cfg.train.precision)  # auto: what this machine picked
             row = {"pair": i + 1, "bigml_examples_per_second": metrics["examples_per_second"],
                    "bigml_time_to_target_seconds": time_to_accuracy(run_dir / "history.csv", target)}
             if baseline:
@@ -162,6 +163,7 @@ def bench(recipe="tutorial_cnn_cifar10", pairs=3, data_dir=None, target=0.5, bas
     keras.backend.clear_session()
     result = {
         "recipe": recipe, "model": cfg.model["name"], "global_batch_size": cfg.train.batch_size,
+        "precision": precision,
         "examples_per_second": round(throughput, 1), "train_flops_per_example": flops,
         "achieved_flops_per_second": None if flops is None else round(flops * throughput),
         "peak_flops_per_second": round(peak), "peak": peak_how,
