@@ -570,7 +570,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     t = cfg.train
     _absolute_dataset(cfg)
     place = distribute.placement(t.strategy)  # first: device set-up must precede any TensorFlow op
-    precision = distribute.pick_precision(t.precision, place)
+    precision = distribute.pick_precision(t.precision, place.name)
     if t.batch_size % place.replicas:
         raise UserError(f"train.batch_size {t.batch_size} is global and must divide evenly over "
                         f"{place.replicas} replicas; use a multiple of {place.replicas}")

@@ -76,6 +76,8 @@ def test_doctor_reports_versions_and_auto_choice(cli):
     report = json.loads(result.stdout)
     assert report["auto_strategy"] in ("cpu", "gpu", "mirrored", "tpu") and report["tensorflow"]
     assert any(d.startswith("CPU") for d in report["devices"])
+    bf16 = {"avx512_bf16", "amx_bf16"} & set(report["cpu_vector_instructions"])  # what `precision: auto` reads
+    assert report["auto_precision"] == ("mixed_bfloat16" if bf16 and report["auto_strategy"] == "cpu" else "float32")
 
 
 @pytest.mark.skipif(bool(os.environ.get("TPU_NAME")), reason="a TPU is configured here")
@@ -165,12 +167,12 @@ def test_mixed_precision_on_a_cpu_warns_that_it_is_slower(monkeypatch):
     assert "mixed_bfloat16 runs slower than float32" in distribute.slow_precision_note("mixed_bfloat16", place)
     assert "no float16 instructions" in distribute.slow_precision_note("mixed_float16", place)
     assert distribute.slow_precision_note("float32", place) is None
-    assert distribute.pick_precision("auto", place) == "float32"  # auto: bfloat16 only where it is fast
-    assert distribute.pick_precision("mixed_bfloat16", place) == "mixed_bfloat16"  # asked for: as asked
+    assert distribute.pick_precision("auto", place.name) == "float32"  # auto: bfloat16 only where it is fast
+    assert distribute.pick_precision("mixed_bfloat16", place.name) == "mixed_bfloat16"  # asked for: as asked
     monkeypatch.setattr(distribute, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
     assert distribute.slow_precision_note("mixed_bfloat16", place) is None
-    assert distribute.pick_precision("auto", place) == "mixed_bfloat16"
-    assert distribute.pick_precision("float32", place) == "float32"
+    assert distribute.pick_precision("auto", place.name) == "mixed_bfloat16"
+    assert distribute.pick_precision("float32", place.name) == "float32"
 
 
 def _two_workers(chief_args, other_args):
