@@ -34,7 +34,8 @@ def table(results):
             + (f"{sorted(base)[len(base) // 2]:,.0f} | {r['median_ratio_vs_baseline']:.2f}x" if base[0] else "- | -")
             + f" | {tta_s} |")
     lines.append("")
-    lines.append(f"Peak: {results[0]['peak']}, float32. The baseline trains in float32. Each measurement is one epoch in a fresh process; throughput is "
+    peaks = "; ".join(sorted({r["peak"] for r in results}))
+    lines.append(f"Peak: {peaks}. The baseline trains in float32. Each measurement is one epoch in a fresh process; throughput is "
                  "the median step time after 10 warm-up steps. Training FLOPs = 3 x the forward pass's, counted "
                  "by TensorFlow's profiler.")
     return "\n".join(lines)

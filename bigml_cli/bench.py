@@ -17,9 +17,10 @@ from bigml_cli.errors import UserError
 GPU_PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "V100": 15.7e12, "T4": 8.1e12, "L4": 30e12}
 
 
-def cpu_peak(info=None, lscpu=None):
-    """Peak fp32 FLOP/s of this CPU: cores x clock x FLOPs per cycle (2 FMA units x vector lanes x 2).
-    `info`, `lscpu`: the texts of /proc/cpuinfo and `lscpu` (read from this machine when not given)."""
+def cpu_peak(info=None, lscpu=None, precision="float32"):
+    """Peak FLOP/s of this CPU: cores x clock x FLOPs per cycle (2 FMA units x vector lanes x 2), for float32;
+    twice that for mixed_bfloat16 on AVX512_BF16, whose dot products take two bfloat16 pairs per float32
+    lane. `info`, `lscpu`: the texts of /proc/cpuinfo and `lscpu` (read from this machine when not given)."""
     from bigml_cli.distribute import cpu_flags
 
     if info is None:
@@ -42,10 +43,14 @@ def cpu_peak(info=None, lscpu=None):
     clock = (max(mhz) if mhz else 2000.0) * 1e6
     isa = ("AVX-512 on 256-bit units, AMD Zen 4" if zen4 and "avx512f" in flags else "AVX-512" if "avx512f" in flags
            else "AVX2+FMA" if "avx2" in flags else "SSE")
+    if precision == "mixed_bfloat16" and "avx512_bf16" in flags:
+        per_cycle, isa = per_cycle * 2, isa + ", bfloat16 dot products"
+    else:
+        isa += ", float32"
     return cores * clock * per_cycle, f"{cores} cores x {clock / 1e9:.2f} GHz x {per_cycle} FLOP/cycle ({isa})"
 
 
-def device_peak():
+def device_peak(precision="float32"):
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -53,7 +58,7 @@ def device_peak():
         for key, peak in GPU_PEAK_FP32.items():
             if key in name:
                 return peak, f"{name} (fp32 dense)"
-    return cpu_peak()
+    return cpu_peak(precision=precision)
 
 
 LOOP_OPS = ("While", "StatelessWhile", "LoopCond")  # a recurrent layer's time loop: the profiler counts one step
@@ -145,7 +150,6 @@ def bench(recipe="tutorial_cnn_cifar10", pairs=3, data_dir=None, target=0.5, bas
     model = build_model(cfg.model, ds.input_info, ds.num_classes)
     forward = forward_flops(model)
     flops = None if forward is None else 3 * forward  # training = forward + backward (about twice the forward)
-    peak, peak_how = device_peak()
     steps = len(ds.y_train) // cfg.train.batch_size
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,6 +164,7 @@ def bench(recipe="tutorial_cnn_cifar10", pairs=3, data_dir=None, target=0.5, bas
                 row["ratio"] = round(metrics["examples_per_second"] / base["examples_per_second"], 3)
             rows.append(row)
     throughput = float(np.median([r["bigml_examples_per_second"] for r in rows]))
+    peak, peak_how = device_peak(precision)  # of the precision the recipe trained in here
     keras.backend.clear_session()
     result = {
         "recipe": recipe, "model": cfg.model["name"], "global_batch_size": cfg.train.batch_size,

@@ -30,6 +30,8 @@ def test_cpu_peak_counts_the_vector_units_each_cpu_has():
     assert cpu_peak(zen4, "")[0] == cores * 2e9 * 32  # AVX-512 split over 256-bit units
     assert cpu_peak(zen3, "")[0] == cores * 2e9 * 32 and "AVX2+FMA" in cpu_peak(zen3, "")[1]
     assert cpu_peak(zen4, "CPU max MHz:  3000.0\n")[0] == cores * 3e9 * 32  # the maximum clock where lscpu has one
+    assert cpu_peak(zen4, "", "mixed_bfloat16")[0] == cores * 2e9 * 64  # two bfloat16 pairs per float32 lane
+    assert cpu_peak(zen3, "", "mixed_bfloat16")[0] == cores * 2e9 * 32  # no BF16 instructions: no such gain
 
 
 def test_time_to_accuracy_reads_the_history(tmp_path):
