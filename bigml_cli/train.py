@@ -662,7 +662,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         console.print(f"run directory [bold]{run_.path if run_ else '(none: not the chief)'}[/]  model "
                       f"{cfg.model['name']} ({model.count_params():,} parameters)  dataset {cfg.data.name} "
                       f"({sizes})  "
-                      f"strategy {place.name}" + (f"  resuming at step {start_step}" if start_step else ""))
+                      f"strategy {place.name}" + (f"  precision {precision}" if precision != "float32" else "")
+                      + (f"  resuming at step {start_step}" if start_step else ""))
         for note in (*ds.notes, distribute.slow_precision_note(precision, place),
                      short_run_note(ds, cfg, steps), imbalance_note(ds, t)):
             if note:

@@ -147,6 +147,7 @@ def test_mixed_precision_trains_with_float32_softmax(cli, tmp_path, precision):
     result = cli("train", "mlp", "--dataset", "digits", "--precision", precision, "--no-xla", "--run-dir", run_dir,
                  "--json", "train.epochs=3", "model.hidden_units=[64]", "train.learning_rate=0.01")
     assert result.exit_code == 0, result.text
+    assert f"precision {precision}" in result.stderr + result.stdout  # the run's first line says so
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert metrics["accuracy"] > 0.85 and metrics["precision"] == precision  # trained in mixed precision ...
     import keras
