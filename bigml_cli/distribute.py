@@ -33,22 +33,29 @@ def cpu_flags(info=None):
     return set(found.group(1).split()) if found else set()
 
 
+BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # the CPU instructions that make bfloat16 faster than float32
+
+
+def _on_cpu(strategy):
+    """Whether a run with this strategy name computes on the CPU (no GPU seen, no TPU)."""
+    return not tf.config.list_physical_devices("GPU") and not strategy.startswith("tpu")
+
+
 def pick_precision(precision, strategy):
     """train.precision, with `auto` resolved: mixed_bfloat16 on a CPU with BF16 instructions (AVX512_BF16 or
     AMX), where it trains 1.4 to 1.5 times faster than float32 (README, Speed choices); float32 elsewhere, GPUs
     and TPUs included, where bigml has not measured it (pass mixed_float16 or mixed_bfloat16 there)."""
     if precision != "auto":
         return precision
-    on_cpu = not tf.config.list_physical_devices("GPU") and not strategy.startswith("tpu")
-    return "mixed_bfloat16" if on_cpu and cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
+    return "mixed_bfloat16" if _on_cpu(strategy) and cpu_flags() & BF16_FLAGS else "float32"
 
 
 def slow_precision_note(precision, place):
     """A warning line when a mixed precision would run slower than float32: on a CPU, float16 always, and
     bfloat16 without BF16 instructions (measured 11 to 18 times slower here; README, Speed choices)."""
-    if precision == "float32" or tf.config.list_physical_devices("GPU") or place.name.startswith("tpu"):
+    if precision == "float32" or not _on_cpu(place.name):
         return None
-    if precision == "mixed_bfloat16" and cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+    if precision == "mixed_bfloat16" and cpu_flags() & BF16_FLAGS:
         return None
     return (f"note: {precision} runs slower than float32 on this CPU (it has no "
             f"{'BF16' if 'bfloat' in precision else 'float16'} instructions); --precision float32 is faster here")
@@ -228,6 +235,7 @@ def doctor():
 
     split_cpu()
     devices = [(d.device_type, d.name) for d in tf.config.list_logical_devices()]
+    strategy, flags = auto_choice(), cpu_flags()
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -235,8 +243,8 @@ def doctor():
         "platform": platform.platform(),
         "cpu_cores": os.cpu_count(),
         "devices": [f"{kind} {name}" for kind, name in devices],
-        "auto_strategy": auto_choice(),
-        "cpu_vector_instructions": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()],
-        "auto_precision": pick_precision("auto", auto_choice()),
+        "auto_strategy": strategy,
+        "cpu_vector_instructions": [f for f in ("avx2", "fma", "avx512f", *sorted(BF16_FLAGS)) if f in flags],
+        "auto_precision": pick_precision("auto", strategy),
         "tf_config": bool(os.environ.get("TF_CONFIG")),
     }
