@@ -83,8 +83,9 @@ def duration(seconds):
 
 
 class StepTimer(keras.callbacks.Callback):
-    """Wall time of every step (its median after warm-up gives the throughput), and the seconds since
-    training began at each epoch end (history.csv's `elapsed_seconds`, for time-to-accuracy)."""
+    """Wall time of every step (its median after warm-up gives the throughput); at each epoch end, the seconds
+    since training began (history.csv's `elapsed_seconds`, for time-to-accuracy) and the learning rate the
+    schedule has reached (`learning_rate`)."""
 
     def __init__(self, batch_size, steps_per_execution=1, warmup=10):
         super().__init__()
@@ -103,6 +104,7 @@ class StepTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["elapsed_seconds"] = round(time.perf_counter() - self.began, 2)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def summary(self):
         timed = self.durations[self.warmup:] or self.durations
@@ -296,7 +298,6 @@ def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, st
                 report = weighted_scores(np.concatenate([np.asarray(forward(batch[0])) for batch in val_ds]),
                                          ds.y_val, task.weights)
             logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         hooks.on_epoch_end(epoch, logs)
         save((epoch + 1) * steps)  # after the callbacks: with the lookahead's average, as fit's runs save
         if t.patience and epoch + 1 < t.epochs and chief_says(place, model.stop_training):

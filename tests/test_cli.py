@@ -36,7 +36,10 @@ def test_train_writes_the_run_directory(digits_run):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "logs").rglob("*tfevents*")), "TensorBoard logs"
     with open(run_dir / "history.csv") as f:
-        assert len(list(csv.DictReader(f))) == 4
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    rates = [float(r["learning_rate"]) for r in rows]  # the cosine schedule's value at each epoch end
+    assert rates[0] == pytest.approx(0.01) and rates[0] > rates[1] > rates[2] > rates[3] >= 0  # warmup: 1 epoch
     assert "epochs: 4" in (run_dir / "config.yaml").read_text()
 
 
