@@ -2,6 +2,7 @@
 
 import csv
 import json
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ from bigml_cli.data import DATASETS, load_dataset
 from bigml_cli.data.base import length
 from bigml_cli.data.pipeline import inputs_dataset
 from bigml_cli.errors import UserError
-from bigml_cli.models import inference
+from bigml_cli.models import float32_policies, inference
 
 SPLITS = ("test", "val", "train")
 
@@ -194,16 +195,25 @@ def plot_history(history_csv, path):
 
 
 def load_model(run):
+    """The run's model for inference, computing in float32. Runs saved by bigml before 2026-11-29 kept a
+    mixed-precision model's bfloat16 layers (see `in_float32`), and some of those (the transformer's) do
+    not even load under the float32 policy: their config is made float32 before the model is built."""
     import keras
 
     import bigml_cli.models  # noqa: F401  (registers the custom layers)
 
     try:
-        return keras.models.load_model(run.model_file, compile=False)  # inference only: no optimizer state
+        with zipfile.ZipFile(run.model_file) as saved:
+            config = json.loads(saved.read("config.json"))
+        float32 = float32_policies(config)
+        if float32 == config:
+            return keras.models.load_model(run.model_file, compile=False)  # inference only: no optimizer state
+        model = keras.saving.deserialize_keras_object(float32)
+        model.load_weights(run.model_file)
+        return model
     except Exception as e:
         raise UserError(f"{run.model_file} could not be loaded ({type(e).__name__}); it is corrupt: "
                         "train the run again") from None
-
 
 def labelled_examples(path, run):
     """(inputs, class indices of the run, the name of each example, notes) of a user's own labelled data: a

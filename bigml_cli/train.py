@@ -27,7 +27,8 @@ from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_steps_per
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import (lm_report, metrics_from_probs, plot_history, predict_probs, save_lm_report,
                                 save_report, weighted_scores)
-from bigml_cli.models import adapt_to_data, build_model, inference, whitening_biases, with_test_time_augmentation
+from bigml_cli.models import (adapt_to_data, build_model, in_float32, inference, whitening_biases,
+                              with_test_time_augmentation)
 from bigml_cli.optim import make_optimizer
 
 
@@ -329,15 +330,6 @@ def build_model_on(place, model_cfg, ds):
             raise UserError("another worker stopped while the model was built, often because it was given another "
                             "command; its own output says why; run the same command on every worker") from None
         raise
-
-
-def float32_copy(model, model_cfg, ds):
-    """The model rebuilt in float32 with the trained weights (the weights of a mixed-precision model are
-    float32 already): it predicts and exports on every device, where bfloat16 layers run 11 to 18 times slower
-    on CPUs without BF16 instructions and ONNX and LiteRT refuse them."""
-    copy = build_model(model_cfg, ds.input_info, ds.num_classes)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _alive(pid):
@@ -744,7 +736,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         model.load_weights(run_.checkpoints / ("best.weights.h5" if has_val else "last.weights.h5"))
         if precision != "float32":  # the saved model computes in float32 (README, Devices: mixed precision)
             keras.mixed_precision.set_global_policy("float32")
-            model = float32_copy(model, cfg.model, ds)
+            model = in_float32(model)
         if (t.test_time_flip or t.test_time_translate) and ds.kind == "image":
             model = with_test_time_augmentation(model, flip=t.test_time_flip, translate=t.test_time_translate)
         saving = run_.model_file.with_name("saving." + run_.model_file.name)

@@ -160,6 +160,36 @@ def test_mixed_precision_trains_with_float32_softmax(cli, tmp_path, precision):
         assert result.exit_code == 0, result.text
 
 
+@pytest.mark.parametrize("model", ["mlp", "transformer"])
+def test_runs_saved_with_bfloat16_layers_load_in_float32(cli, tmp_path, monkeypatch, model):
+    """bigml before 2026-11-29 saved a mixed-precision run's bfloat16 layers: such a transformer did not even
+    load, and an image model's ONNX export failed inside onnxruntime."""
+    from bigml_cli import train
+    from test_text import write_reviews
+
+    monkeypatch.setattr(train, "in_float32", lambda model: model)  # how those runs were saved
+    if model == "mlp":
+        args = ["--dataset", "digits", "model.hidden_units=[32]"]
+    else:
+        write_reviews(tmp_path / "reviews", 30, seed=0)
+        args = ["--dataset", tmp_path / "reviews", "model.dim=16", "model.heads=2", "model.mlp_dim=16",
+                "model.num_layers=1", "data.sequence_length=16"]
+    run_dir = tmp_path / "run"
+    result = cli("train", model, *args, "--precision", "mixed_bfloat16", "--run-dir", run_dir, "--json",
+                 "train.epochs=2")
+    assert result.exit_code == 0, result.text
+    trained = json.loads(result.stdout.strip().splitlines()[-1])
+    import zipfile
+
+    assert "mixed_bfloat16" in zipfile.ZipFile(run_dir / "model.keras").read("config.json").decode()
+    result = cli("eval", run_dir, "--json")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(trained["accuracy"], abs=0.02)  # float32 now
+    if model == "mlp":
+        result = cli("export", run_dir, "--format", "onnx", "--json")
+        assert result.exit_code == 0, result.text
+
+
 def test_mixed_precision_on_a_cpu_warns_that_it_is_slower(monkeypatch):
     from bigml_cli import distribute
 

@@ -5,8 +5,8 @@ import keras
 
 from bigml_cli.errors import UserError
 
-from bigml_cli.models.base import (MODELS, adapt_to_data, inference, model_inputs, whitening_biases,  # noqa: F401
-                                   with_test_time_augmentation)
+from bigml_cli.models.base import (MODELS, adapt_to_data, float32_policies, in_float32, inference,  # noqa: F401
+                                   model_inputs, whitening_biases, with_test_time_augmentation)
 from bigml_cli.models import cnn, gpt, mlp, rnn, transformer  # noqa: F401  (registers the builders)
 from bigml_cli import optim  # noqa: F401  (registers the optimizer that a saved TTA model's inner model names)
 
