@@ -215,6 +215,7 @@ def load_model(run):
         raise UserError(f"{run.model_file} could not be loaded ({type(e).__name__}); it is corrupt: "
                         "train the run again") from None
 
+
 def labelled_examples(path, run):
     """(inputs, class indices of the run, the name of each example, notes) of a user's own labelled data: a
     folder with one sub-folder per class (its test/ part when it is split into train/ and test/), or a CSV

@@ -272,4 +272,3 @@ def in_float32(model):
     copy = type(model).from_config(float32)
     copy.set_weights(model.get_weights())
     return copy
-
