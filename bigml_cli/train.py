@@ -510,6 +510,19 @@ def _selection_key(logs, monitor):
     return (-float(logs[monitor]),)
 
 
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger, except that rows appended to an existing history.csv (`--resume`) keep that file's
+    columns. A run started by an older bigml has fewer (`learning_rate` is logged since 2026-11-29), and
+    Keras would write the wider rows under the old header, every value after the new one a column off."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None and self.append and not self.append_header:
+            with open(self.filename, newline="") as f:
+                header = next(csv.reader(f, delimiter=self.sep), [])
+            self.keys = header[1:]  # after "epoch"; a column the file lacks is left out, one it has but logs lack is NA
+        super().on_epoch_end(epoch, logs)
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the weights of the best epoch so far (`_selection_key`) at each epoch's end, and with `patience`
     (train.patience) stops training once that many epochs in a row were no better.
@@ -678,7 +691,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         if run_:
             run_.checkpoints.mkdir(exist_ok=True)
             callbacks += [
-                keras.callbacks.CSVLogger(str(run_.history_file), append=resume),
+                HistoryLogger(str(run_.history_file), append=resume),
                 keras.callbacks.TensorBoard(str(run_.logs), write_graph=False),
                 keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "last.weights.h5"), save_weights_only=True),
                 best,

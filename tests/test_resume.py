@@ -91,6 +91,33 @@ def test_resume_keeps_the_steps_per_epoch_the_run_started_with(tmp_path):
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3
 
 
+def test_resume_appends_history_rows_under_the_files_own_columns(tmp_path):
+    """A run started by a bigml that logged fewer columns (no learning_rate before 2026-11-29) resumes with
+    its rows still under the right names."""
+    import csv
+
+    run_dir = tmp_path / "run"
+    proc = start([*TINY, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, 45)  # epoch 1 (40 steps) is in history.csv
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open(run_dir / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    old = [k for k in rows[0] if "learning_rate" not in k]  # as the older bigml wrote it
+    with open(run_dir / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, old, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    with open(run_dir / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [list(r) for r in rows] == [old] * 3, "no value outside the header's columns"
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    losses = [float(r["loss"]) for r in rows]  # losses, not another column's values
+    assert 3.0 > losses[0] > losses[1] > losses[2] > 0
+
+
 def test_sigterm_saves_a_checkpoint_at_the_step_it_stopped(tmp_path):
     run_dir = tmp_path / "run"
     args = [a for a in TINY if not a.startswith("train.checkpoint_every")] + ["train.checkpoint_every=1000"]
