@@ -168,25 +168,27 @@ def as_float(text):
 
 
 def plot_history(history_csv, path):
-    """Training curves: loss and accuracy per epoch, training and validation, from history.csv."""
+    """Training curves from history.csv: loss and accuracy per epoch, training and validation, and the
+    learning rate the schedule reached at each epoch's end."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     with open(history_csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    panels = [m for m in ("loss", "accuracy") if rows and m in rows[0]]
+    panels = [m for m in ("loss", "accuracy", "learning_rate") if rows and m in rows[0]]
     if not panels:
         return
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, metric in zip(axes[0], panels):
-        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+        for key, label in ((metric, "schedule" if metric == "learning_rate" else "train"),
+                           (f"val_{metric}", "validation")):
             values = [as_float(r.get(key)) for r in rows]  # CSVLogger writes NA where there is no validation
             if any(v == v for v in values):  # not all NaN
                 ax.plot(epochs, values, marker="o", label=label)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
+        ax.set_title(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

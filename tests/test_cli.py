@@ -40,6 +40,9 @@ def test_train_writes_the_run_directory(digits_run):
     assert len(rows) == 4
     rates = [float(r["learning_rate"]) for r in rows]  # the cosine schedule's value at each epoch end
     assert rates[0] == pytest.approx(0.01) and rates[0] > rates[1] > rates[2] > rates[3] >= 0  # warmup: 1 epoch
+    from PIL import Image
+
+    assert Image.open(run_dir / "history.png").size[0] == 1500  # three 5-inch panels: loss, accuracy, learning rate
     assert "epochs: 4" in (run_dir / "config.yaml").read_text()
 
 
