@@ -519,7 +519,8 @@ class HistoryLogger(keras.callbacks.CSVLogger):
         if self.keys is None and self.append and not self.append_header:
             with open(self.filename, newline="") as f:
                 header = next(csv.reader(f, delimiter=self.sep), [])
-            self.keys = header[1:]  # after "epoch"; a column the file lacks is left out, one it has but logs lack is NA
+            # after "epoch"; a value of a column the file lacks is left out, a column the logs lack gets NA
+            self.keys = header[1:]
         super().on_epoch_end(epoch, logs)
 
 
