@@ -4,8 +4,8 @@
     python bench/recipe_speed.py transformer_imdb 15 train.precision=mixed_bfloat16
 
 runs the recipe (with the overrides) in this process for STEPS steps, then prints examples/s from the
-median step time after 5 warm-up steps as JSON (a language model's figure is sequences/s) and exits,
-skipping the rest of the epoch and the test pass. Run each setting in a fresh process, and each twice
+median step time after 5 warm-up steps as JSON (`examples_per_second`; for a language model, sequences/s)
+and exits, skipping the rest of the epoch and the test pass. Run each setting in a fresh process, and each twice
 (README, "Speed choices": the other recipes).
 """
 
@@ -14,29 +14,22 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-
-import keras
-import numpy as np
 
 from bigml_cli import config, train
 
 
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, steps, batch_size, report, workdir):
-        super().__init__()
-        self.steps, self.batch_size, self.report, self.workdir = steps, batch_size, report, workdir
-        self.durations = []
+class StopAfter(train.StepTimer):
+    """The run's own step timer (median step after `warmup` steps), printing its figures after `steps` steps
+    and ending the process there."""
 
-    def on_train_batch_begin(self, batch, logs=None):
-        self.start = time.perf_counter()
+    def __init__(self, steps, batch_size, steps_per_execution, report, workdir):
+        super().__init__(batch_size, steps_per_execution, warmup=5)
+        self.steps, self.report, self.workdir = steps, report, workdir
 
     def on_train_batch_end(self, batch, logs=None):
-        self.durations.append(time.perf_counter() - self.start)
+        super().on_train_batch_end(batch, logs)
         if len(self.durations) == self.steps:
-            median = float(np.median(self.durations[5:]))
-            print(json.dumps({**self.report, "median_step_seconds": median,
-                              "per_second": round(self.batch_size / median, 1)}), flush=True)
+            print(json.dumps({**self.report, **self.summary()}), flush=True)
             shutil.rmtree(self.workdir, ignore_errors=True)
             os._exit(0)  # the measurement is all this run is for: no rest of the epoch, no test pass
 
@@ -48,7 +41,8 @@ def main(argv):
     raw = config.read_recipe(config.find_recipe(recipe, None, None))
     cfg = config.load(raw["model"]["name"], recipe=recipe, overrides=overrides)
     workdir = tempfile.mkdtemp(prefix="bigml-recipe-speed-")
-    probe = StopAfter(steps, cfg.train.batch_size, {"recipe": recipe, "overrides": overrides}, workdir)
+    probe = StopAfter(steps, cfg.train.batch_size, cfg.train.steps_per_execution,
+                      {"recipe": recipe, "overrides": overrides}, workdir)
     try:
         train.run(cfg, run_dir=os.path.join(workdir, "run"), extra_callbacks=[probe])
     finally:
