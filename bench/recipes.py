@@ -1,40 +1,109 @@
-"""Train shipped recipes with their defaults and record test accuracy and wall time.
+"""Train shipped recipes with their defaults, record test results and wall time in bench/results.json, and
+rewrite the README's table of them.
 
-    python bench/recipes.py [RECIPE ...]     # default: every recipe; writes bench/results.json
+    python bench/recipes.py [RECIPE ...]     # default: every recipe, one after another (about 80 minutes)
+
+Each recipe runs as `bigml train --recipe NAME`, which is what the command on its first line resolves to.
+Recipes named here replace their own entries; the others are kept, each with the date and machine of its run.
 """
 
+import datetime
 import json
+import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bigml_cli.config import RECIPES_DIR, recipe_names  # noqa: E402
 
+RESULTS = ROOT / "bench" / "results.json"
+README = ROOT / "README.md"
+
+
+def machine():
+    """`2-core AMD EPYC 9R14 (AVX-512, AVX512_BF16), TensorFlow 2.21.0, Keras 3.15.1`, from this machine."""
+    import os
+
+    import keras
+    import tensorflow as tf
+
+    from bigml_cli.distribute import cpu_flags
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    flags = cpu_flags(info)
+    isa = ", ".join(f for f, present in (("AVX-512", "avx512f" in flags), ("AVX512_BF16", "avx512_bf16" in flags),
+                                         ("AMX", "amx_bf16" in flags)) if present) or ("AVX2" if "avx2" in flags else "")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = name.group(1).strip() if name else platform.processor() or "CPU"
+    return f"{cores}-core {cpu} ({isa or 'no AVX'}), TensorFlow {tf.__version__}, Keras {keras.__version__}"
+
+
+def command_of(name):
+    """The command on the recipe's first line (`# bigml train cnn --dataset cifar10`), or the --recipe form."""
+    first = (RECIPES_DIR / f"{name}.yaml").read_text().splitlines()[0]
+    return first[2:].strip() if first.startswith("# bigml ") else f"bigml train --recipe {name}"
+
+
+def run(name, on):
+    run_dir = ROOT / "runs" / "bench" / name
+    cmd = [str(Path(sys.executable).with_name("bigml")), "train", "--recipe", name, "--run-dir", str(run_dir),
+           "--overwrite", "--json"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        return None
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    entry = {"command": command_of(name), "wall_seconds": round(wall, 1),
+             **{k: metrics[k] for k in ("accuracy", "loss", "perplexity", "train_seconds", "epochs",
+                                        "examples_per_second", "precision") if k in metrics},
+             "measured_on": f"{datetime.date.today().isoformat()}, {on}"}
+    return entry
+
+
+def table(results):
+    lines = ["| recipe | command | result | wall time | training | precision | measured |", "|---|---|---|---|---|---|---|"]
+    for name, r in sorted(results.items()):
+        if name.startswith("_"):
+            continue
+        result = (f"val loss {r['loss']:.3f} nats/char (perplexity {r['perplexity']:.2f})" if "perplexity" in r
+                  else f"{r['accuracy']:.2%} test accuracy")
+        rate = f", {r['examples_per_second']:,.0f} examples/s" if "examples_per_second" in r else ""
+        lines.append(f"| `{name}` | `{r['command']}` | {result} | {r['wall_seconds']:,.0f} s | "
+                     f"{r['train_seconds']:,.1f} s, {r['epochs']} epochs{rate} | {r.get('precision', 'float32')} | "
+                     f"{r.get('measured_on', '')} |")
+    return "\n".join(lines)
+
 
 def main(names):
-    results_file = ROOT / "bench" / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    old_date = results.pop("_measured_on", "")  # files before 2026-11-29: one date for all, other key names
+    for entry in results.values():
+        for was, now in (("test_accuracy", "accuracy"), ("val_loss", "loss")):
+            if was in entry:
+                entry[now] = entry.pop(was)
+        entry.setdefault("measured_on", old_date)
+    on, failed = machine(), []
     for name in names or recipe_names():
-        recipe = yaml.safe_load((RECIPES_DIR / f"{name}.yaml").read_text())
-        run_dir = ROOT / "runs" / "bench" / name
-        cmd = [str(Path(sys.executable).with_name("bigml")), "train", recipe["model"]["name"], "--dataset",
-               recipe["data"]["name"], "--run-dir", str(run_dir), "--overwrite", "--json"]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            sys.exit(f"{name}: bigml train failed with exit code {proc.returncode}")
-        metrics = json.loads(proc.stdout.strip().splitlines()[-1])
-        results[name] = {"command": " ".join(["bigml"] + cmd[1:5]), "test_accuracy": metrics["accuracy"],
-                         "wall_seconds": round(wall, 1), "train_seconds": metrics["train_seconds"],
-                         "epochs": metrics["epochs"]}
-        print(f"{name:<16} test accuracy {metrics['accuracy']:.4f}  wall {wall / 60:.1f} min", flush=True)
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
+        entry = run(name, on)
+        if entry is None:
+            failed.append(name)
+            print(f"{name:<22} bigml train failed; its entry is left as it was", flush=True)
+            continue
+        results[name] = entry
+        shown = f"val loss {entry['loss']:.3f}" if "perplexity" in entry else f"test accuracy {entry['accuracy']:.4f}"
+        print(f"{name:<22} {shown}  wall {entry['wall_seconds'] / 60:.1f} min", flush=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        text = README.read_text()
+        README.write_text(re.sub(r"<!-- recipes:start -->.*<!-- recipes:end -->",
+                                 f"<!-- recipes:start -->\n{table(results)}\n<!-- recipes:end -->", text, flags=re.S))
+    if failed:
+        sys.exit(f"bigml train failed for: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
