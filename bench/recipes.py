@@ -2,6 +2,7 @@
 rewrite the README's table of them.
 
     python bench/recipes.py [RECIPE ...]     # default: every recipe, one after another (about 80 minutes)
+    python bench/recipes.py --table          # only rewrite the README's table from bench/results.json
 
 Each recipe runs as `bigml train --recipe NAME`, which is what the command on its first line resolves to.
 Recipes named here replace their own entries; the others are kept, each with the date and machine of its run.
@@ -80,6 +81,12 @@ def table(results):
     return "\n".join(lines)
 
 
+def write_table(results):
+    text = README.read_text()
+    README.write_text(re.sub(r"<!-- recipes:start -->.*<!-- recipes:end -->",
+                             f"<!-- recipes:start -->\n{table(results)}\n<!-- recipes:end -->", text, flags=re.S))
+
+
 def main(names):
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     old_date = results.pop("_measured_on", "")  # files before 2026-11-29: one date for all, other key names
@@ -88,6 +95,8 @@ def main(names):
             if was in entry:
                 entry[now] = entry.pop(was)
         entry.setdefault("measured_on", old_date)
+    if names == ["--table"]:
+        return write_table(results)
     on, failed = machine(), []
     for name in names or recipe_names():
         entry = run(name, on)
@@ -99,9 +108,7 @@ def main(names):
         shown = f"val loss {entry['loss']:.3f}" if "perplexity" in entry else f"test accuracy {entry['accuracy']:.4f}"
         print(f"{name:<22} {shown}  wall {entry['wall_seconds'] / 60:.1f} min", flush=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        text = README.read_text()
-        README.write_text(re.sub(r"<!-- recipes:start -->.*<!-- recipes:end -->",
-                                 f"<!-- recipes:start -->\n{table(results)}\n<!-- recipes:end -->", text, flags=re.S))
+        write_table(results)
     if failed:
         sys.exit(f"bigml train failed for: {', '.join(failed)}")
 
