@@ -38,7 +38,8 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: one pass over the training examples (language models: tokens)
     batch_size: int = 128  # global: split across replicas
     seed: int = 0
-    optimizer: str = "adamw"  # adamw | sgd (momentum, optionally Nesterov)
+    optimizer: str = "adamw"  # adamw | sgd (momentum, optionally Nesterov) | muon (sgd, but convolution
+    # kernels take Muon's orthogonalized steps at muon_learning_rate: airbench94_muon)
     learning_rate: float = 1e-3  # peak, reached after warmup
     momentum: float = 0.9
     nesterov: bool = True
@@ -47,6 +48,8 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | linear | constant (after warmup)
     lr_start: float = 0.0  # learning rate at step 0, as a fraction of learning_rate (warmup rises from it)
     lr_end: float = 0.0  # cosine and linear: the fraction of learning_rate the decay ends at
+    muon_learning_rate: float = 0.24  # muon: the kernels' peak step, on the same schedule (airbench: 0.24)
+    muon_momentum: float = 0.6  # muon: the kernels' Nesterov momentum (airbench: 0.6)
     bias_lr_scale: float = 1.0  # sgd: multiplies the learning rate of norm offsets, `beta` (airbench: 64)
     decay_biases: bool = False  # weight decay also on biases and BatchNorm offsets (airbench decays all)
     lookahead: bool = False  # airbench's lookahead EMA: from an epoch on, every few steps pull the weights
@@ -75,18 +78,18 @@ class TrainConfig:
 CHOICES = {
     "data.augment": ("auto", "none", "crop_flip", "crop_altflip", "shift"),
     "data.tokens": ("words", "characters"),
-    "train.optimizer": ("adamw", "sgd"),
+    "train.optimizer": ("adamw", "sgd", "muon"),
     "train.class_weight": ("none", "balanced"),
     "train.schedule": ("cosine", "linear", "constant"),
     "train.precision": ("float32", "mixed_float16", "mixed_bfloat16", "auto"),
     "train.strategy": ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker"),
 }
 POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",
-            "train.steps_per_execution", "train.lookahead_every")
+            "train.steps_per_execution", "train.lookahead_every", "train.muon_learning_rate")
 NON_NEGATIVE = ("data.crop_padding", "train.steps_per_epoch", "train.weight_decay", "train.warmup_epochs",
                 "train.lr_start", "train.lr_end", "train.bias_lr_scale", "train.lookahead_start_epoch",
                 "train.whiten_bias_epochs", "train.patience", "train.checkpoint_every")
-FRACTION = ("train.momentum", "train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
+FRACTION = ("train.momentum", "train.muon_momentum", "train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
 SHARE = ("data.val_fraction", "data.test_fraction", "model.dropout")  # from 0 to below 1
 AT_LEAST = {"data.vocab_size": (3, "the padding and unknown tokens take two places")}
 

@@ -42,6 +42,59 @@ class ScaledSGD(keras.optimizers.SGD):
         return {**super().get_config(), "bias_scale": self.bias_scale}
 
 
+def orthogonalize(g, steps=3):
+    """Newton-Schulz iteration toward the nearest semi-orthogonal matrix, U V^T of g = U S V^T, loosely: the
+    quintic of Muon (Keller Jordan, 2024), whose singular values land between about 0.5 and 1.5."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    wide = g.shape[0] <= g.shape[1]
+    x = g if wide else keras.ops.transpose(g)
+    x = x / (keras.ops.sqrt(keras.ops.sum(keras.ops.square(x))) + 1e-7)  # every singular value <= 1
+    for _ in range(steps):
+        s = keras.ops.matmul(x, keras.ops.transpose(x))
+        x = a * x + keras.ops.matmul(b * s + c * keras.ops.matmul(s, s), x)
+    return x if wide else keras.ops.transpose(x)
+
+
+@keras.saving.register_keras_serializable(package="bigml")
+class MuonSGD(ScaledSGD):
+    """airbench94_muon's optimizer: convolution kernels take Muon steps, everything else ScaledSGD's.
+
+    A Muon step keeps each kernel at Frobenius norm sqrt(its output channels) and moves it by the
+    orthogonalized Nesterov momentum of its gradient, a matrix of output channels x (height x width x
+    input channels), times `muon_scale` x the scheduled learning rate; kernels take no weight decay (the
+    normalization fixes their scale). Orthogonal updates change every direction of a filter bank at one rate,
+    which lets airbench reach 94% on CIFAR-10 in 8 epochs instead of 9.9."""
+
+    def __init__(self, *args, muon_scale=1.0, muon_momentum=0.6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.muon_scale, self.muon_momentum = muon_scale, muon_momentum
+
+    @staticmethod
+    def takes_muon(variable):
+        return len(variable.shape) == 4
+
+    def _use_weight_decay(self, variable):
+        return not self.takes_muon(variable) and super()._use_weight_decay(variable)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not self.takes_muon(variable):
+            return super().update_step(gradient, variable, learning_rate)
+        ops = keras.ops
+        gradient = ops.cast(gradient, variable.dtype)
+        m = self.momentums[self._get_variable_index(variable)]
+        self.assign(m, ops.add(ops.multiply(m, self.muon_momentum), gradient))
+        direction = ops.add(gradient, ops.multiply(m, self.muon_momentum))  # Nesterov
+        outputs = variable.shape[-1]
+        norm = ops.sqrt(ops.sum(ops.square(variable)))
+        self.assign(variable, ops.multiply(variable, outputs ** 0.5 / (norm + 1e-12)))
+        update = orthogonalize(ops.transpose(ops.reshape(direction, (-1, outputs))))
+        step = ops.cast(learning_rate, variable.dtype) * self.muon_scale
+        self.assign_sub(variable, ops.multiply(ops.reshape(ops.transpose(update), variable.shape), step))
+
+    def get_config(self):
+        return {**super().get_config(), "muon_scale": self.muon_scale, "muon_momentum": self.muon_momentum}
+
+
 def make_optimizer(t, steps_per_epoch):
     """Optimizer with linear warmup then cosine or linear decay (or constant) from the TrainConfig."""
     total = t.epochs * steps_per_epoch
@@ -57,9 +110,13 @@ def make_optimizer(t, steps_per_epoch):
     if t.optimizer == "sgd":
         opt = ScaledSGD(schedule, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay,
                         bias_scale=t.bias_lr_scale)
+    elif t.optimizer == "muon":
+        opt = MuonSGD(schedule, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay,
+                      bias_scale=t.bias_lr_scale, muon_scale=t.muon_learning_rate / t.learning_rate,
+                      muon_momentum=t.muon_momentum)
     else:
         if t.bias_lr_scale != 1.0:
-            raise UserError("train.bias_lr_scale applies to sgd; set it to 1 for adamw")
+            raise UserError("train.bias_lr_scale applies to sgd and muon; set it to 1 for adamw")
         opt = keras.optimizers.AdamW(schedule, weight_decay=t.weight_decay)
     if not t.decay_biases:
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])  # no decay on norms and biases

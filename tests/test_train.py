@@ -1,6 +1,8 @@
 """Optimizer pieces borrowed from airbench: the triangle schedule, the BatchNorm-offset learning-rate
 scale, the lookahead EMA and the whitening bias's freeze (exact resume with it is in test_resume.py)."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -39,6 +41,39 @@ def test_bias_lr_scale_moves_batchnorm_offsets_that_many_times_further():
     np.testing.assert_allclose(np.asarray(beta), -0.8 * grad, rtol=1e-6)
     with pytest.raises(UserError, match="bias_lr_scale"):
         make_optimizer(TrainConfig(optimizer="adamw", bias_lr_scale=2.0), steps_per_epoch=1)
+
+
+def test_muon_steps_conv_kernels_by_their_orthogonalized_momentum_and_the_rest_as_sgd():
+    """train.optimizer=muon: a 4-D kernel is renormalized to norm sqrt(outputs) and moved by a matrix whose
+    singular values lie within a factor of 4 (the gradient's: 100); it takes no weight decay; any other
+    variable takes exactly the sgd step."""
+    t = TrainConfig(optimizer="muon", learning_rate=0.5, muon_learning_rate=0.2, muon_momentum=0.6, momentum=0.85,
+                    weight_decay=0.1, warmup_epochs=0, schedule="constant", bias_lr_scale=4.0, decay_biases=True)
+    muon, sgd = make_optimizer(t, 1), make_optimizer(TrainConfig(**{**vars(t), "optimizer": "sgd"}), 1)
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    v, _ = np.linalg.qr(rng.normal(size=(18, 8)))
+    grad = (v @ np.diag(np.geomspace(100, 1, 8)) @ u.T).reshape(3, 3, 2, 8).astype(np.float32)  # 8 outputs
+    start = rng.normal(size=(3, 3, 2, 8)).astype(np.float32)
+    kernel = keras.Variable(start, name="kernel")
+    beta, beta_sgd = keras.Variable(np.ones(3), name="beta"), keras.Variable(np.ones(3), name="beta")
+    small = np.full(3, 0.5, np.float32)
+    muon.apply_gradients([(grad, kernel), (small, beta)])
+    sgd.apply_gradients([(small, beta_sgd)])
+    np.testing.assert_allclose(np.asarray(beta), np.asarray(beta_sgd), rtol=1e-6)  # sgd's step, bias scale included
+    normalized = start * np.sqrt(8) / np.linalg.norm(start)
+    step = (normalized - np.asarray(kernel)).reshape(-1, 8) / 0.2
+    singular = np.linalg.svd(step, compute_uv=False)
+    assert singular.max() < 1.5 and singular.max() / singular.min() < 4  # the gradient's: 100
+    left, _, right = np.linalg.svd(grad.reshape(-1, 8), full_matrices=False)
+    polar = left @ right  # the exact orthogonalization that the iteration approximates
+
+    def cosine(a, b):
+        return float(np.sum(a * b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+    assert cosine(step, polar) > 0.9 and cosine(step, grad.reshape(-1, 8)) < 0.7  # plain sgd: 1.0
+    muon.apply_gradients([(grad, kernel), (small, beta)])
+    assert np.linalg.norm(np.asarray(kernel)) < np.linalg.norm(normalized) + 0.5  # renormalized first; no decay
 
 
 def test_lookahead_pulls_weights_to_their_running_average():
@@ -136,6 +171,25 @@ def test_training_with_whiten_bias_epochs_freezes_the_stem_bias_after_them(cifar
     assert all(np.array_equal(b, biases[4]) for b in biases[5:])  # epoch 2 does not
 
 
+@pytest.mark.parametrize("optimizer", ["muon", "sgd"])
+def test_a_muon_run_trains_saves_and_evaluates(optimizer, cifar_dir, tmp_path, cli):
+    """Through `bigml train`: the run trains with the optimizer its config names, and evaluates like any other."""
+    from bigml_cli import config, train
+    from bigml_cli.optim import MuonSGD
+
+    cfg = config.load("cnn", "cifar10", recipe="cnn_cifar10_fast", overrides=[
+        "model.widths=[4,8,8]", "train.epochs=2", "train.batch_size=40", f"train.optimizer={optimizer}",
+        "train.lookahead=false", "train.test_time_translate=false", "train.test_time_flip=false"])
+    used = []
+    record = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: used.append(record.model.optimizer))
+    metrics = train.run(cfg, run_dir=tmp_path / "run", data_root=cifar_dir, extra_callbacks=[record])
+    assert isinstance(used[0], MuonSGD) == (optimizer == "muon")
+    if optimizer == "muon":
+        assert used[0].muon_scale == pytest.approx(0.24 / 1.5) and used[0].muon_momentum == 0.6
+    result = cli("eval", tmp_path / "run", "--data-dir", cifar_dir, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
 def test_the_best_epoch_breaks_accuracy_ties_by_the_lower_loss(tmp_path):
     # 64 validation examples: accuracy moves in steps of 1.6%, and the first of equal accuracies was kept
     # (an IMDB folder run: epoch 3 of 10, 56% test accuracy, against 76% for epoch 10's equal accuracy)
@@ -183,8 +237,6 @@ def test_patience_counts_epochs_since_the_best_and_stops_training(tmp_path):
 def test_training_stops_early_and_keeps_the_best_epoch(tmp_path):
     """A learning rate too small to move any weight: the first epoch stays the best, and two epochs later
     training ends, of 10."""
-    import json
-
     from bigml_cli import config, train
 
     cfg = config.load("mlp", "digits", overrides=[
@@ -207,8 +259,6 @@ def test_patience_without_a_validation_split_is_a_user_error(cli):
 
 def test_balanced_class_weights_find_a_rare_class_that_plain_training_ignores(tmp_path, capsys):
     """60 'yes' rows among 1,060, overlapping the 'no' rows: plain training predicts 'no' for everything."""
-    import json
-
     from rich.console import Console
 
     from bigml_cli import config, train
