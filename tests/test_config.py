@@ -20,7 +20,7 @@ def test_every_recipe_loads_and_states_every_hyperparameter(name):
 
 def test_model_dataset_pair_uses_its_recipe_else_defaults():
     cfg = config.load("cnn", "cifar10")
-    assert cfg.recipe.endswith("cnn_cifar10.yaml") and cfg.train.optimizer == "sgd"
+    assert cfg.recipe.endswith("cnn_cifar10.yaml") and cfg.train.optimizer == "muon"
     cfg = config.load("cnn", "fashion_mnist")
     assert cfg.recipe == "" and cfg.train == config.TrainConfig() and cfg.data.name == "fashion_mnist"
 
