@@ -182,6 +182,25 @@ def test_resume_with_lookahead_is_exact(tmp_path):
         assert np.array_equal(want[name], got[name]), name
 
 
+def test_resume_with_muon_is_exact(tmp_path):
+    """train.optimizer=muon (a CNN, whose conv kernels take Muon steps): kill mid-epoch, resume, same weights."""
+    args = ["train", "cnn", "--dataset", "digits", "train.epochs=2", "train.batch_size=32", "model.widths=[4,8]",
+            "train.optimizer=muon", "train.learning_rate=0.05", "train.deterministic=true", "train.checkpoint_every=1"]
+    ref = subprocess.run([BIGML, *args, "--run-dir", str(tmp_path / "ref")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    proc = start([*args, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, 50)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    want, got = weights(tmp_path / "ref/checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
+    assert any(v.ndim == 4 for v in want.values())
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name
+
+
 def test_a_run_being_trained_is_locked_until_its_process_dies(tmp_path, cli):
     """While one process trains a run, a second cannot overwrite, resume or evaluate it, and `list runs` says
     so; a SIGKILL frees it (the kernel drops the lock), and the run is resumable again."""
