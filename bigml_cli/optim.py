@@ -73,6 +73,13 @@ class MuonSGD(ScaledSGD):
     def takes_muon(variable):
         return len(variable.shape) == 4
 
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        if not self.momentums:  # sgd without momentum makes none; Muon's kernels still need theirs
+            self.momentums = self.add_optimizer_variables(variables, "momentum")
+
     def _use_weight_decay(self, variable):
         return not self.takes_muon(variable) and super()._use_weight_decay(variable)
 

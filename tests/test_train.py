@@ -74,6 +74,8 @@ def test_muon_steps_conv_kernels_by_their_orthogonalized_momentum_and_the_rest_a
     assert cosine(step, polar) > 0.9 and cosine(step, grad.reshape(-1, 8)) < 0.7  # plain sgd: 1.0
     muon.apply_gradients([(grad, kernel), (small, beta)])
     assert np.linalg.norm(np.asarray(kernel)) < np.linalg.norm(normalized) + 0.5  # renormalized first; no decay
+    plain = make_optimizer(TrainConfig(**{**vars(t), "momentum": 0.0}), 1)  # sgd without momentum: Muon keeps its own
+    plain.apply_gradients([(grad, keras.Variable(start)), (small, keras.Variable(np.ones(3), name="beta"))])
 
 
 def test_lookahead_pulls_weights_to_their_running_average():
