@@ -164,20 +164,25 @@ def test_resume_refuses_a_changed_config_and_a_corrupt_checkpoint(tmp_path, cli)
     assert_user_error(cli("train", "mlp", "--resume", run_dir), "give no model")
 
 
-def test_resume_with_lookahead_is_exact(tmp_path):
-    """The lookahead average is part of the checkpoint: kill after it started, resume, same weights."""
-    args = [*TINY, "train.lookahead=true"]  # epochs of 40 steps; the average starts at step 120 (epoch 3)
-    args = [a.replace("train.epochs=3", "train.epochs=4") for a in args]
+def killed_and_resumed_weights(tmp_path, args, kill_at):
+    """The final weights of a run never stopped, and of the same run SIGKILLed at step `kill_at` and resumed."""
     ref = subprocess.run([BIGML, *args, "--run-dir", str(tmp_path / "ref")], capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
     run_dir = tmp_path / "run"
     proc = start([*args, "--run-dir", run_dir])
-    wait_for_step(proc, run_dir, 133)
+    wait_for_step(proc, run_dir, kill_at)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    want, got = weights(tmp_path / "ref/checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
+    return weights(tmp_path / "ref/checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
+
+
+def test_resume_with_lookahead_is_exact(tmp_path):
+    """The lookahead average is part of the checkpoint: kill after it started, resume, same weights."""
+    args = [*TINY, "train.lookahead=true"]  # epochs of 40 steps; the average starts at step 120 (epoch 3)
+    args = [a.replace("train.epochs=3", "train.epochs=4") for a in args]
+    want, got = killed_and_resumed_weights(tmp_path, args, 133)
     for name in want:
         assert np.array_equal(want[name], got[name]), name
 
@@ -186,16 +191,7 @@ def test_resume_with_muon_is_exact(tmp_path):
     """train.optimizer=muon (a CNN, whose conv kernels take Muon steps): kill mid-epoch, resume, same weights."""
     args = ["train", "cnn", "--dataset", "digits", "train.epochs=2", "train.batch_size=32", "model.widths=[4,8]",
             "train.optimizer=muon", "train.learning_rate=0.05", "train.deterministic=true", "train.checkpoint_every=1"]
-    ref = subprocess.run([BIGML, *args, "--run-dir", str(tmp_path / "ref")], capture_output=True, text=True)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    run_dir = tmp_path / "run"
-    proc = start([*args, "--run-dir", run_dir])
-    wait_for_step(proc, run_dir, 50)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    want, got = weights(tmp_path / "ref/checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
+    want, got = killed_and_resumed_weights(tmp_path, args, 50)
     assert any(v.ndim == 4 for v in want.values())
     for name in want:
         assert np.array_equal(want[name], got[name]), name
