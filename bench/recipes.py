@@ -26,12 +26,11 @@ README = ROOT / "README.md"
 
 
 def machine():
-    """`2-core AMD EPYC 9R14 (AVX-512, AVX512_BF16), TensorFlow 2.21.0, Keras 3.15.1`, from this machine."""
-    import os
-
+    """`2-core AMD EPYC (AVX-512, AVX512_BF16), TensorFlow 2.21.0, Keras 3.15.1`, from this machine."""
     import keras
     import tensorflow as tf
 
+    from bigml_cli.bench import usable_cores
     from bigml_cli.distribute import cpu_flags
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
@@ -39,9 +38,8 @@ def machine():
     flags = cpu_flags(info)
     isa = ", ".join(f for f, present in (("AVX-512", "avx512f" in flags), ("AVX512_BF16", "avx512_bf16" in flags),
                                          ("AMX", "amx_bf16" in flags)) if present) or ("AVX2" if "avx2" in flags else "")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cpu = name.group(1).strip() if name else platform.processor() or "CPU"
-    return f"{cores}-core {cpu} ({isa or 'no AVX'}), TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    return f"{usable_cores()}-core {cpu} ({isa or 'no AVX'}), TensorFlow {tf.__version__}, Keras {keras.__version__}"
 
 
 def command_of(name):
@@ -60,18 +58,15 @@ def run(name, on):
     if proc.returncode != 0:
         return None
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
-    entry = {"command": command_of(name), "wall_seconds": round(wall, 1),
-             **{k: metrics[k] for k in ("accuracy", "loss", "perplexity", "train_seconds", "epochs",
-                                        "examples_per_second", "precision") if k in metrics},
-             "measured_on": f"{datetime.date.today().isoformat()}, {on}"}
-    return entry
+    return {"command": command_of(name), "wall_seconds": round(wall, 1),
+            **{k: metrics[k] for k in ("accuracy", "loss", "perplexity", "train_seconds", "epochs",
+                                       "examples_per_second", "precision") if k in metrics},
+            "measured_on": f"{datetime.date.today().isoformat()}, {on}"}
 
 
 def table(results):
     lines = ["| recipe | command | result | wall time | training | precision | measured |", "|---|---|---|---|---|---|---|"]
     for name, r in sorted(results.items()):
-        if name.startswith("_"):
-            continue
         result = (f"val loss {r['loss']:.3f} nats/char (perplexity {r['perplexity']:.2f})" if "perplexity" in r
                   else f"{r['accuracy']:.2%} test accuracy")
         rate = f", {r['examples_per_second']:,.0f} examples/s" if "examples_per_second" in r else ""

@@ -17,6 +17,11 @@ from bigml_cli.errors import UserError
 GPU_PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "V100": 15.7e12, "T4": 8.1e12, "L4": 30e12}
 
 
+def usable_cores():
+    """The CPU cores this process may run on (its affinity set where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def cpu_peak(info=None, lscpu=None, precision="float32"):
     """Peak FLOP/s of this CPU: cores x clock x FLOPs per cycle (2 FMA units x vector lanes x 2), for float32;
     twice that for mixed_bfloat16 on AVX512_BF16, whose dot products take two bfloat16 pairs per float32
@@ -39,7 +44,7 @@ def cpu_peak(info=None, lscpu=None, precision="float32"):
     zen4 = "AuthenticAMD" in info and family is not None and int(family.group(1)) == 25
     lanes = 16 if "avx512f" in flags and not zen4 else 8 if "avx2" in flags else 4
     per_cycle = lanes * 2 * (2 if "fma" in flags or "avx512f" in flags else 1)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     clock = (max(mhz) if mhz else 2000.0) * 1e6
     isa = ("AVX-512 on 256-bit units, AMD Zen 4" if zen4 and "avx512f" in flags else "AVX-512" if "avx512f" in flags
            else "AVX2+FMA" if "avx2" in flags else "SSE")
