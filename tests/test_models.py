@@ -3,9 +3,11 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from bigml_cli.errors import UserError
 from bigml_cli.models import MODELS, build_model
+from bigml_cli.models.fused import FusedBatchNorm, Gelu
 
 IMAGE_INFO = {"kind": "image", "shape": [12, 12, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
 TABLE_INFO = {"kind": "table", "columns": [
@@ -200,3 +202,41 @@ def test_scoring_runs_the_model_compiled_not_op_by_op():
     probs = predict_probs(model, np.ones((1100, 3), np.float32), batch_size=512)  # batches of 512, 512, 76
     assert probs.shape == (1100, 2)
     assert calls and not any(calls), calls  # traced (once per batch shape), never run eagerly
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_fused_batch_norm_trains_and_infers_as_keras_batch_normalization(scale):
+    # the fused kernel must give Keras' outputs, gradients and moving statistics (biased variance: the
+    # kernel's own is Bessel-corrected, 0.5% apart over these 200 values per channel)
+    x = tf.random.stateless_normal((8, 5, 5, 6), [1, 2]) * 3.0 + 1.0
+    keras_bn = keras.layers.BatchNormalization(momentum=0.6, epsilon=1e-5, scale=scale)
+    fused_bn = FusedBatchNorm(momentum=0.6, epsilon=1e-5, scale=scale)
+    results = []
+    for bn in (keras_bn, fused_bn):
+        bn.build(x.shape)
+        bn.beta.assign(tf.range(6, dtype=tf.float32) * 0.1)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = bn(x, training=True)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        results.append([y, *tape.gradient(loss, [x, bn.beta]), bn.moving_mean, bn.moving_variance,
+                        bn(x, training=False)])
+    for name, a, b in zip(["output", "input grad", "offset grad", "moving mean", "moving variance", "inference"],
+                          *results):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_fused_gelu_and_its_gradient_match_keras_gelu():
+    x = tf.random.stateless_normal((4, 7, 7, 3), [3, 4]) * 3.0
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        fused, plain = Gelu()(x, training=True), keras.layers.Activation("gelu")(x)
+        losses = [tf.reduce_sum(y * tf.cos(y)) for y in (fused, plain)]
+    np.testing.assert_allclose(fused.numpy(), plain.numpy(), atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(losses[0], x).numpy(), tape.gradient(losses[1], x).numpy(), atol=1e-4)
+
+
+def test_cnn_trains_through_the_fused_layers():
+    model = build_model({"name": "cnn", "widths": [8], "stem": "conv", "stem_width": 4}, IMAGE_INFO, 10)
+    kinds = {type(layer) for layer in model.layers}
+    assert FusedBatchNorm in kinds and Gelu in kinds and keras.layers.BatchNormalization not in kinds

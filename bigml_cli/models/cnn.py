@@ -9,6 +9,7 @@ from keras import layers
 
 from bigml_cli.errors import UserError
 from bigml_cli.models.base import MODELS, Dirac, PatchWhitening, classifier_head, require
+from bigml_cli.models.fused import FusedBatchNorm, activation_layer
 
 INITS = ("glorot", "dirac")
 
@@ -19,8 +20,8 @@ def conv_bn(x, width, activation, bn_momentum, pool=False, init="glorot", bn_sca
                       kernel_initializer=Dirac() if init == "dirac" else "glorot_uniform")(x)
     if pool:
         x = layers.MaxPooling2D(2, padding=pool_padding)(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon, scale=bn_scale)(x)
-    return layers.Activation(activation)(x)
+    x = FusedBatchNorm(momentum=bn_momentum, epsilon=bn_epsilon, scale=bn_scale)(x)
+    return activation_layer(activation)(x)
 
 
 @MODELS.register
@@ -56,7 +57,7 @@ def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs
     if stem == "whiten":
         x = PatchWhitening(stem_width // 2, name="whiten")(x)  # (batch, H - 1, W - 1, <= stem_width)
         if stem_activation:
-            x = layers.Activation(activation)(x)
+            x = activation_layer(activation)(x)
     elif stem == "conv":
         x = conv_bn(x, stem_width, **block)  # (batch, H, W, stem_width)
     else:
