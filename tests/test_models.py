@@ -236,7 +236,7 @@ def test_fused_gelu_and_its_gradient_match_keras_gelu():
     np.testing.assert_allclose(tape.gradient(losses[0], x).numpy(), tape.gradient(losses[1], x).numpy(), atol=1e-4)
 
 
-def test_cnn_trains_through_the_fused_layers():
+def test_cnn_is_built_from_the_fused_layers():
     model = build_model({"name": "cnn", "widths": [8], "stem": "conv", "stem_width": 4}, IMAGE_INFO, 10)
     kinds = {type(layer) for layer in model.layers}
     assert FusedBatchNorm in kinds and Gelu in kinds and keras.layers.BatchNormalization not in kinds
