@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bigml_cli.bench import bench  # noqa: E402
+from bigml_cli.bench import bench, peak_caveat  # noqa: E402
 
 
 def table(results):
@@ -35,9 +35,11 @@ def table(results):
             + f" | {tta_s} |")
     lines.append("")
     peaks = "; ".join(sorted({r["peak"] for r in results}))
+    caveat = peak_caveat(r["fraction_of_peak"] for r in results)
     lines.append(f"Peak: {peaks}. The baseline trains in float32. Each measurement is one epoch in a fresh process; throughput is "
                  "the median step time after 10 warm-up steps. Training FLOPs = 3 x the forward pass's, counted "
-                 "by TensorFlow's profiler.")
+                 "by TensorFlow's profiler."
+                 + (f" A fraction {caveat}." if caveat else ""))
     return "\n".join(lines)
 
 

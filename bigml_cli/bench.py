@@ -55,6 +55,15 @@ def cpu_peak(info=None, lscpu=None, precision="float32"):
     return cores * clock * per_cycle, f"{cores} cores x {clock / 1e9:.2f} GHz x {per_cycle} FLOP/cycle ({isa})"
 
 
+ABOVE_PEAK = ("above 100% of the peak: the cores run faster than the clock the machine reports (turbo), or the "
+              "kernels need fewer FLOPs than a direct convolution (Winograd)")
+
+
+def peak_caveat(fractions):
+    """The note owed to a reader when a measured fraction of the computed peak exceeds 1, else ""."""
+    return ABOVE_PEAK if any(f is not None and f > 1 for f in fractions) else ""
+
+
 def device_peak(precision="float32"):
     import tensorflow as tf
 

@@ -356,7 +356,7 @@ def bench(
     as_json: bool = Json,
 ):
     """Throughput, training FLOPs, fraction of peak, time-to-accuracy, and the ratio to a plain Keras script."""
-    from bigml_cli.bench import bench as run_bench
+    from bigml_cli.bench import bench as run_bench, peak_caveat
 
     if pairs < 1:
         raise UserError(f"--pairs must be at least 1, got {pairs}")
@@ -373,6 +373,8 @@ def bench(
     for row in result["pairs"]:
         table.add_row(*["-" if v is None else f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row.values()])
     out.print(table)
+    if peak_caveat([result["fraction_of_peak"]]):
+        out.print(f"note: {peak_caveat([result['fraction_of_peak']])}", markup=False, highlight=False)
     if baseline:
         out.print(f"median bigml / baseline throughput: {result['median_ratio_vs_baseline']:.2f}x")
 

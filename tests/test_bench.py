@@ -1,6 +1,6 @@
 """The benchmark's arithmetic: FLOP counts, the CPU peak, time-to-accuracy from a history file."""
 
-from bigml_cli.bench import cpu_peak, forward_flops, time_to_accuracy
+from bigml_cli.bench import cpu_peak, forward_flops, peak_caveat, time_to_accuracy
 from bigml_cli.models import build_model
 
 CIFAR_INFO = {"kind": "image", "shape": [32, 32, 3], "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -69,3 +69,8 @@ def test_text_models_are_counted_from_their_token_ids_and_recurrent_loops_are_no
     one_projection = 2 * 16 * 16 * 16  # (16 tokens x 16) @ (16 x 16), one of attention's four
     assert counted > 6 * one_projection  # queries, keys, values, output, and the MLP's two (x 2 in width)
     assert forward_flops(build_model({"name": "rnn", "embedding_dim": 8, "units": 4}, info, 2)) is None
+
+
+def test_a_fraction_above_the_computed_peak_comes_with_its_caveat():
+    assert "turbo" in peak_caveat([0.56, 1.024]) and "Winograd" in peak_caveat([1.024])
+    assert peak_caveat([0.56, None, 1.0]) == ""
