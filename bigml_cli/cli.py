@@ -373,8 +373,9 @@ def bench(
     for row in result["pairs"]:
         table.add_row(*["-" if v is None else f"{v:,.3f}" if isinstance(v, float) else str(v) for v in row.values()])
     out.print(table)
-    if peak_caveat([result["fraction_of_peak"]]):
-        out.print(f"note: {peak_caveat([result['fraction_of_peak']])}", markup=False, highlight=False)
+    caveat = peak_caveat([result["fraction_of_peak"]])
+    if caveat:
+        out.print(f"note: {caveat}", markup=False, highlight=False)
     if baseline:
         out.print(f"median bigml / baseline throughput: {result['median_ratio_vs_baseline']:.2f}x")
 
