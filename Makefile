@@ -40,7 +40,7 @@ test-data: install data
 bench: install data
 	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/run.py
 
-# Train every shipped recipe with its defaults (74 minutes on 2 Zen 4 cores); writes bench/results.json and
+# Train every shipped recipe with its defaults (75 minutes on 2 Zen 4 cores); writes bench/results.json and
 # the README's table of them.
 bench-recipes: install data
 	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/recipes.py

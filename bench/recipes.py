@@ -1,7 +1,7 @@
 """Train shipped recipes with their defaults, record test results and wall time in bench/results.json, and
 rewrite the README's table of them.
 
-    python bench/recipes.py [RECIPE ...]     # default: every recipe, one after another (74 minutes)
+    python bench/recipes.py [RECIPE ...]     # default: every recipe, one after another (75 minutes)
     python bench/recipes.py --table          # only rewrite the README's table from bench/results.json
 
 Each recipe runs as `bigml train --recipe NAME`, which is what the command on its first line resolves to.
