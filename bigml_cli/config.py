@@ -26,6 +26,7 @@ class DataConfig:
     test_fraction: float = 0.2  # for datasets that ship no test split
     augment: str = "auto"  # auto (the dataset's choice) | none | crop_flip | crop_altflip | shift
     crop_padding: int = 4  # crop_flip and shift: pixels of padding before the random crop
+    cutout: int = 0  # images: side of a mean-colour square at a random place in each training image (0: none)
     image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = the most common size, scaled to fit 256
     vocab_size: int = 20000  # text: most frequent tokens of the training split (plus padding and unknown)
     sequence_length: int = 256  # text: tokens per example (longer texts are cut, shorter padded)
@@ -86,8 +87,8 @@ CHOICES = {
 }
 POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",
             "train.steps_per_execution", "train.lookahead_every", "train.muon_learning_rate")
-NON_NEGATIVE = ("data.crop_padding", "train.steps_per_epoch", "train.weight_decay", "train.warmup_epochs",
-                "train.lr_start", "train.lr_end", "train.bias_lr_scale", "train.lookahead_start_epoch",
+NON_NEGATIVE = ("data.crop_padding", "data.cutout", "train.steps_per_epoch", "train.weight_decay",
+                "train.warmup_epochs", "train.lr_start", "train.lr_end", "train.bias_lr_scale", "train.lookahead_start_epoch",
                 "train.whiten_bias_epochs", "train.patience", "train.checkpoint_every")
 FRACTION = ("train.momentum", "train.muon_momentum", "train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
 SHARE = ("data.val_fraction", "data.test_fraction", "model.dropout")  # from 0 to below 1

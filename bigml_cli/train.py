@@ -431,8 +431,16 @@ def imbalance_note(ds, t):
             "weighs each class alike in the loss, and `bigml eval` shows each class's recall")
 
 
-def task_for(ds, t, augment, crop_padding):
+def task_for(ds, t, augment, crop_padding, cutout=0):
     """What differs between classifiers and language models: loss, metric, model selection, data."""
+    if cutout:
+        if ds.kind != "image":
+            raise UserError(f"data.cutout applies to images, not to {ds.name}'s {ds.kind} data; "
+                            "set data.cutout=0")
+        side = min(ds.input_info["shape"][:2])
+        if cutout > side:
+            raise UserError(f"data.cutout={cutout} is larger than {ds.name}'s {side}-pixel images; set it to at "
+                            f"most {side} (airbench96 uses 12 on CIFAR's 32)")
     if ds.kind == "lm":
         for key, off in (("label_smoothing", 0), ("class_weight", "none")):
             if getattr(t, key) != off:
@@ -451,7 +459,8 @@ def task_for(ds, t, augment, crop_padding):
         metric=keras.metrics.CategoricalAccuracy(name="accuracy"), monitor="val_accuracy",
         steps=steps_per_epoch(len(ds.y_train), t.batch_size),
         train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
-            ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard, weights),
+            ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, crop_padding, step, shard, weights,
+            cutout, [round(255 * m) for m in ds.input_info["mean"]] if cutout else None),
         val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256), weights), weights=weights)
 
 
@@ -593,7 +602,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
     if resume:
         check_same_data(run_, cfg, data)
     augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
-    task = task_for(ds, t, augment, cfg.data.crop_padding)
+    task = task_for(ds, t, augment, cfg.data.crop_padding, cfg.data.cutout)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
     try:

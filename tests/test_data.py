@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from bigml_cli.config import DataConfig
 from bigml_cli.data import load_dataset
-from bigml_cli.data.pipeline import (eval_dataset, inputs_dataset, lm_eval_dataset, lm_train_dataset, random_crop,
-                                     train_dataset)
+from bigml_cli.data.pipeline import (cutout, eval_dataset, inputs_dataset, lm_eval_dataset, lm_train_dataset,
+                                     random_crop, train_dataset)
 from bigml_cli.errors import UserError
 
 
@@ -332,6 +332,38 @@ def test_alternating_flip_alternates_per_pass_when_batches_straddle_epochs():
     for i, mirrored in seen.items():
         assert len(mirrored) == 4
         assert mirrored == [mirrored[0], not mirrored[0]] * 2, f"image {i}: {mirrored}"
+
+
+def _fill_squares(images, fill, size):
+    """Each image's (top, left) of its size x size square of `fill`, checking it is the only change."""
+    places = []
+    for img in images:
+        rows, cols = np.nonzero((img == fill).all(-1))
+        assert len(rows) == size * size, len(rows)
+        top, left = rows.min(), cols.min()
+        assert rows.max() - top == size - 1 and cols.max() - left == size - 1  # one square, wholly inside
+        outside = np.ones(img.shape[:2], bool)
+        outside[top:top + size, left:left + size] = False
+        assert (img[outside] == 200).all()
+        places.append((int(top), int(left)))
+    return places
+
+
+def test_cutout_puts_one_square_of_the_fill_colour_in_each_training_image():
+    """data.cutout: one size x size square of the fill colour per image, wholly inside, at places that
+    differ between images and cover every row and column offset; the same seed gives the same squares."""
+    x = np.full((64, 9, 7, 3), 200, np.uint8)
+    fill = np.array([10, 20, 30], np.uint8)
+
+    def squares(seed):
+        ds, _ = train_dataset(x, np.zeros(64, int), 2, 32, seed=seed, cutout_size=4, cutout_fill=fill)
+        return _fill_squares(np.concatenate([bx.numpy() for bx, _ in ds.take(4)]), fill, 4)
+
+    a = squares(0)
+    assert {t for t, _ in a} == set(range(6)) and {left for _, left in a} == set(range(4))  # 9 - 4 + 1, 7 - 4 + 1
+    assert squares(0) == a and squares(1) != a
+    one = cutout(tf.constant(x[:1]), tf.constant([0, 0], tf.int64), 9, fill).numpy()  # as large as it can be
+    assert (one[0, :, :4] == fill).all() or (one[0, :, 3:] == fill).all()
 
 
 def test_normalization_statistics_match_the_float_computation():

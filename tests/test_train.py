@@ -259,6 +259,29 @@ def test_patience_without_a_validation_split_is_a_user_error(cli):
                       "train.patience=3", "data.val_fraction=0.1")
 
 
+def test_cutout_reaches_the_training_stream_and_its_mistakes_are_user_errors(cli, tmp_path):
+    from conftest import assert_user_error
+
+    from bigml_cli import config
+    from bigml_cli.data import load_dataset
+    from bigml_cli.train import task_for
+
+    cfg = config.load("mlp", "digits", overrides=["data.cutout=3"])
+    ds = load_dataset(cfg.data, None)
+    fill = round(255 * ds.input_info["mean"][0])
+    batch = next(iter(task_for(ds, cfg.train, "none", 0, cfg.data.cutout).train()[0]))[0].numpy()
+    for img in batch[..., 0]:  # a 3 x 3 window of the mean grey in every image
+        windows = np.lib.stride_tricks.sliding_window_view(img, (3, 3))
+        assert (windows == fill).all(axis=(-2, -1)).any()
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "data.cutout=9", "--run-dir", str(tmp_path / "r")),
+                      "data.cutout=9", "8-pixel", "at most 8")
+    assert not (tmp_path / "r").exists()
+    table = tmp_path / "t.csv"
+    table.write_text("x,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    assert_user_error(cli("train", "mlp", "--dataset", str(table), "--target", "label", "data.cutout=2"),
+                      "data.cutout applies to images")
+
+
 def test_balanced_class_weights_find_a_rare_class_that_plain_training_ignores(tmp_path, capsys):
     """60 'yes' rows among 1,060, overlapping the 'no' rows: plain training predicts 'no' for everything."""
     from rich.console import Console

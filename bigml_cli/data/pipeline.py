@@ -43,6 +43,22 @@ def random_crop(images, seed, padding, mode, flip):
     return out
 
 
+def cutout(images, seed, size, fill):
+    """Per-image cutout (DeVries & Taylor, 2017; airbench96's `batch_cutout`), vectorized over the batch: a
+    size x size square, wholly inside the image at a random place, set to `fill` (one value per channel).
+
+    images: (batch, height, width, channels) uint8
+    """
+    b, h, w = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    choices = tf.cast(tf.stack([h - size + 1, w - size + 1]), tf.float32)[:, None]
+    places = tf.random.stateless_uniform((2, b), seed) * choices
+    top, left = tf.unstack(tf.cast(places, tf.int32))  # each from 0 to (side - size), uniform
+    rows = tf.range(h)[None, :] - top[:, None]  # (batch, height)
+    cols = tf.range(w)[None, :] - left[:, None]  # (batch, width)
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return tf.where(inside[..., None], tf.constant(fill, images.dtype), images)
+
+
 AUGMENTATIONS = {
     "none": None,
     "crop_flip": lambda x, seed, p, flips: random_crop(x, seed, p, "REFLECT", flip=True),  # CIFAR
@@ -94,9 +110,10 @@ def index_stream(n, batch_size, seed, start_step=0, shard=None):
 
 
 def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0, shard=None,
-                  class_weights=None):
+                  class_weights=None, cutout_size=0, cutout_fill=None):
     """Endless shuffled batches of (inputs, one-hot labels), and each example's weight when `class_weights`
-    (one per class) are given; returns (dataset, steps per epoch)."""
+    (one per class) are given; returns (dataset, steps per epoch). `cutout_size` > 0: images also get
+    `cutout`, filled with `cutout_fill` (the training images' mean colour, one value per channel)."""
     n = length(x)
     batch_size = min(batch_size, n)
     xs, ys = _to_tensors(x), tf.constant(y)
@@ -114,6 +131,10 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
             odd_pass = (place // n) % 2 == 1
             flips = tf.not_equal(tf.gather(first_flips, idx), odd_pass)  # (batch,) bool
             inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding, flips)
+        if cutout_size:
+            # a stream of its own: the crops and flips draw from (seed, step) and (seed, step + 1)
+            cutout_seed = tf.stack([tf.constant(seed + (1 << 32), tf.int64), step])
+            inputs = cutout(inputs, cutout_seed, cutout_size, cutout_fill)
         labels = tf.gather(ys, idx)
         if class_weights is not None:
             return inputs, tf.one_hot(labels, num_classes), tf.gather(tf.constant(class_weights, tf.float32), labels)
