@@ -355,13 +355,15 @@ def test_cutout_puts_one_square_of_the_fill_colour_in_each_training_image():
     x = np.full((64, 9, 7, 3), 200, np.uint8)
     fill = np.array([10, 20, 30], np.uint8)
 
-    def squares(seed):
-        ds, _ = train_dataset(x, np.zeros(64, int), 2, 32, seed=seed, cutout_size=4, cutout_fill=fill)
-        return _fill_squares(np.concatenate([bx.numpy() for bx, _ in ds.take(4)]), fill, 4)
+    def squares(seed, start_step=0, batches=4):
+        ds, _ = train_dataset(x, np.zeros(64, int), 2, 32, seed=seed, cutout_size=4, cutout_fill=fill,
+                              start_step=start_step)
+        return _fill_squares(np.concatenate([bx.numpy() for bx, _ in ds.take(batches)]), fill, 4)
 
     a = squares(0)
     assert {t for t, _ in a} == set(range(6)) and {left for _, left in a} == set(range(4))  # 9 - 4 + 1, 7 - 4 + 1
     assert squares(0) == a and squares(1) != a
+    assert squares(0, start_step=3, batches=1) == a[96:]  # a resumed stream goes on with the same squares
     one = cutout(tf.constant(x[:1]), tf.constant([0, 0], tf.int64), 9, fill).numpy()  # as large as it can be
     assert (one[0, :, :4] == fill).all() or (one[0, :, 3:] == fill).all()
 
