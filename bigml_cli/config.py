@@ -88,8 +88,9 @@ CHOICES = {
 POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",
             "train.steps_per_execution", "train.lookahead_every", "train.muon_learning_rate")
 NON_NEGATIVE = ("data.crop_padding", "data.cutout", "train.steps_per_epoch", "train.weight_decay",
-                "train.warmup_epochs", "train.lr_start", "train.lr_end", "train.bias_lr_scale", "train.lookahead_start_epoch",
-                "train.whiten_bias_epochs", "train.patience", "train.checkpoint_every")
+                "train.warmup_epochs", "train.lr_start", "train.lr_end", "train.bias_lr_scale",
+                "train.lookahead_start_epoch", "train.whiten_bias_epochs", "train.patience",
+                "train.checkpoint_every")
 FRACTION = ("train.momentum", "train.muon_momentum", "train.lookahead_decay", "train.label_smoothing")  # from 0 to 1
 SHARE = ("data.val_fraction", "data.test_fraction", "model.dropout")  # from 0 to below 1
 AT_LEAST = {"data.vocab_size": (3, "the padding and unknown tokens take two places")}
