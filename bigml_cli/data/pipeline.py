@@ -122,6 +122,7 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
 
     def make_batch(step, idx):
         inputs = _gather(xs, idx)
+        step_seed = tf.stack([tf.constant(seed, tf.int64), step])
         if augment_fn is not None:
             # Each example's pass over the data, from its place in the shuffled stream (batches straddle
             # passes when the batch size does not divide n): mirrored in every other pass.
@@ -130,11 +131,10 @@ def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padd
                 place = place * shard[0] + shard[1]  # the worker's examples are every workers-th of the stream
             odd_pass = (place // n) % 2 == 1
             flips = tf.not_equal(tf.gather(first_flips, idx), odd_pass)  # (batch,) bool
-            inputs = augment_fn(inputs, tf.stack([tf.constant(seed, tf.int64), step]), crop_padding, flips)
+            inputs = augment_fn(inputs, step_seed, crop_padding, flips)
         if cutout_size:
             # a stream of its own: the crops and flips draw from (seed, step) and (seed, step + 1)
-            cutout_seed = tf.stack([tf.constant(seed + (1 << 32), tf.int64), step])
-            inputs = cutout(inputs, cutout_seed, cutout_size, cutout_fill)
+            inputs = cutout(inputs, step_seed + [1 << 32, 0], cutout_size, cutout_fill)
         labels = tf.gather(ys, idx)
         if class_weights is not None:
             return inputs, tf.one_hot(labels, num_classes), tf.gather(tf.constant(class_weights, tf.float32), labels)
