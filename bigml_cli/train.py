@@ -166,19 +166,37 @@ class FreezeAfter(keras.callbacks.Callback):
     whitening stem's bias for its first 3 epochs only): each step's change to them, weight decay and
     momentum included, is undone at the step's end. Callbacks after this one (the lookahead) still move
     them, as airbench's does. Exact with steps_per_execution 1; with k > 1, they are put back every k
-    steps. Holds no state between steps, so resume stays exact."""
+    steps. Holds no state between steps, so resume stays exact.
 
-    def __init__(self, variables, step):
+    With `retrace` (under `fit`), they also stop being trainable at that step and fit's step is traced again
+    without them, so it no longer computes their gradients: for the stem's bias, the first convolution's
+    gradient with respect to its input, which nothing else needs: the fast CIFAR-10 recipe's steps after
+    the freeze take 7.6% less time on 2 Zen 3 cores. The arithmetic of every other weight's update is
+    unchanged (a test checks bitwise on a small net); on the CIFAR-10 net oneDNN may round the retraced step
+    differently in the last bits. They are trainable again when training ends."""
+
+    def __init__(self, variables, step, retrace=True):
         super().__init__()
         self.variables, self.step, self.saved = list(variables), step, None
+        self.retrace, self.trainable = retrace, None
 
     def on_train_batch_begin(self, batch, logs=None):
         frozen = int(self.model.optimizer.iterations.numpy()) >= self.step
+        if frozen and self.retrace and self.trainable is None:
+            self.trainable = [v.trainable for v in self.variables]
+            for v in self.variables:
+                v.trainable = False
+            self.model.make_train_function(force=True)
         self.saved = [v.numpy() for v in self.variables] if frozen else None
 
     def on_train_batch_end(self, batch, logs=None):
         for v, value in zip(self.variables, self.saved or ()):
             v.assign(value)
+
+    def on_train_end(self, logs=None):
+        for v, trainable in zip(self.variables, self.trainable or ()):
+            v.trainable = trainable
+        self.trainable = None
 
 
 class StepCheckpoints(keras.callbacks.Callback):
@@ -631,7 +649,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             check_same_config(place, [model.count_params(), steps, t.epochs, t.batch_size, t.seed, t.patience])
             check_workers_same_data(place, ds, data)
         # a user error, so before the run directory exists
-        freeze = t.whiten_bias_epochs and FreezeAfter(whitening_biases(model), t.whiten_bias_epochs * steps)
+        freeze = t.whiten_bias_epochs and FreezeAfter(whitening_biases(model), t.whiten_bias_epochs * steps,
+                                                  retrace=not place.multi_worker)
         run_ = None
         if not resume and place.is_chief:  # only the chief writes a run directory
             run_ = runs.create(run_dir or runs.default_run_dir(cfg.model["name"], cfg.data.name), overwrite)

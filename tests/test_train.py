@@ -157,6 +157,49 @@ def test_frozen_whitening_bias_stops_moving_while_the_rest_trains():
     assert all(not np.array_equal(a, b) for a, b in zip(kernels[3:], kernels[4:]))  # the head still trains
 
 
+def test_a_frozen_bias_leaves_fits_step_and_the_other_weights_come_out_the_same():
+    """Under fit, from the freeze step on the step is traced again without the frozen bias, so its gradient
+    is no longer computed; every weight ends exactly as when each step's change to it is undone instead,
+    and the bias is trainable again after training."""
+    def fit(retrace):
+        keras.backend.clear_session()  # the same layer names both times
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6, 6, 3))
+        white = PatchWhitening(2)
+        conv = keras.layers.Conv2D(4, 3, padding="same")
+        head = keras.layers.Dense(2)
+        model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(conv(white(inputs)))))
+        traced, flags = [], []  # (steps done, the variables a trace of the step hands the optimizer)
+
+        class Recording(keras.optimizers.SGD):
+            def apply(self, grads, trainable_variables=None):
+                traced.append((len(flags), {v.path for v in trainable_variables}))
+                return super().apply(grads, trainable_variables)
+
+        model.compile(optimizer=Recording(0.5, momentum=0.9, weight_decay=0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(16, 6, 6, 3)).astype(np.float32), rng.integers(0, 2, 16)
+        record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: flags.append(
+            white.bias.trainable))
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0,
+                  callbacks=[FreezeAfter([white.bias], 4, retrace=retrace), record])
+        return traced, flags, [np.array(w) for w in model.weights], white.bias.trainable, white.bias.path
+
+    traced, flags, weights, after, bias = fit(retrace=True)
+    assert flags == [True] * 4 + [False] * 4
+    before = [names for done, names in traced if done < 4]
+    later = [names for done, names in traced if done >= 4]
+    assert before and later  # traced again at the freeze
+    everything = before[0]
+    assert all(names == everything for names in before) and all(names == everything - {bias} for names in later)
+    assert bias in everything
+    assert after  # trainable again
+    kept_traced, kept_flags, kept_weights, _, _ = fit(retrace=False)
+    assert all(done < 4 and names == everything for done, names in kept_traced) and all(kept_flags)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, kept_weights))
+
+
 def test_training_with_whiten_bias_epochs_freezes_the_stem_bias_after_them(cifar_dir, tmp_path):
     """Through `bigml train`'s own loop: the stem's bias moves during epoch 1 and not after it."""
     from bigml_cli import config, train
