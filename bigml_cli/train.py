@@ -187,7 +187,8 @@ class FreezeAfter(keras.callbacks.Callback):
             for v in self.variables:
                 v.trainable = False
             self.model.make_train_function(force=True)
-        self.saved = [v.numpy() for v in self.variables] if frozen else None
+        # retraced, the step no longer changes them: nothing to put back
+        self.saved = [v.numpy() for v in self.variables] if frozen and self.trainable is None else None
 
     def on_train_batch_end(self, batch, logs=None):
         for v, value in zip(self.variables, self.saved or ()):
