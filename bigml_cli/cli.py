@@ -82,6 +82,12 @@ def handle_errors(fn):
         except Exception as e:
             if os.environ.get("BIGML_DEBUG"):
                 raise
+            from bigml_cli.files import disk_error
+
+            disk = disk_error(e, getattr(e, "filename", None) or "a file")  # a write no atomic_path wrapped
+            if disk is not None:
+                err.print(f"[bold red]error:[/] {escape(str(disk))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(EXIT_USER)
             err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
                       "(set BIGML_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERNAL)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from bigml_cli import runs
+from bigml_cli import files, runs
 from bigml_cli.data import DATASETS, load_dataset
 from bigml_cli.data.base import length
 from bigml_cli.data.pipeline import inputs_dataset
@@ -104,8 +104,7 @@ def lm_report(model, ds, forward=None):
 
 
 def save_lm_report(report, out_dir):
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    files.write_text(out_dir / "report.json", json.dumps(report, indent=2))
 
 
 PER_EXAMPLE = ("predictions", "probabilities")  # in predictions.csv, not in report.json or --json
@@ -114,19 +113,14 @@ PER_EXAMPLE = ("predictions", "probabilities")  # in predictions.csv, not in rep
 def save_report(report, class_names, out_dir, y, inputs=None):
     """report.json, confusion_matrix.csv/.png and predictions.csv in `out_dir` (with an `input` column naming
     each example's file, or FILE:LINE, when `inputs` are given: which ones the model got wrong)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in report.items() if k not in PER_EXAMPLE}
-    (out_dir / "report.json").write_text(json.dumps(summary, indent=2))
-    with open(out_dir / "confusion_matrix.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["true \\ predicted", *class_names])
-        for name, row in zip(class_names, report["confusion_matrix"]):
-            w.writerow([name, *row])
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", *(["input"] if inputs else []), "label", "predicted", "probability"])
-        for i, (t, p, q) in enumerate(zip(y, report["predictions"], report["probabilities"])):
-            w.writerow([i, *([inputs[i]] if inputs else []), class_names[t], class_names[p], f"{q:.6f}"])
+    files.write_text(out_dir / "report.json", json.dumps(summary, indent=2))
+    files.write_csv(out_dir / "confusion_matrix.csv", [["true \\ predicted", *class_names], *(
+        [name, *row] for name, row in zip(class_names, report["confusion_matrix"]))])
+    files.write_csv(out_dir / "predictions.csv", [
+        ["index", *(["input"] if inputs else []), "label", "predicted", "probability"], *(
+            [i, *([inputs[i]] if inputs else []), class_names[t], class_names[p], f"{q:.6f}"]
+            for i, (t, p, q) in enumerate(zip(y, report["predictions"], report["probabilities"])))])
     plot_confusion(np.array(report["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png")
 
 
@@ -155,8 +149,18 @@ def plot_confusion(confusion, class_names, path):
             for j in range(k):
                 ax.text(j, i, confusion[i, j], ha="center", va="center", fontsize=8,
                         color="white" if confusion[i, j] > confusion.max() / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(plt, fig, path)
+
+
+def save_figure(plt, fig, path):
+    """The figure as a PNG, whole or not at all. A glyph the font lacks (a class name in a script DejaVu Sans
+    does not cover) is drawn as a box rather than warned about: the CSV files carry the names in full."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        fig.tight_layout()
+        files.write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -191,9 +195,7 @@ def plot_history(history_csv, path):
         ax.set_title(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(plt, fig, path)
 
 
 def load_model(run):

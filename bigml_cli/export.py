@@ -6,13 +6,12 @@ models. Only the SavedModel takes raw strings (text models) and one input per ta
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from bigml_cli import runs
+from bigml_cli import files, runs
 from bigml_cli.data import load_dataset
 from bigml_cli.errors import UserError, unknown
 from bigml_cli.evaluate import load_model, predict_probs
@@ -313,19 +312,10 @@ def export(run_path, fmt="savedmodel", out=None, overwrite=False, data_root=None
     check_format(fmt, info)
     model = load_model(run)
     x, checked_on = check_inputs(run, info, data_root, check_examples)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with files.atomic_path(out) as tmp:  # checked before it replaces an earlier export
         WRITERS[fmt](model, info, tmp)
         if info["kind"] == "lm":  # the SavedModel's goes where TF Serving looks: assets.extra
             write_vocab(info, tmp / "assets.extra" if fmt == "savedmodel" else tmp)
         check = verify(tmp, model, info, x, fmt)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     artifact = {"file": str(out / FILES[fmt])} if fmt in FILES else {}
     return {"path": str(out), "format": fmt, **artifact, **check, "checked_on": checked_on}

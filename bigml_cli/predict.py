@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli import runs
+from bigml_cli import files, runs
 from bigml_cli.data.base import files_in, read_many
 from bigml_cli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, unreadable_listing, unreadable_notes
 from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_table, unseen_values_notes
@@ -143,17 +143,9 @@ def check_out(out, files, overwrite):
 def write_predictions(out, names, probs, classes):
     """One row per input: its name, the likeliest class, its probability, then every class's probability.
     Written to a temporary name and renamed, so an interrupted write leaves no half file."""
-    import csv
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["input", "predicted", "probability", *[f"p_{c}" for c in classes]])
-        for name, p in zip(names, probs):
-            best = int(np.argmax(p))
-            w.writerow([name, classes[best], f"{p[best]:.6g}", *(f"{v:.6g}" for v in p)])
-    tmp.replace(out)
+    rows = ([name, classes[int(np.argmax(p))], f"{p.max():.6g}", *(f"{v:.6g}" for v in p)]
+            for name, p in zip(names, probs))
+    files.write_csv(out, [["input", "predicted", "probability", *[f"p_{c}" for c in classes]], *rows])
 
 
 def predict(run_path, files, top_k=5, from_files=False, out=None, overwrite=False):

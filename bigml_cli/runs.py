@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from bigml_cli import files
 from bigml_cli.errors import UserError
 
 RUNS_ROOT = Path("runs")
@@ -97,6 +98,7 @@ class Lock:
 
     def __init__(self):
         self.file = None
+        self.path = None  # the run directory, once acquired
 
     def acquire(self, run):
         try:
@@ -111,11 +113,17 @@ class Lock:
             holder = trainer(run)
             raise UserError(f"run {run.path} is in use: {_describe(holder)}; wait for it to finish, or stop it "
                             f"({_stop(holder)}: it saves a checkpoint) and then resume it") from None
-        f.truncate(0)
-        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
-        f.flush()
-        self.file = f
+        self.file, self.path = f, run.path
+        try:
+            f.truncate(0)
+            f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
+            f.flush()
+        except OSError as e:  # a full disk: the lock holds all the same, without saying who holds it
+            error = files.disk_error(e, run.lock_file)
+            if error is None:
+                raise
+            raise error from None
 
     def release(self):
         if self.file:

@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from bigml_cli import distribute, runs
+from bigml_cli import distribute, files, runs
 from bigml_cli.data import load_dataset
 from bigml_cli.data.base import fingerprint, split_change
 from bigml_cli.data.pipeline import (eval_dataset, lm_eval_dataset, lm_steps_per_epoch, lm_train_dataset,
@@ -229,7 +229,7 @@ class StepCheckpoints(keras.callbacks.Callback):
         self.signal = signum  # acted on at the end of the step in flight
 
     def save(self):
-        return self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
+        return save_state(self.manager, int(self.model.optimizer.iterations.numpy()))
 
     def on_train_batch_end(self, batch, logs=None):
         if self.signal is not None:
@@ -242,6 +242,31 @@ class StepCheckpoints(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
+
+
+def save_state(manager, step):
+    """Writes checkpoint `step` of the training state. TensorFlow writes it under temporary names and
+    records it as the latest only once whole, so a full disk leaves the one before as the latest."""
+    try:
+        return manager.save(checkpoint_number=step)
+    except Exception as e:
+        error = files.disk_error(e, manager.directory)
+        if error is None:
+            raise
+        for partial in Path(manager.directory).glob(f"*-{step}_temp"):  # TensorFlow's own half-written one
+            files.remove(partial)
+        raise error from None
+
+
+class SaveWeights(keras.callbacks.Callback):
+    """The weights at every epoch's end, in `path` (a .weights.h5), replaced whole or not at all."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        files.write_staged(self.path, self.model.save_weights)
 
 
 def custom_loop(model, place, ds, t, steps, task, val_ds, callbacks, signals, start_step=0, save=None):
@@ -538,18 +563,30 @@ def _selection_key(logs, monitor):
     return (-float(logs[monitor]),)
 
 
-class HistoryLogger(keras.callbacks.CSVLogger):
-    """Keras' CSVLogger, except that rows appended to an existing history.csv (`--resume`) keep that file's
-    columns. A run started by an older bigml has fewer (`learning_rate` is logged since 2026-11-29), and
-    Keras would write the wider rows under the old header, every value after the new one a column off."""
+class HistoryLogger(keras.callbacks.Callback):
+    """history.csv: a row per epoch (epoch, then the logs' values, NA where one is missing), the whole file
+    written again each epoch so that a full disk never leaves half a row. Rows appended to an existing
+    history.csv (`--resume`) keep that file's columns: a run started by an older bigml has fewer, and a value
+    of a column the file lacks is left out."""
+
+    def __init__(self, path, append=False):
+        super().__init__()
+        self.path, self.rows, self.keys = Path(path), [], None
+        if append and self.path.exists():
+            with open(self.path, newline="") as f:
+                table = list(csv.reader(f))
+            if table:
+                self.keys, self.rows = table[0][1:], table[1:]
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.keys is None and self.append and not self.append_header:
-            with open(self.filename, newline="") as f:
-                header = next(csv.reader(f, delimiter=self.sep), [])
-            # after "epoch"; a value of a column the file lacks is left out, a column the logs lack gets NA
-            self.keys = header[1:]
-        super().on_epoch_end(epoch, logs)
+        logs = logs or {}
+        self.keys = self.keys if self.keys is not None else sorted(logs)
+        self.rows.append([epoch, *(logs[k] if k in logs else "NA" for k in self.keys)])
+
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows([["epoch", *self.keys], *self.rows])
+        files.write_with(self.path, write)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -582,7 +619,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.epochs = epoch + 1
         if self.best is None or key > self.best:
             self.best, self.best_epoch = key, epoch
-            self.model.save_weights(self.path)
+            files.write_staged(self.path, self.model.save_weights)
         if self.exhausted:
             self.model.stop_training = True
 
@@ -594,6 +631,12 @@ def run(cfg, run_dir=None, data_root=None, overwrite=False, console=None, comman
     lock = runs.Lock()
     try:
         return _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks, resume, lock)
+    except files.DiskError as e:  # the run keeps its last good checkpoint: say how to go on from it
+        run_ = runs.Run(Path(lock.path)) if lock.path else None
+        if run_ is None or not run_.info_file.exists():
+            raise
+        raise e.with_then(f"`bigml train --resume {run_.path}`" if run_.resumable else
+                          f"train again with --run-dir {run_.path} --overwrite") from None
     finally:
         lock.release()
 
@@ -656,8 +699,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         if not resume and place.is_chief:  # only the chief writes a run directory
             run_ = runs.create(run_dir or runs.default_run_dir(cfg.model["name"], cfg.data.name), overwrite)
             lock.acquire(run_)
-            run_.config_file.write_text(f"# {command or 'bigml train'}\n" + cfg.dump())
-            run_.info_file.write_text(json.dumps({
+            files.write_text(run_.config_file, f"# {command or 'bigml train'}\n" + cfg.dump())
+            files.write_text(run_.info_file, json.dumps({
                 "model": cfg.model["name"], "dataset": cfg.data.name, "class_names": ds.class_names,
                 "input": ds.input_info, "augment": augment, "params": model.count_params(),
                 "strategy": place.name, "replicas": place.replicas, "global_batch_size": t.batch_size,
@@ -723,7 +766,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             callbacks += [
                 HistoryLogger(str(run_.history_file), append=resume),
                 keras.callbacks.TensorBoard(str(run_.logs), write_graph=False),
-                keras.callbacks.ModelCheckpoint(str(run_.checkpoints / "last.weights.h5"), save_weights_only=True),
+                SaveWeights(run_.checkpoints / "last.weights.h5"),
                 best,
             ]
             if not place.multi_worker:  # fit's step checkpoints; the multi-worker loop saves through `save`
@@ -736,7 +779,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                 try:
                     stopped = custom_loop(model, place, ds, t, steps, task,
                                           val_ds if has_val and place.is_chief else None, callbacks, checkpoints,
-                                          start_step, lambda step: manager.save(checkpoint_number=step))
+                                          start_step, lambda step: save_state(manager, step))
                 finally:
                     if worker_state:
                         shutil.rmtree(worker_state, ignore_errors=True)
@@ -782,9 +825,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
             model = in_float32(model)
         if (t.test_time_flip or t.test_time_translate) and ds.kind == "image":
             model = with_test_time_augmentation(model, flip=t.test_time_flip, translate=t.test_time_translate)
-        saving = run_.model_file.with_name("saving." + run_.model_file.name)
-        model.save(saving)
-        os.replace(saving, run_.model_file)  # a stop while saving never leaves a half-written model.keras
+        files.write_staged(run_.model_file, model.save)  # never a half-written model.keras
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
@@ -810,6 +851,6 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                "examples_per_second": round(throughput, 1),
                **({"tokens_per_second": round(throughput * tokens)} if tokens else {}),
                "run": str(run_.path)}
-    run_.metrics_file.write_text(json.dumps(metrics, indent=2))
+    files.write_text(run_.metrics_file, json.dumps(metrics, indent=2))
     plot_history(run_.history_file, run_.history_plot)
     return metrics

@@ -283,14 +283,14 @@ def test_export_formats_a_run_or_install_cannot_take_are_user_errors(cli, digits
 
 
 def test_export_refuses_a_mismatching_model(digits_run, tmp_path, monkeypatch):
-    from bigml_cli import export as export_mod
+    from bigml_cli import export as export_mod, files
 
     run_dir, _ = digits_run
     real = export_mod.predict_probs
     monkeypatch.setattr(export_mod, "predict_probs", lambda m, x: real(m, x) + 0.01)
     with pytest.raises(export_mod.ExportMismatch):
         export_mod.export(run_dir, out=tmp_path / "sm")
-    assert not (tmp_path / "sm").exists() and not (tmp_path / ".sm.partial").exists()
+    assert not (tmp_path / "sm").exists() and not files.partial_name(tmp_path / "sm").exists()
 
 
 def test_help_shows_the_defaults(cli):
