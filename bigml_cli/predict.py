@@ -96,9 +96,9 @@ def load_inputs(files, info, from_files=False):
         for f in files:
             if not str(f).lower().endswith(TABLE_SUFFIXES):
                 raise UserError(f"{f} is not a CSV file; this run's model takes table rows (.csv with a header)")
-            header, rows, lines = read_table(f)
-            parts.append(columns_to_arrays(header, rows, info["columns"], f))
-            names += [f"{f}:{line}" for line in lines]  # the row's line number in the file
+            table = read_table(f)
+            parts.append(columns_to_arrays(table, info["columns"], f))
+            names += [f"{f}:{line}" for line in table.lines]  # the row's line number in the file
         columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return names, columns, unseen_values_notes(columns, info["columns"])
     shape = info["shape"]

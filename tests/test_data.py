@@ -392,5 +392,5 @@ def test_csv_rows_are_named_by_the_line_they_start_on(tmp_path):
     with pytest.raises(UserError, match="notes.csv line 8 has 1 fields but the header has 2"):
         read_table(path)
     path.write_text('a,b\n1,x\n\n2,"two\nlines"\n3,y\n')
-    header, rows, lines = read_table(path)
+    header, rows, lines, _ = read_table(path)
     assert header == ["a", "b"] and [r[0] for r in rows] == ["1", "2", "3"] and lines == [2, 4, 6]

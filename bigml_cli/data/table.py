@@ -2,6 +2,7 @@
 
 import csv
 import re
+from typing import List, NamedTuple
 
 import numpy as np
 
@@ -32,9 +33,38 @@ def guess_delimiter(header_line):
     return best if counts[best] else ","
 
 
-def read_table(path):
-    """(header, rows, the line each row starts on) of a CSV file, blank rows left out: the line numbers
-    name rows in messages and predictions as an editor counts them."""
+class Table(NamedTuple):
+    """A CSV file's cells: `lines` holds the line each row starts on, as an editor counts them (they name
+    rows in messages and predictions); `decimal_comma` the columns whose numbers had decimal commas."""
+    header: List[str]
+    rows: List[List[str]]
+    lines: List[int]
+    decimal_comma: List[str]
+
+
+DECIMAL_COMMA = re.compile(r"[+-]?(\d{1,3}(\.\d{3})+|\d+),\d+")  # 0,044  -3,5  1.234,5
+
+
+def read_decimal_commas(header, rows, sep):
+    """In a file not separated by commas (a European spreadsheet's semicolons), a column whose cells are all
+    numbers once a decimal comma is a point (and thousands points are dropped) holds numbers: its cells are
+    rewritten as such, in place. Returns those columns' names."""
+    if sep == ",":
+        return []
+    found = []
+    for i, name in enumerate(header):
+        cells = [r[i].strip() for r in rows]
+        commas = [c for c in cells if DECIMAL_COMMA.fullmatch(c)]
+        if commas and column_is_numeric(c for c in cells if not DECIMAL_COMMA.fullmatch(c)):
+            for r in rows:
+                if DECIMAL_COMMA.fullmatch(r[i].strip()):
+                    r[i] = r[i].strip().replace(".", "").replace(",", ".")
+            found.append(name)
+    return found
+
+
+def read_table(path) -> Table:
+    """A CSV file's header and rows, blank rows left out."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             sep = guess_delimiter(f.readline())
@@ -54,7 +84,12 @@ def read_table(path):
     for line, r in zip(lines[1:], rows[1:]):
         if len(r) != len(header):
             raise UserError(f"{path} line {line} has {len(r)} fields but the header has {len(header)}; fix that row")
-    return header, rows[1:], lines[1:]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:  # one name, two columns: which one a model's input is would be a guess
+        where = "; ".join(f"columns {' and '.join(str(i + 1) for i, h in enumerate(header) if h == name)} are "
+                          f"both named '{name}'" for name in twice)
+        raise UserError(f"{path}: {where}; give each column a name of its own in the header row")
+    return Table(header, rows[1:], lines[1:], read_decimal_commas(header, rows[1:], sep))
 
 
 def column_is_numeric(values):
@@ -67,8 +102,28 @@ def column_is_numeric(values):
     return True
 
 
-def columns_to_arrays(header, rows, columns, path="the CSV"):
-    """Raw cells -> {input key: float32 (NaN = missing) or str array}, following `columns` (input_info)."""
+def unique_keys(names):
+    """Each column's SavedModel input name (input_key), made unique with _2, _3, ... where two names give
+    the same one (`price ($)` and `price (€)` are both `price`), and a note naming those, or None."""
+    keys, renamed = [], []
+    for name in names:
+        key = base = input_key(name)
+        n = 1
+        while key in keys:
+            n += 1
+            key = f"{base}_{n}"
+        if key != base:
+            renamed.append(f"'{name}' is input '{key}'")
+        keys.append(key)
+    note = renamed and (f"note: column names that read as the same input name were made unique: "
+                        f"{', '.join(renamed)} (the exported model's inputs are: {', '.join(keys)})")
+    return keys, note or None
+
+
+def columns_to_arrays(table: Table, columns, path="the CSV"):
+    """Raw cells -> {input key: float32 (NaN = missing) or str array}, following `columns` (input_info).
+    An infinite number is refused: a model would give it a confident, meaningless answer."""
+    header, rows = table.header, table.rows
     index = {h: i for i, h in enumerate(header)}
     out = {}
     for col in columns:
@@ -81,7 +136,12 @@ def columns_to_arrays(header, rows, columns, path="the CSV"):
             if bad is not None:
                 raise UserError(f"{path}: column '{col['name']}' holds '{bad}', but the model was trained on numbers "
                                 "there; fix that cell, or leave it blank to mark it missing")
-            out[col["key"]] = np.array([np.nan if is_missing(c) else float(c) for c in cells], np.float32)
+            values = np.array([np.nan if is_missing(c) else float(c) for c in cells], np.float32)
+            if np.isinf(values).any():
+                row = int(np.flatnonzero(np.isinf(values))[0])
+                raise UserError(f"{path} line {table.lines[row]}: column '{col['name']}' holds '{cells[row]}', an "
+                                "infinite number; give a finite value, or leave the cell blank to mark it missing")
+            out[col["key"]] = values
         else:
             out[col["key"]] = np.array(["" if is_missing(c) else c for c in cells], dtype=object).astype(str)
     return out
@@ -121,7 +181,8 @@ def check_classes(target, class_names, rows):
 
 def load_csv(path, cfg):
     """A CSV table with a header row; `data.target` (--target) names the class column."""
-    header, rows, lines = read_table(path)
+    table = read_table(path)
+    header, rows, lines = table.header, table.rows, table.lines
     if not cfg.target:
         raise UserError(f"a CSV dataset needs the column to predict: pass --target COLUMN (one of: "
                         f"{', '.join(header)})")
@@ -138,12 +199,14 @@ def load_csv(path, cfg):
                         "a classifier needs at least two classes")
     check_classes(cfg.target, class_names, len(labels))
     y = np.array([class_names.index(v) for v in labels], np.int64)
-    columns = [{"name": h, "key": input_key(h),
-                "type": "numeric" if column_is_numeric(r[i] for r in rows) else "categorical"}
-               for i, h in enumerate(header) if i != t]
-    if not columns:
+    features = [h for i, h in enumerate(header) if i != t]
+    if not features:
         raise UserError(f"{path} has no feature columns besides the target '{cfg.target}'")
-    x = columns_to_arrays(header, rows, columns)
+    keys, renamed = unique_keys(features)
+    columns = [{"name": h, "key": key,
+                "type": "numeric" if column_is_numeric(r[header.index(h)] for r in rows) else "categorical"}
+               for h, key in zip(features, keys)]
+    x = columns_to_arrays(table._replace(rows=rows, lines=[lines[i] for i in labelled]), columns, path)
     x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
     x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
     example_names = names_by_split(names, cfg)
@@ -158,4 +221,14 @@ def load_csv(path, cfg):
             col["vocab"] = [str(n) for n in seen[np.argsort(-counts, kind="stable")][:MAX_VOCAB]]
     return Dataset(str(path), "table", class_names, x_tr, y_tr, x_val, y_val, x_test, y_test,
                    augment="none", input_info={"kind": "table", "columns": columns},
-                   names=example_names)
+                   names=example_names, notes=[n for n in (renamed, column_types_note(columns, table)) if n])
+
+
+def column_types_note(columns, table: Table):
+    """Which columns the model reads as numbers and which as categories (a number column with a stray word
+    becomes categories: this is where a user sees it)."""
+    numbers = [c["name"] + (" (decimal commas)" if c["name"] in table.decimal_comma else "")
+               for c in columns if c["type"] == "numeric"]
+    categories = [c["name"] for c in columns if c["type"] != "numeric"]
+    return ("note: columns read as numbers: " + (", ".join(numbers) or "none")
+            + "; as categories: " + (", ".join(categories) or "none"))
