@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shlex
 import sys
 from typing import List, Optional
 
@@ -199,7 +200,7 @@ def train(
                   soft_wrap=True)
     else:
         out.print(metrics_table(f"test metrics: {metrics['run']}", {k: v for k, v in metrics.items() if k != "run"}))
-        run_path = metrics["run"]
+        run_path = shlex.quote(metrics["run"])  # a path with spaces pastes back as one argument
         first = (f"bigml generate {run_path} --prompt TEXT" if "perplexity" in metrics
                  else f"bigml predict {run_path} INPUT...")
         out.print(f"next: {first}  |  bigml eval {run_path}  |  bigml export {run_path}", markup=False,

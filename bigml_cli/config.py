@@ -309,6 +309,10 @@ def parse_overrides(overrides):
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        if name in parsed.get(section, {}):  # the last would win without a word
+            first = next(o for o in overrides if o.partition("=")[0] == key)
+            raise UserError(f"{key} is given twice ({first} and {item}); keep the one you mean (a flag such as "
+                            "--precision or --target sets its key too)")
         parsed.setdefault(section, {})[name] = value
     return parsed
 

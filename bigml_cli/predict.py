@@ -33,6 +33,10 @@ def read_npy(path, shape):
                         f"(N, {', '.join(map(str, channels_first))}), also works)")
     if not np.issubdtype(arr.dtype, np.number):
         raise UserError(f"{path} holds {arr.dtype} values; give raw pixel values 0-255")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).reshape(len(arr), -1).any(axis=1).sum())  # images holding any
+        raise UserError(f"{path} holds NaN or infinite values (in {bad} of its {len(arr)} images); "
+                        "give finite pixel values 0-255")
     if np.issubdtype(arr.dtype, np.floating) and arr.size and (np.nanmin(arr) < 0 or 0 < np.nanmax(arr) <= 1):
         # the model scales raw pixels itself: x / 255 or standardized arrays would be read as near-black
         raise UserError(f"{path} holds values from {np.nanmin(arr):.3g} to {np.nanmax(arr):.3g}, not raw pixels; "

@@ -36,20 +36,24 @@ class RichProgress(keras.callbacks.Callback):
     """A progress bar per epoch with loss, accuracy, examples/s and time left; a summary line per epoch.
 
     `per_step` items of `unit` a step: examples, or a language model's tokens (batch x sequence length).
+    The rate and the time left count from the end of each epoch's first step, which in the first epoch
+    includes tracing and compiling the step (ten times a step's time, or more). `loss_label` names the
+    training loss (`smoothed loss` with label smoothing, which the test loss leaves out).
     """
 
-    def __init__(self, epochs, steps, per_step, console, unit="ex/s"):
+    def __init__(self, epochs, steps, per_step, console, unit="ex/s", loss_label="loss"):
         super().__init__()
         self.epochs, self.steps, self.per_step, self.console, self.unit = epochs, steps, per_step, console, unit
+        self.loss_label = loss_label
         self.steps_per_epoch = steps  # `steps` is shorter for a resumed run's interrupted epoch
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(),
             MofNCompleteColumn(), TextColumn("{task.fields[rate]:>7.0f} " + unit), TimeRemainingColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} acc {task.fields[acc]:.2%}"),
+            TextColumn(loss_label + " {task.fields[loss]:.4f} acc {task.fields[acc]:.2%}"),
             console=console, transient=True)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start = self.first_step = time.perf_counter()
         if self.console.is_terminal:  # a log file gets the per-epoch lines only
             self.progress.start()
         self.task = self.progress.add_task("train", total=self.steps, epoch=epoch + 1, epochs=self.epochs,
@@ -57,10 +61,20 @@ class RichProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        done = batch + 1
-        rate = done * self.per_step / max(time.perf_counter() - self.start, 1e-9)
-        self.progress.update(self.task, completed=done, rate=rate, loss=float(logs.get("loss", 0.0)),
-                             acc=float(logs.get("accuracy", 0.0)))
+        done, now = batch + 1, time.perf_counter()
+        fields = {"loss": float(logs.get("loss", 0.0)), "acc": float(logs.get("accuracy", 0.0))}
+        if done == 1:  # the estimates start here: rich's time left is computed from the steps after this one
+            self.first_step = now
+            self.progress.reset(self.task, completed=1, **fields)
+            return
+        rate = (done - 1) * self.per_step / max(now - self.first_step, 1e-9)
+        self.progress.update(self.task, completed=done, rate=rate, **fields)
+
+    def pace(self, seconds):
+        """Seconds a step at this epoch's pace, the first step left out when there were others."""
+        if self.steps > 1 and self.first_step > self.start:
+            return (self.start + seconds - self.first_step) / (self.steps - 1)
+        return seconds / self.steps
 
     def on_epoch_end(self, epoch, logs=None):
         if self.console.is_terminal:  # stopping a bar never started writes a blank line into a log file
@@ -68,11 +82,12 @@ class RichProgress(keras.callbacks.Callback):
         self.progress.remove_task(self.task)
         logs = logs or {}
         seconds = time.perf_counter() - self.start
-        val = (f"  val_loss {logs['val_loss']:.4f}  val_acc {logs.get('val_accuracy', 0):.2%}"
+        val = (f"  val_{self.loss_label.replace(' ', '_')} {logs['val_loss']:.4f}  val_acc {logs.get('val_accuracy', 0):.2%}"
                if "val_loss" in logs else "")  # no validation split: training figures only
-        left = seconds / self.steps * self.steps_per_epoch * (self.epochs - epoch - 1)  # at this epoch's pace
+        left = self.pace(seconds) * self.steps_per_epoch * (self.epochs - epoch - 1)
         self.console.print(
-            f"epoch {epoch + 1:>3}/{self.epochs}  loss {logs.get('loss', 0):.4f}  acc {logs.get('accuracy', 0):.2%}"
+            f"epoch {epoch + 1:>3}/{self.epochs}  {self.loss_label} {logs.get('loss', 0):.4f}  "
+            f"acc {logs.get('accuracy', 0):.2%}"
             f"{val}  {self.steps * self.per_step / seconds:,.0f} {self.unit}  {seconds:.1f}s"
             + (f"  about {duration(left)} left" if epoch + 1 < self.epochs else ""))
 
@@ -455,6 +470,15 @@ def short_run_note(ds, cfg, steps):
             f"your text: bigml train {cfg.model['name']} --recipe gpt_tinyshakespeare --dataset {cfg.data.name}")
 
 
+def batch_note(ds, t):
+    """A note when the batch holds more examples than the training split: every epoch is one step of it all."""
+    if ds.kind == "lm" or t.steps_per_epoch or t.batch_size <= len(ds.y_train):
+        return None
+    return (f"note: train.batch_size {t.batch_size} is larger than the {len(ds.y_train):,} training examples, so "
+            f"each epoch is a single step over all of them; a smaller batch (e.g. train.batch_size="
+            f"{max(1, len(ds.y_train) // 8)}) takes more steps per epoch")
+
+
 def class_weights(y, num_classes):
     """train.class_weight=balanced: n / (classes x count) per class (scikit-learn's 'balanced'), so the
     weights average 1 over the examples and the learning rate keeps its meaning; 0 for an absent class."""
@@ -744,7 +768,10 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                       f"strategy {place.name}" + (f"  precision {precision}" if precision != "float32" else "")
                       + (f"  resuming at step {start_step}" if start_step else ""))
         for note in (*ds.notes, distribute.slow_precision_note(precision, place),
-                     short_run_note(ds, cfg, steps), imbalance_note(ds, t)):
+                     short_run_note(ds, cfg, steps), imbalance_note(ds, t), batch_note(ds, t),
+                     t.label_smoothing and f"note: the training and validation losses include label smoothing "
+                     f"{t.label_smoothing} (train.label_smoothing) and read higher than the test loss, which does "
+                     "not"):
             if note:
                 console.print(note, markup=False, highlight=False)
         val_ds = task.val
@@ -754,7 +781,8 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         timer = StepTimer(min(t.batch_size, len(ds.y_train)), t.steps_per_execution)
         tokens = ds.input_info["sequence_length"] if ds.kind == "lm" else 0  # per example
         callbacks = [RichProgress(t.epochs, steps, min(t.batch_size, len(ds.y_train)) * (tokens or 1), console,
-                                  "tok/s" if tokens else "ex/s"), timer]
+                                  "tok/s" if tokens else "ex/s",
+                                  "smoothed loss" if t.label_smoothing else "loss"), timer]
         if freeze:  # before the lookahead, which still moves what the optimizer may not
             callbacks.append(freeze)
         if lookahead:  # before the checkpoints, so they save the averaged weights at epoch ends
