@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # The real datasets, in their official layouts, from ../shared/datasets when it is there.
-data:
+data: install
 	@if [ -f $(SHARED_PREPARE) ]; then $(BIN)/python $(SHARED_PREPARE) $(DATA_DIR); \
 	else echo "put the datasets in $(DATA_DIR) (see README: Datasets)"; fi
 

@@ -169,3 +169,48 @@ def test_decimal_commas_in_a_semicolon_file_are_numbers(tmp_path):
     values = np.concatenate([ds.x_train["gewicht"], ds.x_val["gewicht"], ds.x_test["gewicht"]])
     assert set(np.round(values, 3)) == {np.float32(0.044), np.float32(1234.5)}
     assert "note: columns read as numbers: gewicht (decimal commas); as categories: farbe" in ds.notes
+
+
+def test_small_things_that_misled_now_say_so(cli, tmp_path):
+    """A batch larger than the training split and label smoothing each get a note, the smoothed loss is named
+    as such, and the next: hint quotes a run path with a space so that it pastes back as one argument."""
+    run = tmp_path / "my runs" / "digits"
+    result = cli("train", "mlp", "--dataset", "digits", "--run-dir", run, "train.epochs=1",
+                 "train.batch_size=4096", "train.label_smoothing=0.1", "model.hidden_units=[8]")
+    assert result.exit_code == 0, result.text
+    err = " ".join(result.stderr.split())
+    assert "train.batch_size 4096 is larger than the 1,294 training examples" in err
+    assert "include label smoothing 0.1" in err and "smoothed loss" in err and "val_smoothed_loss" in err
+    assert f"next: bigml predict '{run}' INPUT..." in result.stdout
+
+
+def test_time_left_leaves_out_the_compiling_first_step(monkeypatch):
+    """A first step of 10 s (tracing, compiling) and nine of 1 s: the pace is 1 s a step, not 1.9 s."""
+    from rich.console import Console
+
+    from bigml_cli import train
+
+    clock = iter([0.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0])
+    monkeypatch.setattr(train.time, "perf_counter", lambda: next(clock))
+    progress = train.RichProgress(epochs=3, steps=10, per_step=32, console=Console(file=open("/dev/null", "w")))
+    progress.on_epoch_begin(0)
+    for batch in range(10):
+        progress.on_train_batch_end(batch, {"loss": 1.0})
+    assert progress.pace(19.0) == 1.0
+    assert progress.progress.tasks[0].fields["rate"] == 32.0  # examples a second after the first step
+
+
+def test_class_names_the_font_lacks_draw_without_warnings(tmp_path):
+    import warnings
+
+    from bigml_cli.evaluate import metrics_from_probs, save_report
+
+    names = ["猫", "犬"]
+    y = np.array([0, 1, 1, 0])
+    report = metrics_from_probs(np.eye(2)[[0, 1, 0, 0]], y, names)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_report(report, names, tmp_path, y)
+    assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    assert "猫" in (tmp_path / "confusion_matrix.csv").read_text(encoding="utf-8")
