@@ -53,7 +53,7 @@ class RichProgress(keras.callbacks.Callback):
             console=console, transient=True)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = self.first_step = time.perf_counter()
+        self.start, self.first_step = time.perf_counter(), None  # first_step: when the first step ended
         if self.console.is_terminal:  # a log file gets the per-epoch lines only
             self.progress.start()
         self.task = self.progress.add_task("train", total=self.steps, epoch=epoch + 1, epochs=self.epochs,
@@ -72,7 +72,7 @@ class RichProgress(keras.callbacks.Callback):
 
     def pace(self, seconds):
         """Seconds a step at this epoch's pace, the first step left out when there were others."""
-        if self.steps > 1 and self.first_step > self.start:
+        if self.steps > 1 and self.first_step is not None:
             return (self.start + seconds - self.first_step) / (self.steps - 1)
         return seconds / self.steps
 
@@ -767,7 +767,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                       f"({sizes})  "
                       f"strategy {place.name}" + (f"  precision {precision}" if precision != "float32" else "")
                       + (f"  resuming at step {start_step}" if start_step else ""))
-        for note in (*ds.notes, distribute.slow_precision_note(precision, place),
+        for note in (*ds.notes, *ds.read_as, distribute.slow_precision_note(precision, place),
                      short_run_note(ds, cfg, steps), imbalance_note(ds, t), batch_note(ds, t),
                      t.label_smoothing and f"note: the training and validation losses include label smoothing "
                      f"{t.label_smoothing} (train.label_smoothing) and read higher than the test loss, which does "

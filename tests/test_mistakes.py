@@ -168,7 +168,7 @@ def test_decimal_commas_in_a_semicolon_file_are_numbers(tmp_path):
     assert columns == {"gewicht": "numeric", "farbe": "categorical"}
     values = np.concatenate([ds.x_train["gewicht"], ds.x_val["gewicht"], ds.x_test["gewicht"]])
     assert set(np.round(values, 3)) == {np.float32(0.044), np.float32(1234.5)}
-    assert "note: columns read as numbers: gewicht (decimal commas); as categories: farbe" in ds.notes
+    assert "note: columns read as numbers: gewicht (decimal commas); as categories: farbe" in ds.read_as
 
 
 def test_small_things_that_misled_now_say_so(cli, tmp_path):

@@ -37,6 +37,7 @@ class Dataset:
     input_info: dict = field(default_factory=dict)  # what the model's preprocessing needs
     notes: list = field(default_factory=list)  # lines for the user: what loading left out, and why
     names: dict = field(default_factory=dict)  # split -> each example's file (or FILE:LINE); {} for built-ins
+    read_as: list = field(default_factory=list)  # lines for a run's start: how the data was read (column types)
 
     @property
     def num_classes(self):

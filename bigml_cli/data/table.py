@@ -221,7 +221,7 @@ def load_csv(path, cfg):
             col["vocab"] = [str(n) for n in seen[np.argsort(-counts, kind="stable")][:MAX_VOCAB]]
     return Dataset(str(path), "table", class_names, x_tr, y_tr, x_val, y_val, x_test, y_test,
                    augment="none", input_info={"kind": "table", "columns": columns},
-                   names=example_names, notes=[n for n in (renamed, column_types_note(columns, table)) if n])
+                   names=example_names, read_as=[n for n in (renamed, column_types_note(columns, table)) if n])
 
 
 def column_types_note(columns, table: Table):
