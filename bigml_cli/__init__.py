@@ -3,6 +3,7 @@
 import os
 
 __version__ = "0.1.0"
+DISTRIBUTION = "bigml-keras"  # the name pip knows it by; `bigml` on PyPI is another project
 
 # TensorFlow leaves its oneDNN kernels off on x86 CPUs without AVX-512 VNNI/BF16/AMX (like this project's
 # 2-core AVX2 EPYC); on, they train the tutorial CNN 1.55x and the CIFAR-10 recipe's net 1.6x faster

@@ -26,7 +26,9 @@ def _print_version(value: bool):
     if value:
         from importlib.metadata import version
 
-        print(f"bigml {version('bigml')}")
+        from bigml_cli import DISTRIBUTION
+
+        print(f"bigml {version(DISTRIBUTION)}")
         raise typer.Exit()
 
 

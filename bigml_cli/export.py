@@ -20,7 +20,8 @@ from bigml_cli.models import inference
 FORMATS = ("savedmodel", "onnx", "litert")
 FILES = {"onnx": "model.onnx", "litert": "model.tflite"}  # the artifact inside the export folder
 EXPORT_MARKS = ("saved_model.pb", *FILES.values())  # a folder holding one of these is an export --overwrite may replace
-NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai_edge_litert",)}  # modules: pip install 'bigml[FORMAT]'
+NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai_edge_litert",)}  # modules each format imports
+PACKAGES = {"onnx": "tf2onnx onnx onnxruntime", "litert": "ai-edge-litert"}  # what pip installs them from
 NAMES = {"savedmodel": "SavedModel", "onnx": "ONNX model", "litert": "LiteRT model"}  # for messages
 NUMERIC_KINDS = ("image", "lm")  # what ONNX and LiteRT can take
 TOLERANCE = 1e-4  # max |probability difference| between the export and the Keras model
@@ -56,7 +57,7 @@ def check_format(fmt, info):
                         f"{info['kind']} model takes {takes}: export it with --format savedmodel")
     missing = [m for m in NEEDS[fmt] if importlib.util.find_spec(m) is None]
     if missing:
-        raise UserError(f"{fmt} export needs {', '.join(missing)}; install them with: pip install 'bigml[{fmt}]'")
+        raise UserError(f"{fmt} export needs {', '.join(missing)}; install them with: pip install {PACKAGES[fmt]}")
 
 
 def forward(model, info):

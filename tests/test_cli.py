@@ -278,7 +278,7 @@ def test_export_formats_a_run_or_install_cannot_take_are_user_errors(cli, digits
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a))
     assert_user_error(cli("export", run_dir, "--format", "onnx", "--out", tmp_path / "x"), "needs tf2onnx",
-                      "pip install 'bigml[onnx]'")
+                      "pip install tf2onnx onnx onnxruntime")
     assert not (tmp_path / "x").exists()
 
 
@@ -658,7 +658,7 @@ def test_version(cli):
     from importlib.metadata import version
 
     result = cli("--version")
-    assert result.exit_code == 0 and result.stdout.strip() == f"bigml {version('bigml')}"
+    assert result.exit_code == 0 and result.stdout.strip() == f"bigml {version('bigml-keras')}"
 
 
 def test_ctrl_c_while_tensorflow_loads_prints_one_line(monkeypatch, capsys):
