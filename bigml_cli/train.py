@@ -82,7 +82,8 @@ class RichProgress(keras.callbacks.Callback):
         self.progress.remove_task(self.task)
         logs = logs or {}
         seconds = time.perf_counter() - self.start
-        val = (f"  val_{self.loss_label.replace(' ', '_')} {logs['val_loss']:.4f}  val_acc {logs.get('val_accuracy', 0):.2%}"
+        val = (f"  val_{self.loss_label.replace(' ', '_')} {logs['val_loss']:.4f}  "
+               f"val_acc {logs.get('val_accuracy', 0):.2%}"
                if "val_loss" in logs else "")  # no validation split: training figures only
         left = self.pace(seconds) * self.steps_per_epoch * (self.epochs - epoch - 1)
         self.console.print(
