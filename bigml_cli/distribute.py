@@ -10,10 +10,12 @@ BIGML_CPU_DEVICES=N splits the CPU into N logical devices before TensorFlow star
 multi-replica training can be run and tested on a machine without GPUs.
 """
 
+import contextlib
 import json
 import os
 import platform
 from dataclasses import dataclass
+from typing import Iterator
 
 import tensorflow as tf
 
@@ -39,6 +41,20 @@ BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # the CPU instructions that make bfloa
 def _on_cpu(strategy):
     """Whether a run with this strategy name computes on the CPU (no GPU seen, no TPU)."""
     return not tf.config.list_physical_devices("GPU") and not strategy.startswith("tpu")
+
+
+@contextlib.contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy is `name` (float32, mixed_bfloat16, mixed_float16) inside the block, and
+    what it was before once the block ends, however it ends: the one place bigml changes it."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def pick_precision(precision, strategy):

@@ -690,9 +690,7 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
         check_same_data(run_, cfg, data)
     augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
     task = task_for(ds, t, augment, cfg.data.crop_padding, cfg.data.cutout)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
+    with distribute.precision_policy(precision):
         with place.strategy.scope():  # the one place a strategy scope is opened
             model = build_model_on(place, cfg.model, ds)
             if ds.kind == "image":
@@ -849,14 +847,11 @@ def _train(cfg, run_dir, data_root, overwrite, console, command, extra_callbacks
                           highlight=False)
         # model selection on validation accuracy; without a validation split, the final weights
         model.load_weights(run_.checkpoints / ("best.weights.h5" if has_val else "last.weights.h5"))
-        if precision != "float32":  # the saved model computes in float32 (README, Devices: mixed precision)
-            keras.mixed_precision.set_global_policy("float32")
+        with distribute.precision_policy("float32"):  # the saved model computes in float32 (README, Devices)
             model = in_float32(model)
-        if (t.test_time_flip or t.test_time_translate) and ds.kind == "image":
-            model = with_test_time_augmentation(model, flip=t.test_time_flip, translate=t.test_time_translate)
-        files.write_staged(run_.model_file, model.save)  # never a half-written model.keras
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
+            if (t.test_time_flip or t.test_time_translate) and ds.kind == "image":
+                model = with_test_time_augmentation(model, flip=t.test_time_flip, translate=t.test_time_translate)
+            files.write_staged(run_.model_file, model.save)  # never a half-written model.keras
 
     try:
         if ds.kind == "lm":

@@ -355,3 +355,16 @@ def test_a_language_model_trains_on_two_workers_as_on_one_process(tmp_path, cli)
     import csv
     first = [float(next(csv.DictReader(open(tmp_path / d / "history.csv")))["loss"]) for d in ("one", "two")]
     assert first[1] == pytest.approx(first[0], rel=1e-3), first  # epoch 1's training loss: per token in both
+
+
+def test_the_precision_policy_is_restored_however_the_block_ends():
+    import keras
+
+    from bigml_cli.distribute import precision_policy
+
+    before = keras.mixed_precision.global_policy().name
+    with pytest.raises(RuntimeError):
+        with precision_policy("mixed_bfloat16"):
+            assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+            raise RuntimeError("a failed run")
+    assert keras.mixed_precision.global_policy().name == before
