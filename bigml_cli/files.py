@@ -139,13 +139,30 @@ def memory_dir() -> Optional[str]:
 def write_staged(path, write: Callable[[str], None]) -> None:
     """`write(name)` writes a file that a library opens itself (Keras' .weights.h5 and .keras): first in memory,
     then copied to `path` whole or not at all. h5py, when the disk fills under it, can crash the process as it
-    frees the failed file (a segmentation fault, not an exception); a plain copy fails cleanly."""
+    frees the failed file (a segmentation fault, not an exception); a plain copy fails cleanly. When memory has
+    no room (a container's small /dev/shm), the file is staged beside `path` instead."""
     path = Path(path)
-    scratch = tempfile.mkdtemp(prefix="bigml-", dir=memory_dir())
-    try:
-        staged = os.path.join(scratch, path.name)
-        write(staged)
-        with atomic_path(path) as tmp:
-            shutil.copyfile(staged, tmp)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    places = [memory_dir(), str(path.parent)]
+    for place in places:
+        try:
+            scratch = tempfile.mkdtemp(prefix=".bigml-staging-", dir=place)
+        except OSError as e:
+            if place != places[-1]:
+                continue
+            raise disk_error(e, path) or e
+        try:
+            staged = os.path.join(scratch, path.name)
+            try:
+                write(staged)
+            except Exception as e:
+                if place != places[-1] and disk_errno(e) is not None:
+                    continue  # no room to stage in memory: beside the target
+                error = disk_error(e, path)
+                if error is None:
+                    raise
+                raise error from None
+            with atomic_path(path) as tmp:
+                shutil.copyfile(staged, tmp)
+            return
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

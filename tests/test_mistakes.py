@@ -214,3 +214,28 @@ def test_class_names_the_font_lacks_draw_without_warnings(tmp_path):
     assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
     assert "猫" in (tmp_path / "confusion_matrix.csv").read_text(encoding="utf-8")
+
+
+def test_a_file_staged_in_memory_falls_back_beside_its_target_when_memory_is_full(tmp_path, monkeypatch):
+    """A small /dev/shm (containers give 64 MB) must not fail a save that the target's disk has room for."""
+    import errno
+
+    from bigml_cli import files
+
+    full = tmp_path / "shm"
+    full.mkdir()
+    monkeypatch.setattr(files, "memory_dir", lambda: str(full))
+    tried = []
+
+    def write(name):
+        tried.append(Path(name).parent.parent)
+        if Path(name).parent.parent == full:
+            raise OSError(errno.ENOSPC, "No space left on device", name)
+        Path(name).write_bytes(b"weights")
+
+    target = tmp_path / "run" / "last.weights.h5"
+    target.parent.mkdir()
+    files.write_staged(target, write)
+    assert target.read_bytes() == b"weights" and tried == [full, target.parent]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.weights.h5"]  # no staging folder left
+    assert list(full.iterdir()) == []
