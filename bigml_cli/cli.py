@@ -75,21 +75,20 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130)
-        except OSError as e:
-            advice = e.filename is not None and os_error_advice(e)
-            if not advice or os.environ.get("BIGML_DEBUG"):
-                raise
-            err.print(f"[bold red]error:[/] cannot use {escape(str(e.filename))}: {escape(e.strerror or str(e))}; "
-                      f"{advice}", highlight=False, soft_wrap=True)
-            raise typer.Exit(EXIT_USER)
         except Exception as e:
             if os.environ.get("BIGML_DEBUG"):
                 raise
             from bigml_cli.files import disk_error
 
-            disk = disk_error(e, getattr(e, "filename", None) or "a file")  # a write no atomic_path wrapped
+            # a disk's refusal (full, read-only, forbidden) that no atomic write wrapped, with or without a path
+            disk = disk_error(e, getattr(e, "filename", None) or "a file")
             if disk is not None:
                 err.print(f"[bold red]error:[/] {escape(str(disk))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(EXIT_USER)
+            advice = isinstance(e, OSError) and e.filename is not None and os_error_advice(e)
+            if advice:
+                err.print(f"[bold red]error:[/] cannot use {escape(str(e.filename))}: "
+                          f"{escape(e.strerror or str(e))}; {advice}", highlight=False, soft_wrap=True)
                 raise typer.Exit(EXIT_USER)
             err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
                       "(set BIGML_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
@@ -102,18 +101,14 @@ MAX_TABLE_ROWS = 100  # predict's table on the terminal; --out and --json carry 
 
 
 def os_error_advice(e):
-    """What to do about an operating-system error on a path the user gave (an output folder, mostly), or None."""
+    """What to do about an operating-system error on a path the user gave (an output folder, mostly), or None.
+    A disk's refusals (full, read-only, forbidden) are files.DISK_ADVICE's."""
     import errno
 
     return {
         errno.ENOTDIR: "part of that path is a file, not a folder; pick another path",
         errno.EEXIST: "part of that path is a file, not a folder; pick another path",
         errno.ENOENT: "a folder in that path does not exist and cannot be made there; check the path",
-        errno.EACCES: "pick a path you may write to, or change its permissions",
-        errno.EPERM: "pick a path you may write to, or change its permissions",
-        errno.EROFS: "that disk is read-only; pick a path on another",
-        errno.ENOSPC: "free some disk space and run it again",
-        errno.EDQUOT: "free some disk space and run it again",
         errno.EISDIR: "that is a folder; give a file",
     }.get(e.errno)
 

@@ -239,3 +239,21 @@ def test_a_file_staged_in_memory_falls_back_beside_its_target_when_memory_is_ful
     assert target.read_bytes() == b"weights" and tried == [full, target.parent]
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.weights.h5"]  # no staging folder left
     assert list(full.iterdir()) == []
+
+
+def test_a_disk_refusal_without_a_path_is_still_one_line(capsys):
+    """An OSError ENOSPC that names no file (a flush of an open file) is the user's disk, not bigml's bug."""
+    import errno
+
+    import typer
+
+    from bigml_cli.cli import handle_errors
+
+    @handle_errors
+    def flush():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(typer.Exit) as stopped:
+        flush()
+    assert stopped.value.exit_code == 2
+    assert "error: cannot write a file: the disk is full; free some space" in " ".join(capsys.readouterr().err.split())
