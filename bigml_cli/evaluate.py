@@ -239,13 +239,13 @@ def labelled_examples(path, run):
             raise UserError(f"--dataset {path} is not a file; this run's model takes a CSV table")
         target = run.config.data.target
         table = read_table(path)
-        header, rows, lines = table.header, table.rows, table.lines
-        if target not in header:
+        if target not in table.header:
             raise UserError(f"{path} has no column '{target}', the labels this run predicts; add it to score the rows")
-        labelled = [i for i, r in enumerate(rows) if not is_missing(r[header.index(target)])]
-        rows, inputs = [rows[i] for i in labelled], [f"{path}:{lines[i]}" for i in labelled]
-        labels = [r[header.index(target)].strip() for r in rows]
-        x = columns_to_arrays(table._replace(rows=rows, lines=[lines[i] for i in labelled]), info["columns"], path)
+        t = table.header.index(target)
+        table = table.select([i for i, r in enumerate(table.rows) if not is_missing(r[t])])
+        inputs = [f"{path}:{line}" for line in table.lines]
+        labels = [r[t].strip() for r in table.rows]
+        x = columns_to_arrays(table, info["columns"], path)
         notes = unseen_values_notes(x, info["columns"])
     else:
         if not path.is_dir():

@@ -41,6 +41,10 @@ class Table(NamedTuple):
     lines: List[int]
     decimal_comma: List[str]
 
+    def select(self, indices: List[int]) -> "Table":
+        """The same table with only the rows at `indices` (e.g. those with a label), each keeping its line."""
+        return self._replace(rows=[self.rows[i] for i in indices], lines=[self.lines[i] for i in indices])
+
 
 DECIMAL_COMMA = re.compile(r"[+-]?(\d{1,3}(\.\d{3})+|\d+),\d+")  # 0,044  -3,5  1.234,5
 
@@ -182,7 +186,7 @@ def check_classes(target, class_names, rows):
 def load_csv(path, cfg):
     """A CSV table with a header row; `data.target` (--target) names the class column."""
     table = read_table(path)
-    header, rows, lines = table.header, table.rows, table.lines
+    header, rows = table.header, table.rows
     if not cfg.target:
         raise UserError(f"a CSV dataset needs the column to predict: pass --target COLUMN (one of: "
                         f"{', '.join(header)})")
@@ -190,8 +194,8 @@ def load_csv(path, cfg):
         raise UserError(f"target column '{cfg.target}' is not in {path}{did_you_mean(cfg.target, header)}; "
                         f"columns are: {', '.join(header)}")
     t = header.index(cfg.target)
-    labelled = [i for i, r in enumerate(rows) if not is_missing(r[t])]
-    rows, names = [rows[i] for i in labelled], [f"{path}:{lines[i]}" for i in labelled]
+    table = table.select([i for i, r in enumerate(rows) if not is_missing(r[t])])
+    rows, names = table.rows, [f"{path}:{line}" for line in table.lines]
     labels = [r[t].strip() for r in rows]
     class_names = sorted(set(labels))
     if len(class_names) < 2:
@@ -206,7 +210,7 @@ def load_csv(path, cfg):
     columns = [{"name": h, "key": key,
                 "type": "numeric" if column_is_numeric(r[header.index(h)] for r in rows) else "categorical"}
                for h, key in zip(features, keys)]
-    x = columns_to_arrays(table._replace(rows=rows, lines=[lines[i] for i in labelled]), columns, path)
+    x = columns_to_arrays(table, columns, path)
     x_train, y_train, x_test, y_test = split(x, y, cfg.test_fraction, seed=0)
     x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
     example_names = names_by_split(names, cfg)
