@@ -4,7 +4,7 @@ import csv
 import json
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Optional
 
 import numpy as np
 
@@ -83,15 +83,15 @@ def weighted_scores(probs, y, class_weights=None):
     return {"loss": float(np.sum(w * nll) / len(y)), "accuracy": float(np.sum(w * (probs.argmax(1) == y)) / np.sum(w))}
 
 
-def lm_report(model, ds, forward=None):
-    """Language models on the validation text: loss (nats per token), perplexity, next-token accuracy.
-    `forward`: the model's compiled `inference`, when the caller holds one (a fresh one traces again)."""
+def lm_report(model, ids: np.ndarray, starts: np.ndarray, length: int, forward=None) -> dict:
+    """A language model on the windows of `length` + 1 tokens of `ids` starting at `starts`: loss (nats per
+    token), perplexity, next-token accuracy. `forward`: the model's compiled `inference`, when the caller holds
+    one (a fresh one traces again)."""
     from bigml_cli.data.pipeline import lm_eval_dataset
 
-    length = ds.input_info["sequence_length"]
     total, correct, count = 0.0, 0, 0
     forward = forward or inference(model)
-    for x, y in lm_eval_dataset(ds.x_val, ds.y_val, length, 64):
+    for x, y in lm_eval_dataset(ids, starts, length, 64):
         logits = np.asarray(forward(x), np.float64)  # (batch, seq, vocab)
         logits -= logits.max(axis=-1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
@@ -199,7 +199,7 @@ def plot_history(history_csv, path):
 
 
 def load_model(run):
-    """The run's model for inference, computing in float32. Runs saved by bigml before 2026-11-29 kept a
+    """The run's model for inference, computing in float32. Runs saved by older versions of bigml kept a
     mixed-precision model's bfloat16 layers (see `in_float32`), and some of those (the transformer's) do
     not even load under the float32 policy: their config is made float32 before the model is built."""
     import keras
@@ -220,64 +220,11 @@ def load_model(run):
                         "train the run again") from None
 
 
-def labelled_examples(path, run):
-    """(inputs, class indices of the run, the name of each example, notes) of a user's own labelled data: a
-    folder with one sub-folder per class (its test/ part when it is split into train/ and test/), or a CSV
-    holding the run's target column. Names are file paths, or FILE:LINE for a CSV's rows; the notes say what
-    was left out (unreadable images) or read as unknown (unseen categories)."""
-    from bigml_cli.data.base import sub_folders
-    from bigml_cli.data.images import read_folder, unreadable_notes
-    from bigml_cli.data.table import columns_to_arrays, is_missing, read_table, unseen_values_notes
-    from bigml_cli.data.text import read_texts
-
-    info, classes, path = run.info["input"], run.info["class_names"], Path(path)
-    notes = []
-    if not path.exists():
-        raise UserError(f"--dataset {path} does not exist")
-    if info["kind"] == "table":
-        if not path.is_file():
-            raise UserError(f"--dataset {path} is not a file; this run's model takes a CSV table")
-        target = run.config.data.target
-        table = read_table(path)
-        if target not in table.header:
-            raise UserError(f"{path} has no column '{target}', the labels this run predicts; add it to score the rows")
-        t = table.header.index(target)
-        table = table.select([i for i, r in enumerate(table.rows) if not is_missing(r[t])])
-        inputs = [f"{path}:{line}" for line in table.lines]
-        labels = [r[t].strip() for r in table.rows]
-        x = columns_to_arrays(table, info["columns"], path)
-        notes = unseen_values_notes(x, info["columns"])
-    else:
-        if not path.is_dir():
-            raise UserError(f"--dataset {path} is not a folder; give one with a sub-folder of "
-                            f"{'images' if info['kind'] == 'image' else '.txt files'} per class")
-        folder = path / "test" if (path / "train").is_dir() and (path / "test").is_dir() else path
-        if info["kind"] == "image":
-            names, x, idx, inputs, unreadable = read_folder(folder, info["shape"][:2], info["shape"][2])
-            x = np.stack(x) if x else None
-            notes = unreadable_notes(unreadable)
-        else:
-            names, inputs = sub_folders(folder), []
-            x, idx = read_texts(folder, names, inputs)
-        labels = [names[i] for i in idx]
-    unknown_labels = sorted(set(labels) - set(classes))
-    if unknown_labels:
-        raise UserError(f"{path} has labels this run was not trained on: {', '.join(unknown_labels[:10])}; its "
-                        f"classes are: {', '.join(classes)}")
-    if not labels and info["kind"] == "table":
-        raise UserError(f"{path} has no rows with a value in its '{run.config.data.target}' column to score")
-    if not labels:
-        raise UserError(f"{path} holds no labelled examples: give it a sub-folder of "
-                        f"{'images' if info['kind'] == 'image' else '.txt files'} per class, named as the run's "
-                        f"classes ({', '.join(classes[:10])})")
-    return x, np.array([classes.index(name) for name in labels], np.int64), inputs, notes
-
-
 def changed_split_notes(run, ds, split):
     """A note when the split scored now is not the one the run had when it trained (its data changed since)."""
     from bigml_cli.data.base import fingerprint, split_change
 
-    then = run.info.get("data", {}).get(split)
+    then = run.info.data.get(split)
     if not then:  # a run from before run.json recorded its data
         return []
     now = fingerprint(ds, (split,))[split]
@@ -288,87 +235,28 @@ def changed_split_notes(run, ds, split):
             f"are not comparable with the run's own{' and may include examples it trained on' if split != 'train' else ''}"]
 
 
-def text_windows(path, info):
-    """A user's own text for a language-model run: its token ids in non-overlapping windows, as the run's
-    validation text is scored (characters the model never saw are skipped; unseen words read as <unk>)."""
-    from bigml_cli.data.base import Dataset
-    from bigml_cli.data.text import encode_tokens, lm_eval_starts
-
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"--dataset {path} does not exist")
-    if not path.is_file():
-        raise UserError(f"--dataset {path} is not a file; a language model is scored on a UTF-8 .txt file")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    ids = encode_tokens(text, info["vocab"], info["tokens"])
-    length = info["sequence_length"]
-    if len(ids) < length + 1:
-        raise UserError(f"{path} has {len(ids)} tokens the model reads; scoring needs at least {length + 1} "
-                        f"(sequence_length + 1)")
-    starts = lm_eval_starts(len(ids), length)
-    ds = Dataset(str(path), "lm", info["vocab"], ids[:0], starts[:0], ids, starts, ids, starts, augment="none",
-                 input_info=info)
-    return ds, unknown_tokens(text, ids, info)
-
-
-def unknown_tokens(text, ids, info):
-    """How many of the text's tokens the model does not know: characters (skipped) or words (read as <unk>)."""
-    if info["tokens"] == "characters":
-        return {"tokens": len(text), "unknown_tokens": len(text) - len(ids), "token_kind": "characters"}
-    unk = info["vocab"].index("<unk>")
-    return {"tokens": len(ids), "unknown_tokens": int(np.sum(ids == unk)), "token_kind": "words"}
-
-
-def evaluate(run_path, split=None, data_root=None, dataset=None):
+def evaluate(run_path, split: Optional[str] = None, data_root=None, dataset: Optional[str] = None) -> dict:
     """`bigml eval`: evaluate a finished run on one split, or on the user's own labelled `dataset`;
     saves RUN/eval/SPLIT/ (RUN/eval/dataset-NAME/)."""
     if split is not None and dataset is not None:
         raise UserError(f"--split {split} and --dataset both name what to score; --dataset scores all of your "
                         "data, so give one of them")
-    asked, split = split, split or "test"
-    if split not in SPLITS:
+    asked = split
+    if (split or "test") not in SPLITS:
         from bigml_cli.errors import unknown
 
         raise unknown("split", split, SPLITS)
+    from bigml_cli.tasks import task_for
+
     run = runs.open_run(run_path)
+    task = task_for(run.info.input)
     if dataset is not None:
         name = f"dataset-{runs.slug(dataset)}"
-        if run.info["input"]["kind"] == "lm":
-            windows, counts = text_windows(dataset, run.info["input"])
-            report = {**lm_report(load_model(run), windows), **counts}
-            save_lm_report(report, run.eval_dir(name))
-        else:
-            x, y, inputs, notes = labelled_examples(dataset, run)
-            classes = run.info["class_names"]
-            report = metrics_from_probs(predict_probs(load_model(run), x, progress="evaluating"), y, classes)
-            report["notes"] = notes
-            save_report(report, classes, run.eval_dir(name), y, inputs)
+        report = task.evaluate_own(run, Path(dataset), name)
         return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     cfg = run.config
     if cfg.data.name not in DATASETS.names() and not Path(cfg.data.name).expanduser().exists():
         raise UserError(f"this run's dataset {cfg.data.name} is not here (moved, or the run was copied); score the "
                         f"run on a copy: bigml eval {run_path} --dataset PATH")
     ds = load_dataset(cfg.data, data_root)
-    model = load_model(run)
-    if ds.kind == "lm":  # a corpus has train and validation text only
-        if asked == "test":
-            raise UserError(f"run {run_path} is a language model, and its corpus has no test split: the last "
-                            f"data.val_fraction of the text validates; score that (the default, --split val), "
-                            "--split train, or your own text with --dataset FILE.txt")
-        split = asked or "val"
-        if split == "train":  # the training text in non-overlapping windows, as the validation text is scored
-            from bigml_cli.data.text import lm_eval_starts
-
-            starts = lm_eval_starts(len(ds.x_train), ds.input_info["sequence_length"])
-            ds = SimpleNamespace(x_val=ds.x_train, y_val=starts, input_info=ds.input_info)
-        report = lm_report(model, ds)
-        save_lm_report(report, run.eval_dir(split))
-        return {"run": str(run.path), "split": split, **report}
-    x, y = ds.arrays(split)
-    if len(y) == 0:
-        raise UserError(f"run {run_path} has no {split} split (its data.{split}_fraction is 0); "
-                        "evaluate another with --split test or --split train")
-    report = {**metrics_from_probs(predict_probs(model, x, progress="evaluating"), y, ds.class_names),
-              "notes": ds.notes + changed_split_notes(run, ds, split)}
-    save_report(report, ds.class_names, run.eval_dir(split), y, ds.names.get(split))
-    return {"run": str(run.path), "split": split, **report}
+    return task.evaluate_split(run, ds, load_model(run), asked)

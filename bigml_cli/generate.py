@@ -28,9 +28,11 @@ def encode(prompt, info):
 
 def generate(run_path, prompt, max_tokens=200, temperature=1.0, top_k=0, seed=0):
     """`bigml generate`: continue `prompt` by sampling `max_tokens` tokens; the same seed, the same text."""
+    from bigml_cli.tasks import task_for
+
     run = runs.open_run(run_path)
-    info = run.info["input"]
-    if info["kind"] != "lm":
+    info = run.info.input
+    if not task_for(info).generates:
         raise UserError(f"run {run_path} is a classifier; `bigml generate` needs a language-model run "
                         "(e.g. bigml train gpt --dataset tinyshakespeare); use `bigml predict` here")
     for bad, message in ((max_tokens < 1, f"--max-tokens must be 1 or more, got {max_tokens}"),

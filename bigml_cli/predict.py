@@ -1,13 +1,11 @@
-"""Prediction on the user's own files: PNG/JPEG images of any size, .npy arrays, CSV rows for tables."""
+"""Prediction on the user's own inputs; the run's task reads them (images, .npy arrays, CSV rows, texts)."""
 
 from pathlib import Path
 
 import numpy as np
 
 from bigml_cli import files, runs
-from bigml_cli.data.base import files_in, read_many
-from bigml_cli.data.images import IMAGE_SUFFIXES, UnreadableImage, read_image, unreadable_listing, unreadable_notes
-from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES, columns_to_arrays, read_table, unseen_values_notes
+from bigml_cli.data.base import files_in
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
 
@@ -44,30 +42,9 @@ def read_npy(path, shape):
     return np.clip(np.round(arr), 0, 255).astype(np.uint8)
 
 
-def is_text_file(item):
-    """An argument naming an existing .txt file is read, not classified as the words of its name."""
-    return item.lower().endswith(".txt") and Path(item).is_file()
-
-
-def read_text_inputs(items, from_files):
-    """Raw strings for a text model: the arguments themselves, or the contents of .txt files (every
-    argument with --file)."""
-    texts = []
-    for item in items:
-        if from_files or is_text_file(item):
-            if not Path(item).is_file():
-                raise UserError(f"text file {item} does not exist")
-            item = Path(item).read_text(encoding="utf-8", errors="replace")
-        if not item.strip():
-            raise UserError("an input text is empty; give some words to classify")
-        texts.append(item)
-    return np.array(texts, dtype=object)  # Python strings: a fixed-width array pads each to the longest
-
-
-def expand_folders(files, kind):
-    """(inputs, the ones found in folders): each folder replaced by the files in it (and its sub-folders)
-    that this model reads."""
-    suffixes = {"image": IMAGE_SUFFIXES + (".npy",), "table": TABLE_SUFFIXES, "text": (".txt",)}[kind]
+def expand_folders(files: list, suffixes: tuple) -> tuple:
+    """(inputs, the ones found in folders): each folder replaced by the files in it (and its sub-folders) whose
+    names end in one of `suffixes` (those the run's model reads)."""
     out, in_folders = [], set()
     for f in files:
         if not Path(f).is_dir():
@@ -81,53 +58,13 @@ def expand_folders(files, kind):
     return out, in_folders
 
 
-def load_inputs(files, info, from_files=False):
-    """(names, model inputs, notes) for the inputs given to `bigml predict`. An unreadable image found in a
-    folder is left out and named in the notes; one named on its own is an error."""
-    files, in_folders = expand_folders(files, info["kind"])
-    if info["kind"] == "text":
-        names = [f if from_files or is_text_file(f) else (f[:40] + "..." if len(f) > 40 else f) for f in files]
-        return names, read_text_inputs(files, from_files), []
+def require_files(files: list, from_files: bool, takes: str) -> None:
+    """Every input must be an existing file; words given to a model that takes `takes` are named as such."""
     for f in files:
         if not Path(f).is_file() and not from_files and (" " in f or not Path(f).suffix):
-            raise UserError(f"'{f[:40]}' is not a file, and this run's model takes "
-                            f"{'images' if info['kind'] == 'image' else 'CSV rows'}, not text")
+            raise UserError(f"'{f[:40]}' is not a file, and this run's model takes {takes}, not text")
         if not Path(f).is_file():
             raise UserError(f"input file {f} does not exist")
-    if info["kind"] == "table":
-        names, columns = [], None
-        parts = []
-        for f in files:
-            if not str(f).lower().endswith(TABLE_SUFFIXES):
-                raise UserError(f"{f} is not a CSV file; this run's model takes table rows (.csv with a header)")
-            table = read_table(f)
-            parts.append(columns_to_arrays(table, info["columns"], f))
-            names += [f"{f}:{line}" for line in table.lines]  # the row's line number in the file
-        columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        return names, columns, unseen_values_notes(columns, info["columns"])
-    shape = info["shape"]
-
-    def read(f):
-        if str(f).lower().endswith(".npy"):
-            return read_npy(f, shape)
-        try:
-            return read_image(f, size=shape[:2], channels=shape[2])[None]
-        except UnreadableImage as e:
-            if str(f) not in in_folders:
-                raise
-            return e
-
-    names, images, unreadable = [], [], []
-    for f, batch in zip(files, read_many(read, files, "images")):
-        if isinstance(batch, UnreadableImage):
-            unreadable.append(f"{batch.path} ({batch.reason})")
-            continue
-        names += [f] if len(batch) == 1 else [f"{f}[{i}]" for i in range(len(batch))]
-        images += list(batch)
-    if not images:
-        raise UserError(f"none of the inputs is a readable image ({unreadable_listing(unreadable)}); give PNG "
-                        "or JPEG files")
-    return names, np.stack(images), unreadable_notes(unreadable)
 
 
 def check_out(out, files, overwrite):
@@ -161,13 +98,16 @@ def predict(run_path, files, top_k=5, from_files=False, out=None, overwrite=Fals
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     if out is not None:
         out = check_out(out, files, overwrite)
+    from bigml_cli.tasks import task_for
+
     run = runs.open_run(run_path)
     info = run.info
-    if info["input"]["kind"] == "lm":
+    task = task_for(info.input)
+    if not task.predicts:
         raise UserError(f"run {run_path} is a language model; use `bigml generate {run_path} --prompt TEXT`")
-    names, x, notes = load_inputs(files, info["input"], from_files)
+    names, x, notes = task.read_inputs(files, info.input, from_files)
     probs = predict_probs(load_model(run), x, progress="predicting")
-    classes = info["class_names"]
+    classes = info.class_names
     k = min(top_k, len(classes))
     results = []
     for name, p in zip(names, probs):

@@ -19,8 +19,9 @@ import re
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -28,16 +29,59 @@ from bigml_cli import files
 from bigml_cli.errors import UserError
 
 RUNS_ROOT = Path("runs")
+EXPORT_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}  # the artifact inside an export folder
+EXPORT_MARKS = ("saved_model.pb", *EXPORT_FILES.values())  # a folder holding one of these is an export
+
+
+@dataclass
+class RunInfo:
+    """run.json: what eval, predict, export and a resume need without the data. Written once, when training
+    starts; `input` is the input spec whose `kind` names the run's task."""
+
+    model: str
+    dataset: str
+    class_names: list
+    input: dict
+    augment: str = "none"
+    params: int = 0
+    strategy: str = ""
+    replicas: int = 1
+    global_batch_size: int = 0
+    per_replica_batch_size: int = 0
+    steps_per_epoch: Optional[int] = None  # None: a run from before run.json recorded it
+    config_sha256: str = ""
+    data: dict = field(default_factory=dict)  # split -> {examples, sha256}; {} before run.json recorded it
+    keras: str = ""
+    tensorflow: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunInfo":
+        names = {f.name for f in fields(cls)}
+        missing = [n for n in ("model", "dataset", "class_names", "input") if n not in d]
+        if missing:
+            raise ValueError(f"has no {', '.join(missing)}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @property
+    def multi_worker(self) -> bool:
+        return str(self.strategy).startswith("multi-worker")
 
 
 @dataclass
 class Run:
+    """A run directory; every file name in it is defined here."""
+
     path: Path
 
     config_file = property(lambda self: self.path / "config.yaml")
     info_file = property(lambda self: self.path / "run.json")
     model_file = property(lambda self: self.path / "model.keras")
     checkpoints = property(lambda self: self.path / "checkpoints")
+    last_weights = property(lambda self: self.checkpoints / "last.weights.h5")  # every epoch's end
+    best_weights = property(lambda self: self.checkpoints / "best.weights.h5")  # the best validation score's
     state = property(lambda self: self.checkpoints / "state")  # the full training state, for --resume
     lock_file = property(lambda self: self.path / "train.lock")
     history_file = property(lambda self: self.path / "history.csv")
@@ -45,11 +89,14 @@ class Run:
     logs = property(lambda self: self.path / "logs")
     metrics_file = property(lambda self: self.path / "metrics.json")
 
-    def eval_dir(self, split):
+    def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split
 
-    def default_export(self, fmt):
+    def default_export(self, fmt: str) -> Path:
         return self.path / "export" / fmt
+
+    def write_info(self, info: RunInfo) -> None:
+        files.write_text(self.info_file, info.to_json())
 
     @property
     def resumable(self):
@@ -57,8 +104,8 @@ class Run:
         return any(self.state.glob("*.index"))
 
     @property
-    def info(self):
-        return self._read(self.info_file, lambda text: _mapping(json.loads(text)))
+    def info(self) -> RunInfo:
+        return self._read(self.info_file, lambda text: RunInfo.from_dict(_mapping(json.loads(text))))
 
     @property
     def config(self):
@@ -234,7 +281,7 @@ def status(run):
     finishes it."""
     holder = trainer(run)
     try:
-        workers = str(run.info.get("strategy", "")).startswith("multi-worker")
+        workers = run.info.multi_worker
     except UserError:
         workers = False
     if run.metrics_file.exists() and not run.model_file.exists() and holder is None:
@@ -273,6 +320,6 @@ def list_runs(root=RUNS_ROOT):
             rows.append({"run": str(run.path), "model": None, "dataset": None, "test_accuracy": None,
                          "status": f"unreadable: {str(e).split(' (')[0]}"})
             continue
-        rows.append({"run": str(run.path), "model": info.get("model"), "dataset": info.get("dataset"),
+        rows.append({"run": str(run.path), "model": info.model, "dataset": info.dataset,
                      "test_accuracy": metrics.get("accuracy"), "status": status(run)})
     return rows

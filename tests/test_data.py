@@ -173,18 +173,20 @@ def test_a_language_model_epoch_is_one_pass_over_the_training_tokens(tmp_path):
     # Windows start at every position; counting one step per window start made an epoch show each
     # token sequence_length times (a 200 KB corpus at the defaults: an hour an epoch on this CPU)
     from bigml_cli.config import TrainConfig
-    from bigml_cli.train import task_for
+    from bigml_cli.config import Config
+    from bigml_cli.tasks import task_for
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("abcdefghij" * 1000)  # 9,000 training characters
-    ds = load_dataset(DataConfig(name=str(corpus), tokens="characters", sequence_length=50))
-    task = task_for(ds, TrainConfig(batch_size=20), "none", 0)
-    assert len(ds.x_train) == 9000 and task.steps == 9000 // (50 * 20)
-    assert lm_train_dataset(ds.x_train, ds.y_train, 50, 20, seed=0)[1] == task.steps
+    data = DataConfig(name=str(corpus), tokens="characters", sequence_length=50)
+    ds = load_dataset(data)
+    streams = task_for(ds).streams(ds, Config(model={"name": "gpt"}, data=data, train=TrainConfig(batch_size=20)))
+    assert len(ds.train_ids) == 9000 and streams.steps == 9000 // (50 * 20)
+    assert lm_train_dataset(ds.train_ids, ds.train_starts, 50, 20, seed=0)[1] == streams.steps
 
 
 def test_a_language_model_run_too_short_to_learn_says_how_to_lengthen_it(tmp_path):
     from bigml_cli import config
-    from bigml_cli.train import short_run_note
+    from bigml_cli.tasks.lm import short_run_note
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("abcdefghij" * 1000)
     cfg = config.load("gpt", str(corpus), overrides=["data.tokens=characters", "data.sequence_length=50",

@@ -164,10 +164,10 @@ def test_mixed_precision_trains_with_float32_softmax(cli, tmp_path, precision):
 def test_runs_saved_with_bfloat16_layers_load_in_float32(cli, tmp_path, monkeypatch, model):
     """bigml before 2026-11-29 saved a mixed-precision run's bfloat16 layers: such a transformer did not even
     load, and an image model's ONNX export failed inside onnxruntime."""
-    from bigml_cli import train
+    from bigml_cli.train import loop
     from test_text import write_reviews
 
-    monkeypatch.setattr(train, "in_float32", lambda model: model)  # how those runs were saved
+    monkeypatch.setattr(loop, "in_float32", lambda model: model)  # how those runs were saved
     if model == "mlp":
         args = ["--dataset", "digits", "model.hidden_units=[32]"]
     else:
@@ -324,7 +324,7 @@ def test_workers_given_different_copies_of_the_data_stop_with_a_user_error(tmp_p
 def test_a_killed_workers_scratch_checkpoints_are_removed_by_the_next_worker(tmp_path, monkeypatch):
     # a non-chief worker saves to a temporary folder it removes at the end; SIGKILL skips that
     import tempfile
-    from bigml_cli.train import scratch_state_dir
+    from bigml_cli.train.multiworker import scratch_state_dir
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

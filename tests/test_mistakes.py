@@ -188,11 +188,11 @@ def test_time_left_leaves_out_the_compiling_first_step(monkeypatch):
     """A first step of 10 s (tracing, compiling) and nine of 1 s: the pace is 1 s a step, not 1.9 s."""
     from rich.console import Console
 
-    from bigml_cli import train
+    from bigml_cli.train import callbacks
 
     clock = iter([0.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0, 17.0, 18.0, 19.0])
-    monkeypatch.setattr(train.time, "perf_counter", lambda: next(clock))
-    progress = train.RichProgress(epochs=3, steps=10, per_step=32, console=Console(file=open("/dev/null", "w")))
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    progress = callbacks.RichProgress(epochs=3, steps=10, per_step=32, console=Console(file=open("/dev/null", "w")))
     progress.on_epoch_begin(0)
     for batch in range(10):
         progress.on_train_batch_end(batch, {"loss": 1.0})

@@ -221,14 +221,14 @@ def test_a_run_being_trained_is_locked_until_its_process_dies(tmp_path, cli):
 
 
 def test_ctrl_c_in_the_test_pass_keeps_the_model_and_resume_runs_the_test_pass(tmp_path, cli, monkeypatch):
-    import bigml_cli.train
+    import bigml_cli.evaluate
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     run_dir = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(bigml_cli.train, "predict_probs", interrupted)
+        patch.setattr(bigml_cli.evaluate, "predict_probs", interrupted)  # the task's test pass calls it
         result = cli(*TINY, "--run-dir", run_dir)
     assert result.exit_code == 130, result.text
     assert "in the test pass; the trained model is saved" in " ".join(result.stderr.split())
@@ -248,6 +248,7 @@ def test_a_run_started_by_an_older_bigml_resumes_although_its_config_lacks_newer
     import yaml
 
     from bigml_cli import config, runs, train
+    from bigml_cli.train import resume
 
     run_dir = tmp_path / "run"
     train.run(config.load("mlp", "digits", overrides=["train.epochs=1", "model.hidden_units=[8]"]), run_dir=run_dir)
@@ -260,7 +261,7 @@ def test_a_run_started_by_an_older_bigml_resumes_although_its_config_lacks_newer
     (run_dir / "run.json").write_text(json.dumps({**info, "config_sha256": hashlib.sha256(text.encode()).hexdigest()}))
     lock = runs.Lock()
     try:
-        run_, cfg = train.open_for_resume(run_dir, lock)
+        run_, cfg = resume.open_for_resume(run_dir, lock)
     finally:
         lock.release()
     assert cfg.train.patience == 0 and cfg.train.epochs == 1

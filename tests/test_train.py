@@ -11,7 +11,7 @@ from bigml_cli.config import TrainConfig
 from bigml_cli.errors import UserError
 from bigml_cli.optim import make_optimizer
 from bigml_cli.models.base import PatchWhitening
-from bigml_cli.train import FreezeAfter, Lookahead
+from bigml_cli.train.callbacks import FreezeAfter, Lookahead
 
 
 def learning_rates(optimizer, steps):
@@ -245,7 +245,7 @@ def test_a_muon_run_trains_saves_and_evaluates(optimizer, cifar_dir, tmp_path, c
 def test_the_best_epoch_breaks_accuracy_ties_by_the_lower_loss(tmp_path):
     # 64 validation examples: accuracy moves in steps of 1.6%, and the first of equal accuracies was kept
     # (an IMDB folder run: epoch 3 of 10, 56% test accuracy, against 76% for epoch 10's equal accuracy)
-    from bigml_cli.train import BestCheckpoint
+    from bigml_cli.train.callbacks import BestCheckpoint
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     path, history = tmp_path / "best.weights.h5", tmp_path / "history.csv"
     best = BestCheckpoint(path, "val_accuracy")
@@ -268,7 +268,7 @@ def test_the_best_epoch_breaks_accuracy_ties_by_the_lower_loss(tmp_path):
 
 
 def test_patience_counts_epochs_since_the_best_and_stops_training(tmp_path):
-    from bigml_cli.train import BestCheckpoint
+    from bigml_cli.train.callbacks import BestCheckpoint
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     path, history = tmp_path / "best.weights.h5", tmp_path / "history.csv"
     best = BestCheckpoint(path, "val_accuracy", patience=2)
@@ -314,12 +314,12 @@ def test_cutout_reaches_the_training_stream_and_its_mistakes_are_user_errors(cli
 
     from bigml_cli import config
     from bigml_cli.data import load_dataset
-    from bigml_cli.train import task_for
+    from bigml_cli.tasks import task_for
 
-    cfg = config.load("mlp", "digits", overrides=["data.cutout=3"])
+    cfg = config.load("mlp", "digits", overrides=["data.cutout=3", "data.augment=none"])
     ds = load_dataset(cfg.data, None)
     fill = round(255 * ds.input_info["mean"][0])
-    batch = next(iter(task_for(ds, cfg.train, "none", 0, cfg.data.cutout).train()[0]))[0].numpy()
+    batch = next(iter(task_for(ds).streams(ds, cfg).train()[0]))[0].numpy()
     for img in batch[..., 0]:  # a 3 x 3 window of the mean grey in every image
         windows = np.lib.stride_tricks.sliding_window_view(img, (3, 3))
         assert (windows == fill).all(axis=(-2, -1)).any()
@@ -373,7 +373,7 @@ def test_multi_worker_validation_scores_weigh_classes_as_fit_does():
     must agree, or train.patience and the best epoch would differ between the two."""
     from bigml_cli.data.pipeline import eval_dataset
     from bigml_cli.evaluate import weighted_scores
-    from bigml_cli.train import class_weights
+    from bigml_cli.tasks.base import class_weights
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(50, 3)).astype("float32"), np.array([0] * 40 + [1] * 7 + [2] * 3)
@@ -393,7 +393,7 @@ def test_each_epoch_line_says_about_how_long_the_rest_takes():
 
     from rich.console import Console
 
-    from bigml_cli.train import RichProgress, duration
+    from bigml_cli.train.callbacks import RichProgress, duration
 
     assert [duration(s) for s in (7.4, 65, 3725)] == ["7s", "1m 05s", "1h 02m"]
     console = Console(file=io.StringIO(), width=300)

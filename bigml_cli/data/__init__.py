@@ -6,40 +6,31 @@ steps they share live in pipeline.py.
 
 import os
 from pathlib import Path
+from typing import Union
 
-from bigml_cli.data.base import DATASETS, Dataset, data_dir  # noqa: F401
-from bigml_cli.data import images, table, text  # noqa: F401  (registers the datasets)
+from bigml_cli.data.base import DATASETS, Corpus, Dataset, data_dir  # noqa: F401
+from bigml_cli.data import images, table, text  # noqa: F401
 from bigml_cli.errors import UserError, did_you_mean
+from bigml_cli.registry import import_all
 
 
-# what each registered dataset needs in the data directory (None: it ships with a package)
-LOCAL_FILES = {"mnist": "mnist.npz", "fashion_mnist": "fashion-mnist/t10k-labels-idx1-ubyte.gz",
-               "cifar10": "cifar-10-batches-py/test_batch", "cifar100": "cifar-100-python/test",
-               "digits": None, "imdb": "aclImdb/test/pos", "tinyshakespeare": "tinyshakespeare.txt"}
-
-
-def availability(name, root):
-    """Whether a registered dataset is in the data directory `root`, for `bigml list datasets`."""
-    if LOCAL_FILES[name] is None:
-        return "ships with scikit-learn"
-    return "here" if (Path(root) / LOCAL_FILES[name]).exists() else "not here: downloads on first use"
+def availability(name: str, root) -> str:
+    """Whether a registered dataset is in the data directory `root`, for `bigml list datasets`: its entry's
+    `layout` is the file that shows it is there (None: it ships with a package)."""
+    layout = getattr(DATASETS.get(name), "layout", None)
+    if layout is None:
+        return f"ships with {getattr(DATASETS.get(name), 'ships_with', 'a package')}"
+    return "here" if (Path(root) / layout).exists() else "not here: downloads on first use"
 
 
 WHAT_PATHS = ("give a folder of images or .txt files (one sub-folder per class), a .csv (or .tsv) table or a .txt "
               "corpus")
 
 
-def load_dataset(cfg, data_root=None):
+def load_dataset(cfg, data_root=None) -> Union[Dataset, Corpus]:
     """Load the dataset a DataConfig names: registered name, image or text folder, or CSV file."""
     ds = _load(cfg, data_root)
-    if ds.kind != "lm" and len(ds.y_test) == 0 and cfg.test_fraction > 0:  # too few to hold any out
-        n = len(ds.y_train) + len(ds.y_val)
-        raise UserError(f"dataset {cfg.name} has only {n} example(s), too few for a test split: "
-                        f"data.test_fraction {cfg.test_fraction:g} of them rounds to none; give it at least "
-                        f"{int(0.5 / cfg.test_fraction) + 1} examples (or a test/ part of its own)")
-    if ds.kind != "lm" and len(ds.y_test) == 0:  # every result bigml reports is on the test split
-        raise UserError(f"dataset {cfg.name} has no test split: data.test_fraction is {cfg.test_fraction} and it "
-                        "has no test/ part of its own; set data.test_fraction above 0 (e.g. 0.2)")
+    ds.check_splits(cfg)
     return ds
 
 
@@ -70,3 +61,8 @@ def _load(cfg, data_root):
         f"unknown dataset '{name}'{did_you_mean(name, DATASETS.names())}; choose one of: "
         f"{', '.join(DATASETS.names())}; or {WHAT_PATHS}"
     )
+
+
+# every dataset file registers its datasets: a new one needs no edit here; the shared steps are not dataset
+# files (and tf.data's pipeline would load TensorFlow for `bigml list datasets`)
+import_all(__name__, __path__, exclude=("base", "download", "pipeline", "samples"))

@@ -24,8 +24,10 @@ def data_dir(explicit=None):
 
 @dataclass
 class Dataset:
+    """A classification dataset: inputs and class indices of its train, val and test splits, in memory."""
+
     name: str
-    kind: str  # "image" (uint8 arrays, N x H x W x C) or "table" (dict of column arrays)
+    kind: str  # which task reads it: "image" (uint8 N x H x W x C), "table" (dict of columns), "text" (strings)
     class_names: list
     x_train: object
     y_train: np.ndarray
@@ -40,13 +42,82 @@ class Dataset:
     read_as: list = field(default_factory=list)  # lines for a run's start: how the data was read (column types)
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         return len(self.class_names)
 
-    def arrays(self, split):
+    @property
+    def has_validation(self) -> bool:
+        return len(self.y_val) > 0
+
+    def arrays(self, split: str) -> tuple:
         """(inputs, labels) of the "train", "val" or "test" split."""
         return {"test": (self.x_test, self.y_test), "val": (self.x_val, self.y_val),
                 "train": (self.x_train, self.y_train)}[split]
+
+    def check_splits(self, cfg) -> None:
+        """Every result bigml reports is on the test split: refuse a dataset that has none."""
+        if len(self.y_test) == 0 and cfg.test_fraction > 0:  # too few to hold any out
+            n = len(self.y_train) + len(self.y_val)
+            raise UserError(f"dataset {cfg.name} has only {n} example(s), too few for a test split: "
+                            f"data.test_fraction {cfg.test_fraction:g} of them rounds to none; give it at least "
+                            f"{int(0.5 / cfg.test_fraction) + 1} examples (or a test/ part of its own)")
+        if len(self.y_test) == 0:
+            raise UserError(f"dataset {cfg.name} has no test split: data.test_fraction is {cfg.test_fraction} and "
+                            "it has no test/ part of its own; set data.test_fraction above 0 (e.g. 0.2)")
+
+
+@dataclass
+class Corpus:
+    """A language-modelling corpus: token ids of its training and validation text, and where windows start
+    (training: every position; validation: non-overlapping windows, as held-out text is scored). It has no
+    test split: the validation text is what `bigml eval` reports on."""
+
+    name: str
+    vocab: list
+    train_ids: np.ndarray
+    train_starts: np.ndarray
+    val_ids: np.ndarray
+    val_starts: np.ndarray
+    input_info: dict
+    kind: str = "lm"
+    augment: str = "none"
+    notes: list = field(default_factory=list)
+    names: dict = field(default_factory=dict)
+    read_as: list = field(default_factory=list)
+
+    @property
+    def class_names(self) -> list:  # a language model's classes are the next token's
+        return self.vocab
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.val_starts) > 0
+
+    def arrays(self, split: str) -> tuple:
+        """(token ids, window starts) of a split; "test" is the validation text."""
+        return {"train": (self.train_ids, self.train_starts), "val": (self.val_ids, self.val_starts),
+                "test": (self.val_ids, self.val_starts)}[split]
+
+    def check_splits(self, cfg) -> None:
+        """A corpus is scored on its validation text, which make_lm_dataset has checked."""
+
+
+def toy_images(n: int, shape: tuple, num_classes: int, seed: int = 0) -> tuple:
+    """(uint8 images, labels) that a model can learn: each class a bright square at its own place, on noise.
+    The datasets' `tiny_copy` writers use them to write a few examples in a dataset's official layout."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % num_classes
+    x = rng.integers(0, 60, size=(n, *shape)).astype(np.uint8)
+    h, w = shape[0], shape[1]
+    s = max(2, h // 4)
+    for i, label in enumerate(y):
+        r, c = (label * s) % (h - s + 1), (label * 2 * s // 3) % (w - s + 1)
+        x[i, r:r + s, c:c + s] = 230
+    return x, y
 
 
 def read_many(read, items, what):
@@ -180,7 +251,7 @@ def image_info(x_train):
     """Per-channel mean and std of the training images, for the model's normalization layer."""
     channels = x_train.shape[-1]
     x = x_train.reshape(-1, channels)
-    if x.dtype == np.uint8:  # from each channel's histogram: exact, 6x faster than a float64 copy (1 GB for CIFAR)
+    if x.dtype == np.uint8:  # from each channel's histogram: exact, and no float64 copy (1 GB for CIFAR)
         values = np.arange(256) / 255.0
         counts = [np.bincount(np.ascontiguousarray(x[:, c]), minlength=256) for c in range(channels)]
         mean = np.array([values @ n / len(x) for n in counts])

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bigml_cli.data.base import (DATASETS, class_folders, files_in, make_image_dataset, names_by_split, read_many,
-                                 split, sub_folders)
+                                 split, sub_folders, toy_images)
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -23,7 +23,14 @@ def corrupt(path, err):
                      "or copy it again")
 
 
-@DATASETS.register
+def tiny_mnist(root: Path) -> None:
+    """A few learnable 28x28 images in mnist.npz's layout (x_train, y_train, x_test, y_test)."""
+    x_train, y_train = toy_images(60, (28, 28), 10)
+    x_test, y_test = toy_images(20, (28, 28), 10, seed=1)
+    np.savez(root / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+@DATASETS.register(layout="mnist.npz", tiny_copy=tiny_mnist)
 def mnist(cfg, root):
     """MNIST handwritten digits, 28x28 grayscale, 10 classes (Keras layout: mnist.npz)."""
     path = root / "mnist.npz"
@@ -60,7 +67,19 @@ FASHION_FILES = {  # md5s published in github.com/zalandoresearch/fashion-mnist
 }
 
 
-@DATASETS.register
+def tiny_fashion_mnist(root: Path) -> None:
+    """A few images in fashion-mnist/'s four gzipped IDX files."""
+    folder = root / "fashion-mnist"
+    folder.mkdir(parents=True, exist_ok=True)
+    x, y = toy_images(60, (28, 28), 10)
+    xt, yt = toy_images(20, (28, 28), 10, seed=3)
+    for name, arr in zip(FASHION_FILES, (x, y, xt, yt)):
+        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+        with gzip.open(folder / name, "wb") as f:
+            f.write(header + arr.astype(np.uint8).tobytes())
+
+
+@DATASETS.register(layout="fashion-mnist/t10k-labels-idx1-ubyte.gz", tiny_copy=tiny_fashion_mnist)
 def fashion_mnist(cfg, root):
     """Fashion-MNIST clothing images, 28x28 grayscale, 10 classes (fashion-mnist/*-ubyte.gz)."""
     folder = root / "fashion-mnist"
@@ -118,7 +137,25 @@ def fetch_cifar(root, folder, archive, md5, files):
     tar_path.unlink()
 
 
-@DATASETS.register
+def write_cifar_batch(path: Path, x: np.ndarray, labels: dict) -> None:
+    """A pickled CIFAR batch: rows of R, then G, then B planes, and the label lists given."""
+    data = x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"x", b"data": data, **labels}, f, protocol=3)
+
+
+def tiny_cifar10(root: Path) -> None:
+    """A few images in cifar-10-batches-py/'s pickled batches."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        x, y = toy_images(20, (32, 32, 3), 10, seed=i)
+        write_cifar_batch(folder / name, x, {b"labels": [int(v) for v in y]})
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)]}, f, protocol=3)
+
+
+@DATASETS.register(layout="cifar-10-batches-py/test_batch", tiny_copy=tiny_cifar10)
 def cifar10(cfg, root):
     """CIFAR-10, 32x32 colour images, 10 classes (official cifar-10-batches-py/)."""
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -132,7 +169,18 @@ def cifar10(cfg, root):
                               np.concatenate([p[1] for p in parts]), x_test, y_test, cfg, augment="crop_flip")
 
 
-@DATASETS.register
+def tiny_cifar100(root: Path) -> None:
+    """A few images in cifar-100-python/'s pickled train, test and meta files."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(["train", "test"]):
+        x, y = toy_images(200, (32, 32, 3), 100, seed=i)
+        write_cifar_batch(folder / name, x, {b"fine_labels": [int(v) for v in y]})
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [f"class{i}".encode() for i in range(100)]}, f, protocol=3)
+
+
+@DATASETS.register(layout="cifar-100-python/test", tiny_copy=tiny_cifar100)
 def cifar100(cfg, root):
     """CIFAR-100, 32x32 colour images, 100 classes (official cifar-100-python/)."""
     files = ["train", "test", "meta"]
@@ -144,7 +192,7 @@ def cifar100(cfg, root):
     return make_image_dataset("cifar100", names, x_train, y_train, x_test, y_test, cfg, augment="crop_flip")
 
 
-@DATASETS.register
+@DATASETS.register(layout=None, ships_with="scikit-learn", tiny_copy=None)
 def digits(cfg, root):
     """scikit-learn's 8x8 handwritten digits (1,797 images, ships with the package: no download)."""
     from sklearn.datasets import load_digits

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bigml_cli.data.base import DATASETS, Dataset, class_folders, files_in, names_by_split, split, sub_folders
+from bigml_cli.data.base import DATASETS, Corpus, Dataset, class_folders, files_in, names_by_split, split, sub_folders
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
 
@@ -52,7 +52,18 @@ def make_text_dataset(name, classes, x_train, y_train, x_test, y_test, cfg):
                    input_info=info)
 
 
-@DATASETS.register
+def tiny_imdb(root: Path) -> None:
+    """A few reviews in aclImdb/{train,test}/{pos,neg}/*.txt."""
+    words = {"pos": "a great film, wonderful and moving", "neg": "a dull film, boring and too long"}
+    for part in ("train", "test"):
+        for label, text in words.items():
+            folder = root / "aclImdb" / part / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(6):
+                (folder / f"{i}_{7 if label == 'pos' else 2}.txt").write_text(f"{text} {i}<br />the end")
+
+
+@DATASETS.register(layout="aclImdb/test/pos", tiny_copy=tiny_imdb)
 def imdb(cfg, root):
     """IMDB movie reviews, positive or negative: 25,000 train / 25,000 test (official aclImdb/)."""
     folder = root / "aclImdb"
@@ -119,9 +130,8 @@ def lm_eval_starts(tokens, length):
 def make_lm_dataset(name, text, cfg):
     """Token ids of a corpus: the first 90% (by default) trains, the rest validates.
 
-    For language models x_* hold the token ids (1-D) and y_* the start of every window of
-    `sequence_length + 1` tokens (train: every position; val: non-overlapping windows). The corpus has
-    no test split: the validation text is also what `bigml eval` reports on.
+    Windows of `sequence_length + 1` tokens start at every training position, and at non-overlapping places
+    in the validation text (see `Corpus`).
     """
     if not cfg.val_fraction:
         raise UserError("data.val_fraction is 0, but a language model is measured on held-out text (the end of "
@@ -139,14 +149,18 @@ def make_lm_dataset(name, text, cfg):
     if len(train_ids) < block + 2 or len(val_ids) < block + 1:
         raise UserError(f"corpus {name} is too short for data.sequence_length={block}: it has {len(train_ids)} "
                         f"training and {len(val_ids)} validation tokens; give more text or a shorter sequence_length")
-    train_windows = np.arange(len(train_ids) - block, dtype=np.int64)
-    val_windows = lm_eval_starts(len(val_ids), block)
+    train_starts = np.arange(len(train_ids) - block, dtype=np.int64)
+    val_starts = lm_eval_starts(len(val_ids), block)
     info = {"kind": "lm", "vocab": vocab, "sequence_length": block, "tokens": cfg.tokens}
-    return Dataset(name, "lm", vocab, train_ids, train_windows, val_ids, val_windows, val_ids, val_windows,
-                   augment="none", input_info=info)
+    return Corpus(name, vocab, train_ids, train_starts, val_ids, val_starts, input_info=info)
 
 
-@DATASETS.register
+def tiny_tinyshakespeare(root: Path) -> None:
+    """A short play in tinyshakespeare.txt."""
+    (root / "tinyshakespeare.txt").write_text("ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 200)
+
+
+@DATASETS.register(layout="tinyshakespeare.txt", tiny_copy=tiny_tinyshakespeare)
 def tinyshakespeare(cfg, root):
     """Tiny Shakespeare (char-rnn's 1.1M-character corpus), for language models (data.tokens=characters)."""
     path = root / "tinyshakespeare.txt"

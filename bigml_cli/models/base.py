@@ -121,8 +121,7 @@ class PatchWhitening(layers.Layer):
 def inference(model):
     """The model's forward pass in inference mode, compiled into one graph (traced per input shape).
 
-    Called eagerly, a model runs op by op from Python: scoring 2,048 reviews with the IMDB LSTM took
-    15.8 s eagerly and 2.8 s compiled; the tutorial CNN on 2,048 images 0.55 s against 0.31 s.
+    Called eagerly, a model runs op by op from Python, several times slower (docs/speed.md).
     """
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
@@ -173,30 +172,6 @@ class TokenIds(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "vocab_size": self.vocab_size}
-
-
-def model_inputs(info):
-    """(raw Keras inputs, preprocessed features) for a dataset's input_info."""
-    if info["kind"] == "lm":
-        inputs = keras.Input(shape=(info["sequence_length"],), dtype="int32", name="tokens")
-        return inputs, TokenIds(len(info["vocab"]), name="token_ids")(inputs)  # (batch, seq)
-    if info["kind"] == "text":
-        from bigml_cli.data.text import STANDARDIZE
-
-        inputs = keras.Input(shape=(), dtype="string", name="text")
-        ids = layers.TextVectorization(
-            vocabulary=info["vocab"], standardize=STANDARDIZE, output_sequence_length=info["sequence_length"],
-            split="whitespace" if info["tokens"] == "words" else "character", name="tokenize")(inputs)
-        return inputs, ids  # (batch, sequence_length) int token ids; 0 pads, 1 is out-of-vocabulary
-    if info["kind"] == "image":
-        inputs = keras.Input(shape=tuple(info["shape"]), dtype="uint8", name="image")
-        x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
-        x = layers.Normalization(mean=info["mean"], variance=np.square(info["std"]).tolist(),
-                                 name="normalize")(x)  # (batch, height, width, channels)
-        return inputs, x
-    inputs = {c["key"]: keras.Input(shape=(), dtype="float32" if c["type"] == "numeric" else "string",
-                                    name=c["key"]) for c in info["columns"]}
-    return inputs, TableEncoder(info["columns"], name="encode_table")(inputs)  # (batch, features)
 
 
 def vocabulary_size(ids):
@@ -263,7 +238,7 @@ def float32_policies(config):
 def in_float32(model):
     """The model itself when every layer computes in float32, else a float32 copy with the same weights (a
     mixed-precision model's weights are float32 already). A mixed-precision run saves this copy (`load_model`
-    converts runs saved before 2026-11-29): bfloat16 layers run 11 to 18 times slower on CPUs without BF16
+    converts runs saved by older versions): bfloat16 layers run many times slower on CPUs without BF16
     instructions, and ONNX and LiteRT refuse them."""
     config = model.get_config()
     float32 = float32_policies(config)
