@@ -36,12 +36,12 @@ test-data: install data
 	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest -q -m data
 
 # Throughput, FLOPs, fraction of peak, and bigml vs a hand-written Keras script (about 10 minutes);
-# writes bench/throughput.json and the README's throughput table.
+# writes bench/throughput.json and the throughput table in docs/results.md.
 bench: install data
 	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/run.py
 
 # Train every shipped recipe with its defaults (75 minutes on 2 Zen 4 cores); writes bench/results.json and
-# the README's table of them.
+# the table of them in docs/results.md.
 bench-recipes: install data
 	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python bench/recipes.py
 

@@ -1,4 +1,4 @@
-"""The measurements behind bigml's speed choices (README, "Speed choices"): each setting trains a net on
+"""The measurements behind bigml's speed choices (docs/speed.md): each setting trains a net on
 random data in a fresh process and reports examples/s (median step time after 3 warm-up steps).
 
     python bench/choices.py                 # every setting below, twice, as a markdown table

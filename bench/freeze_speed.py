@@ -1,4 +1,4 @@
-"""Step time of the fast CIFAR-10 recipe before and after the whitening stem's bias freezes (README, "Speed
+"""Step time of the fast CIFAR-10 recipe before and after the whitening stem's bias freezes (docs/speed.md, "Speed
 choices", "No gradient for the frozen whitening bias"):
 
     python bench/freeze_speed.py [STEPS_PER_EPOCH [KEY=VALUE ...]]

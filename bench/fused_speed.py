@@ -3,7 +3,7 @@
 
     python bench/fused_speed.py [float32|bfloat16]
 
-prints the median of 8 calls of each in milliseconds, and one multiply's for scale (README, "Speed choices").
+prints the median of 8 calls of each in milliseconds, and one multiply's for scale (docs/speed.md).
 """
 
 import sys

@@ -6,7 +6,7 @@
 runs the recipe (with the overrides) in this process for STEPS steps, then prints examples/s from the
 median step time after 5 warm-up steps as JSON (`examples_per_second`; for a language model, sequences/s)
 and exits, skipping the rest of the epoch and the test pass. Run each setting in a fresh process, and each twice
-(README, "Speed choices": the other recipes).
+(docs/speed.md, "Speed choices": the other recipes).
 """
 
 import json

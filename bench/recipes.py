@@ -1,8 +1,8 @@
 """Train shipped recipes with their defaults, record test results and wall time in bench/results.json, and
-rewrite the README's table of them.
+rewrite the table of them in docs/results.md.
 
     python bench/recipes.py [RECIPE ...]     # default: every recipe, one after another (75 minutes)
-    python bench/recipes.py --table          # only rewrite the README's table from bench/results.json
+    python bench/recipes.py --table          # only rewrite docs/results.md's table from bench/results.json
 
 Each recipe runs as `bigml train --recipe NAME`, which is what the command on its first line resolves to.
 Recipes named here replace their own entries; the others are kept, each with the date and machine of its run.
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from bigml_cli.config import RECIPES_DIR, recipe_names  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results.json"
-README = ROOT / "README.md"
+README = ROOT / "docs" / "results.md"
 
 
 def machine():

@@ -1,5 +1,5 @@
 """`make bench`: measure the tutorial CNN against the hand-written Keras baseline and the cnn_cifar10
-recipe's throughput, write bench/throughput.json, and rewrite the README's throughput table.
+recipe's throughput, write bench/throughput.json, and rewrite the throughput table in docs/results.md.
 
     python bench/run.py [--pairs 3] [--recipes tutorial_cnn_cifar10,cnn_cifar10]
 """
@@ -54,7 +54,7 @@ def main():
     (ROOT / "bench" / "throughput.json").write_text(json.dumps(results, indent=2) + "\n")
     md = table(results)
     print(md)
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "results.md"
     text = readme.read_text()
     new = re.sub(r"<!-- bench:start -->.*<!-- bench:end -->", f"<!-- bench:start -->\n{md}\n<!-- bench:end -->",
                  text, flags=re.S)

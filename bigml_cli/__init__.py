@@ -5,9 +5,8 @@ import os
 __version__ = "0.1.0"
 DISTRIBUTION = "bigml-keras"  # the name pip knows it by; `bigml` on PyPI is another project
 
-# TensorFlow leaves its oneDNN kernels off on x86 CPUs without AVX-512 VNNI/BF16/AMX (like this project's
-# 2-core AVX2 EPYC); on, they train the tutorial CNN 1.55x and the CIFAR-10 recipe's net 1.6x faster
-# (README, "Speed choices"). It must be set before TensorFlow is imported; a user's own setting wins, and
+# TensorFlow leaves its oneDNN kernels off on x86 CPUs without AVX-512 VNNI/BF16/AMX; on, they train the
+# convolutional nets faster (docs/speed.md). It must be set before TensorFlow is imported; a user's own setting wins, and
 # BIGML_TF_DEFAULTS=1 (which `bigml bench` gives the hand-written baseline) leaves TensorFlow's default.
 USER_ONEDNN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
 if not os.environ.get("BIGML_TF_DEFAULTS"):

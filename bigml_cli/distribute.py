@@ -59,7 +59,7 @@ def precision_policy(name: str) -> Iterator[None]:
 
 def pick_precision(precision, strategy):
     """train.precision, with `auto` resolved: mixed_bfloat16 on a CPU with BF16 instructions (AVX512_BF16 or
-    AMX), where it trains 1.4 to 1.5 times faster than float32 (README, Speed choices); float32 elsewhere, GPUs
+    AMX), where it trains faster than float32 (docs/speed.md); float32 elsewhere, GPUs
     and TPUs included, where bigml has not measured it (pass mixed_float16 or mixed_bfloat16 there)."""
     if precision != "auto":
         return precision
@@ -68,7 +68,7 @@ def pick_precision(precision, strategy):
 
 def slow_precision_note(precision, place):
     """A warning line when a mixed precision would run slower than float32: on a CPU, float16 always, and
-    bfloat16 without BF16 instructions (measured 11 to 18 times slower here; README, Speed choices)."""
+    bfloat16 without BF16 instructions (many times slower; docs/speed.md)."""
     if precision == "float32" or not _on_cpu(place.name):
         return None
     if precision == "mixed_bfloat16" and cpu_flags() & BF16_FLAGS:

@@ -72,10 +72,8 @@ def _ready(ds):
     """Prefetch, without tf.data's autotuning thread.
 
     That thread sleeps between tuning rounds for periods that double up to 60 s, and deleting an
-    iterator can wait for it to wake: measured, about 1 `fit` in 3 returned 2 s late after 4 s of
-    training, and `bigml train tutorial_cnn --dataset mnist` sometimes took 41.8 s instead of 22.6 s.
-    Without it, parallel maps use one call per core and prefetch buffers grow on demand; the
-    CIFAR-10 augmentation pipeline ran at the same 33,000-38,000 examples/s.
+    iterator can wait for it to wake, so a short `fit` could return seconds late. Without it, parallel
+    maps use one call per core and prefetch buffers grow on demand, at the same speed (docs/speed.md).
     """
     options = tf.data.Options()
     options.autotune.enabled = False

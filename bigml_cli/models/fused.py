@@ -1,10 +1,9 @@
 """Faster training steps for BatchNormalization and GELU, the same arithmetic as Keras' layers.
 
-Keras 3 runs both as chains of small TensorFlow ops, each a pass over memory. On the CIFAR-10 net's
-activations (2000 x 15 x 15 x 48, bfloat16, forward and backward on 2 Zen 4 cores) BatchNormalization
-took 134 ms and GELU 123 to 149 ms, against 19 ms for one multiply: together almost half of the
-training step. TensorFlow's fused batch-norm kernel (oneDNN on CPU, cuDNN on GPU) does the normalization
-in 32 ms, and GELU's forward and backward, each compiled by XLA into one pass, in 33 to 36 ms.
+Keras 3 runs both as chains of small TensorFlow ops, each a pass over memory: on the CIFAR-10 net they
+took almost half of the training step. TensorFlow's fused batch-norm kernel (oneDNN on CPU, cuDNN on GPU)
+does the normalization in one pass, and GELU's forward and backward are each compiled by XLA into one pass
+(the timings: docs/speed.md, "Measurements the code cites").
 
 Only training takes these paths. Inference (scoring, predict, every export format) runs Keras' own code,
 so saved models hold nothing that an exporter has to know about.
