@@ -18,7 +18,7 @@ from bigml_cli.models import float32_policies, inference
 SPLITS = ("test", "val", "train")
 
 
-def predict_probs(model, x, batch_size=512, progress=None):
+def predict_probs(model, x, batch_size: int = 512, progress: Optional[str] = None) -> np.ndarray:
     """Class probabilities (N, classes) for in-memory inputs, in order; `progress` names a progress bar
     (on stderr, with rate and time left) for inputs of more than one batch."""
     batches = inputs_dataset(x, batch_size)
@@ -32,7 +32,7 @@ def predict_probs(model, x, batch_size=512, progress=None):
     return np.concatenate([np.asarray(forward(batch)) for batch in batches])
 
 
-def metrics_from_probs(probs, y, class_names):
+def metrics_from_probs(probs: np.ndarray, y: np.ndarray, class_names: list) -> dict:
     """The report: accuracy, loss (mean negative log-likelihood, nats), per-class P/R/F1, confusion matrix."""
     k = len(class_names)
     pred = probs.argmax(axis=1)
@@ -59,14 +59,14 @@ def metrics_from_probs(probs, y, class_names):
     }
 
 
-def top_k_accuracy(probs, y, k):
+def top_k_accuracy(probs: np.ndarray, y: np.ndarray, k: int) -> float:
     """The share of examples whose class is among the `k` most probable (fewer than k classes above it; ties at
     the boundary count as in, as tf.math.in_top_k has it)."""
     true = probs[np.arange(len(y)), y]
     return float(((probs > true[:, None]).sum(axis=1) < k).mean())
 
 
-def most_confused(confusion, class_names, n=3):
+def most_confused(confusion: np.ndarray, class_names: list, n: int = 3) -> list:
     """The `n` commonest mistakes, commonest first: which class was taken for which, how many times."""
     mistakes = confusion.copy()
     np.fill_diagonal(mistakes, 0)
@@ -75,7 +75,7 @@ def most_confused(confusion, class_names, n=3):
             for i, j in zip(*np.unravel_index(order, mistakes.shape)) if mistakes[i, j]]
 
 
-def weighted_scores(probs, y, class_weights=None):
+def weighted_scores(probs: np.ndarray, y: np.ndarray, class_weights: Optional[list] = None) -> dict:
     """Validation loss and accuracy as fit computes them with per-example weights (train.class_weight): the
     loss sum(w x nll) / n, the accuracy sum(w x correct) / sum(w); unweighted without `class_weights`."""
     w = np.ones(len(y)) if class_weights is None else np.asarray(class_weights)[y]
@@ -103,14 +103,14 @@ def lm_report(model, ids: np.ndarray, starts: np.ndarray, length: int, forward=N
     return {"loss": loss, "perplexity": float(np.exp(loss)), "accuracy": correct / count, "examples": count}
 
 
-def save_lm_report(report, out_dir):
+def save_lm_report(report: dict, out_dir: Path) -> None:
     files.write_text(out_dir / "report.json", json.dumps(report, indent=2))
 
 
 PER_EXAMPLE = ("predictions", "probabilities")  # in predictions.csv, not in report.json or --json
 
 
-def save_report(report, class_names, out_dir, y, inputs=None):
+def save_report(report: dict, class_names: list, out_dir: Path, y: np.ndarray, inputs: Optional[list] = None) -> None:
     """report.json, confusion_matrix.csv/.png and predictions.csv in `out_dir` (with an `input` column naming
     each example's file, or FILE:LINE, when `inputs` are given: which ones the model got wrong)."""
     summary = {k: v for k, v in report.items() if k not in PER_EXAMPLE}
@@ -134,7 +134,7 @@ def pyplot():
     return plt
 
 
-def plot_confusion(confusion, class_names, path):
+def plot_confusion(confusion: np.ndarray, class_names: list, path: Path) -> None:
     plt = pyplot()
     k = len(class_names)
     size = min(4 + 0.45 * k, 30)
@@ -152,7 +152,7 @@ def plot_confusion(confusion, class_names, path):
     save_figure(plt, fig, path)
 
 
-def save_figure(plt, fig, path):
+def save_figure(plt, fig, path: Path) -> None:
     """The figure as a PNG, whole or not at all. A glyph the font lacks (a class name in a script DejaVu Sans
     does not cover) is drawn as a box rather than warned about: the CSV files carry the names in full."""
     import warnings
@@ -164,14 +164,14 @@ def save_figure(plt, fig, path):
     plt.close(fig)
 
 
-def as_float(text):
+def as_float(text) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
         return float("nan")
 
 
-def plot_history(history_csv, path):
+def plot_history(history_csv: Path, path: Path) -> None:
     """Training curves from history.csv: loss and accuracy per epoch, training and validation, and the
     learning rate the schedule reached at each epoch's end."""
     plt = pyplot()
@@ -198,7 +198,7 @@ def plot_history(history_csv, path):
     save_figure(plt, fig, path)
 
 
-def load_model(run):
+def load_model(run: runs.Run):
     """The run's model for inference, computing in float32. Runs saved by older versions of bigml kept a
     mixed-precision model's bfloat16 layers (see `in_float32`), and some of those (the transformer's) do
     not even load under the float32 policy: their config is made float32 before the model is built."""
@@ -220,7 +220,7 @@ def load_model(run):
                         "train the run again") from None
 
 
-def changed_split_notes(run, ds, split):
+def changed_split_notes(run: runs.Run, ds, split: str) -> list:
     """A note when the split scored now is not the one the run had when it trained (its data changed since)."""
     from bigml_cli.data.base import fingerprint, split_change
 

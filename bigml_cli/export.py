@@ -154,7 +154,7 @@ def litert_runner(path: Path, task: Task, info: dict) -> Callable:
 RUNNERS = {"savedmodel": savedmodel_runner, "onnx": onnx_runner, "litert": litert_runner}
 
 
-def batches(x, size=256):
+def batches(x, size: int = 256) -> list:
     if isinstance(x, dict):
         n = len(next(iter(x.values())))
         return [{k: v[i:i + size] for k, v in x.items()} for i in range(0, n, size)]
@@ -185,7 +185,7 @@ def check_inputs(run, task: Task, info: dict, data_root, count: int) -> tuple:
     return task.export_inputs(ds, count)
 
 
-def check_target(out, run_path, overwrite):
+def check_target(out: Path, run_path, overwrite: bool) -> None:
     """`out` may be replaced only when it is an earlier export: never the run itself, a folder holding the run,
     or a folder of other files."""
     if not out.exists():

@@ -8,13 +8,13 @@ from bigml_cli.evaluate import load_model
 from bigml_cli.models import inference
 
 
-def unknown_words(prompt, info):
+def unknown_words(prompt: str, info: dict) -> list:
     """The prompt's words that a word-level model reads as <unk>, each once, in order."""
     known = set(info["vocab"])
     return [] if info["tokens"] == "characters" else list(dict.fromkeys(w for w in prompt.split() if w not in known))
 
 
-def encode(prompt, info):
+def encode(prompt: str, info: dict) -> list:
     vocab = info["vocab"]
     index = {t: i for i, t in enumerate(vocab)}
     if info["tokens"] == "characters":
@@ -26,7 +26,8 @@ def encode(prompt, info):
     return [index.get(w, index["<unk>"]) for w in prompt.split()]
 
 
-def generate(run_path, prompt, max_tokens=200, temperature=1.0, top_k=0, seed=0):
+def generate(run_path, prompt: str, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
+             seed: int = 0) -> dict:
     """`bigml generate`: continue `prompt` by sampling `max_tokens` tokens; the same seed, the same text."""
     from bigml_cli.tasks import task_for
 

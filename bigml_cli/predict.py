@@ -10,7 +10,7 @@ from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
 
 
-def read_npy(path, shape):
+def read_npy(path, shape) -> np.ndarray:
     """A .npy file as a batch of images of `shape` (H, W, C); accepts (H, W) when C is 1, and the
     channels-first (C, H, W) that PyTorch code saves."""
     try:
@@ -67,7 +67,7 @@ def require_files(files: list, from_files: bool, takes: str) -> None:
             raise UserError(f"input file {f} does not exist")
 
 
-def check_out(out, files, overwrite):
+def check_out(out, files: list, overwrite: bool) -> Path:
     """--out must be a new .csv file (or one --overwrite may replace), and none of the inputs."""
     out = Path(out)
     if out.suffix.lower() != ".csv":
@@ -81,7 +81,7 @@ def check_out(out, files, overwrite):
     return out
 
 
-def write_predictions(out, names, probs, classes):
+def write_predictions(out: Path, names: list, probs: np.ndarray, classes: list) -> None:
     """One row per input: its name, the likeliest class, its probability, then every class's probability.
     Written to a temporary name and renamed, so an interrupted write leaves no half file."""
     rows = ([name, classes[int(np.argmax(p))], f"{p.max():.6g}", *(f"{v:.6g}" for v in p)]
@@ -89,7 +89,8 @@ def write_predictions(out, names, probs, classes):
     files.write_csv(out, [["input", "predicted", "probability", *[f"p_{c}" for c in classes]], *rows])
 
 
-def predict(run_path, files, top_k=5, from_files=False, out=None, overwrite=False):
+def predict(run_path, files: list, top_k: int = 5, from_files: bool = False, out=None,
+            overwrite: bool = False) -> dict:
     """`bigml predict`: {"predictions": the top-k classes and probabilities of each input, "notes": what was
     left out}; with `out`, also every class's probability in a CSV file."""
     if not files:

@@ -21,12 +21,15 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import yaml
 
 from bigml_cli import files
 from bigml_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from bigml_cli.config import Config
 
 RUNS_ROOT = Path("runs")
 EXPORT_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}  # the artifact inside an export folder
@@ -99,7 +102,7 @@ class Run:
         files.write_text(self.info_file, info.to_json())
 
     @property
-    def resumable(self):
+    def resumable(self) -> bool:
         """A training-state checkpoint is saved (tf.train.CheckpointManager writes one .index per save)."""
         return any(self.state.glob("*.index"))
 
@@ -108,13 +111,13 @@ class Run:
         return self._read(self.info_file, lambda text: RunInfo.from_dict(_mapping(json.loads(text))))
 
     @property
-    def config(self):
+    def config(self) -> "Config":
         from bigml_cli import config
 
         return self._read(self.config_file, lambda text: config.from_dict(_mapping(yaml.safe_load(text))))
 
     @property
-    def metrics(self):
+    def metrics(self) -> dict:
         """The test metrics written when training finished; {} before."""
         if not self.metrics_file.exists():
             return {}
@@ -147,7 +150,7 @@ class Lock:
         self.file = None
         self.path = None  # the run directory, once acquired
 
-    def acquire(self, run):
+    def acquire(self, run: Run) -> None:
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock, as before
@@ -172,13 +175,13 @@ class Lock:
                 raise
             raise error from None
 
-    def release(self):
+    def release(self) -> None:
         if self.file:
             self.file.close()  # closing drops the flock
             self.file = None
 
 
-def trainer(run):
+def trainer(run: Run) -> Optional[dict]:
     """Who holds the run's lock ({pid, host, started}), or None when no process is training it."""
     try:
         import fcntl
@@ -207,7 +210,7 @@ def _stop(holder):
     return f"Ctrl-C in its terminal, or `kill {holder['pid']}`" if holder and holder.get("pid") else "Ctrl-C"
 
 
-def slug(text):
+def slug(text) -> str:
     """A dataset's name for a folder name: a path's last part without its .csv/.tsv/.txt, however it was given
     (`data.csv`, `./data.csv` and `/home/me/data.csv` all give `data`)."""
     name = Path(str(text).rstrip("/")).name
@@ -216,7 +219,7 @@ def slug(text):
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def default_run_dir(model, dataset, root=RUNS_ROOT):
+def default_run_dir(model: str, dataset: str, root=RUNS_ROOT) -> Path:
     """runs/MODEL-DATASET, then -2, -3, ... so a new run never lands on an old one."""
     base = Path(root) / f"{model}-{slug(dataset)}"
     path, n = base, 1
@@ -226,13 +229,13 @@ def default_run_dir(model, dataset, root=RUNS_ROOT):
     return path
 
 
-def is_run(path):
+def is_run(path) -> bool:
     """A folder bigml wrote as a run: it holds run.json or config.yaml."""
     path = Path(path)
     return path.is_dir() and ((path / "run.json").is_file() or (path / "config.yaml").is_file())
 
 
-def create(path, overwrite=False):
+def create(path, overwrite: bool = False) -> Run:
     """Make a new run directory; an existing non-empty one is refused unless `overwrite`."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -251,7 +254,7 @@ def create(path, overwrite=False):
     return Run(path)
 
 
-def open_run(path):
+def open_run(path) -> Run:
     """An existing, finished run directory."""
     path = Path(path)
     if not path.is_dir():
@@ -276,7 +279,7 @@ def open_run(path):
     return run
 
 
-def status(run):
+def status(run: Run) -> str:
     """'finished', 'training' with how far it got, or how far an unfinished run got and the command that
     finishes it."""
     holder = trainer(run)
@@ -309,7 +312,7 @@ def status(run):
     return f"{done}/{epochs} epochs: bigml train --resume {run.path}"
 
 
-def list_runs(root=RUNS_ROOT):
+def list_runs(root=RUNS_ROOT) -> list:
     """Every run under `root`, with its test accuracy when training finished, else how far it got."""
     rows = []
     for info_file in sorted(Path(root).glob("**/run.json")):
