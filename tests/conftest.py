@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bigml_cli.cli import app
+from bigml_cli.data.base import toy_images
 
 
 REAL_DATA_DIR = os.environ.get("BIGML_DATA_DIR")
@@ -57,16 +58,9 @@ def assert_user_error(result, *fragments):
 
 
 def synthetic_images(n, shape, num_classes, seed=0):
-    """Learnable images: each class is a bright square at its own position, plus noise."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % num_classes
-    x = rng.integers(0, 60, size=(n, *shape)).astype(np.uint8)
-    h, w = shape[0], shape[1]
-    s = max(2, h // 4)
-    for i, label in enumerate(y):
-        r, c = (label * s) % (h - s + 1), (label * 2 * s // 3) % (w - s + 1)
-        x[i, r:r + s, c:c + s] = 230
-    return x, y
+    """Learnable images: each class a bright square at its own position, plus noise (the datasets' tiny copies
+    use the same ones)."""
+    return toy_images(n, shape, num_classes, seed)
 
 
 @pytest.fixture
