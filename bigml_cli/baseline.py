@@ -9,11 +9,12 @@ Only the data loading reuses bigml (the tutorials' keras.datasets loader would d
 import argparse
 import json
 import time
+from typing import Any
 
 import numpy as np
 
 
-def tutorial_script(x_train, y_train, steps, batch_size=64):
+def tutorial_script(x_train: Any, y_train: Any, steps: int, batch_size: int = 64) -> Any:
     """Train as the tutorial does and time each step; returns the per-step wall times."""
     import keras
     from keras import layers
@@ -45,7 +46,7 @@ def tutorial_script(x_train, y_train, steps, batch_size=64):
     return Timer.durations
 
 
-def main():
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--steps", type=int, default=700)

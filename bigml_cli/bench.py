@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -17,12 +18,12 @@ from bigml_cli.errors import UserError
 GPU_PEAK_FP32 = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "V100": 15.7e12, "T4": 8.1e12, "L4": 30e12}
 
 
-def usable_cores():
+def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity set where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def cpu_peak(info=None, lscpu=None, precision="float32"):
+def cpu_peak(info: Optional[dict] = None, lscpu: Any = None, precision: str = "float32") -> tuple:
     """Peak FLOP/s of this CPU: cores x clock x FLOPs per cycle (2 FMA units x vector lanes x 2), for float32;
     twice that for mixed_bfloat16 on AVX512_BF16, whose dot products take two bfloat16 pairs per float32
     lane. `info`, `lscpu`: the texts of /proc/cpuinfo and `lscpu` (read from this machine when not given)."""
@@ -59,12 +60,12 @@ ABOVE_PEAK = ("above 100% of the peak: the cores run faster than the clock the m
               "kernels need fewer FLOPs than a direct convolution (Winograd)")
 
 
-def peak_caveat(fractions):
+def peak_caveat(fractions: list) -> str:
     """The note owed to a reader when a measured fraction of the computed peak exceeds 1, else ""."""
     return ABOVE_PEAK if any(f is not None and f > 1 for f in fractions) else ""
 
 
-def device_peak(precision="float32"):
+def device_peak(precision: str = "float32") -> tuple:
     import tensorflow as tf
 
     for gpu in tf.config.list_physical_devices("GPU"):
@@ -78,7 +79,7 @@ def device_peak(precision="float32"):
 LOOP_OPS = ("While", "StatelessWhile", "LoopCond")  # a recurrent layer's time loop: the profiler counts one step
 
 
-def forward_flops(model):
+def forward_flops(model: Any) -> Optional[float]:
     """FLOPs of one example's forward pass, counted by TensorFlow's profiler on the frozen graph; None when
     the profiler cannot count them (a recurrent layer's loop). A text model is counted from its token ids: its
     tokenizer's lookup table is not arithmetic, and its string input leaves every shape unknown to the
@@ -135,7 +136,7 @@ def _baseline_once(data_dir, steps):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def time_to_accuracy(history_file, target):
+def time_to_accuracy(history_file: Union[str, Path], target: Any) -> Optional[float]:
     """Seconds from the start of training until validation accuracy first reached `target`, else None."""
     import csv
 
@@ -146,7 +147,7 @@ def time_to_accuracy(history_file, target):
     return None
 
 
-def bench(recipe="tutorial_cnn_cifar10", pairs=3, data_dir=None, target=0.5, baseline=True):
+def bench(recipe: str = "tutorial_cnn_cifar10", pairs: int = 3, data_dir: Optional[Union[str, Path]] = None, target: float = 0.5, baseline: bool = True) -> dict:
     """Measure a recipe (one epoch per measurement) and, for the tutorial CNN, the baseline, in pairs."""
     import keras
 

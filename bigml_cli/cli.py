@@ -5,7 +5,8 @@ import json
 import os
 import shlex
 import sys
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, Callable, List, Optional, Union
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the output
 
@@ -57,7 +58,7 @@ DataDir = typer.Option(None, "--data-dir", help="Dataset folder \\[default: $BIG
 Json = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
 
 
-def handle_errors(fn):
+def handle_errors(fn: Any) -> Callable:
     """User mistakes: one line and exit 2. Anything else: one line and exit 1 (BIGML_DEBUG=1 re-raises)."""
 
     @functools.wraps(fn)
@@ -100,7 +101,7 @@ def handle_errors(fn):
 MAX_TABLE_ROWS = 100  # predict's table on the terminal; --out and --json carry every row
 
 
-def os_error_advice(e):
+def os_error_advice(e: Any) -> Optional[str]:
     """What to do about an operating-system error on a path the user gave (an output folder, mostly), or None.
     A disk's refusals (full, read-only, forbidden) are files.DISK_ADVICE's."""
     import errno
@@ -113,7 +114,7 @@ def os_error_advice(e):
     }.get(e.errno)
 
 
-def metrics_table(title, metrics, name="metric", justify="right"):
+def metrics_table(title: str, metrics: dict, name: str = "metric", justify: str = "right") -> Table:
     table = Table(title=title, min_width=len(title))  # a path in the title stays on one line
     table.add_column(name)
     table.add_column("value", justify=justify)
@@ -122,7 +123,7 @@ def metrics_table(title, metrics, name="metric", justify="right"):
     return table
 
 
-def format_number(value):
+def format_number(value: Any) -> str:
     """4 significant digits, but large numbers in full with thousands separators (29,430, not 2.943e+04)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
@@ -169,7 +170,7 @@ def train(
     workers: Optional[str] = typer.Option(None, "--workers", help="Multi-worker training: HOST:PORT,HOST:PORT,... (same list on every machine)."),
     worker_index: Optional[int] = typer.Option(None, "--worker-index", help="This machine's position in --workers (0 is the chief)."),
     as_json: bool = Json,
-):
+) -> None:
     """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
     from bigml_cli import train as training
 
@@ -212,7 +213,7 @@ def show_config(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r"),
     target: Optional[str] = typer.Option(None, "--target"),
-):
+) -> None:
     """Print the resolved config (recipe + overrides) as YAML, without training."""
     cfg = _config(model, dataset, recipe, target, overrides)
     print(f"# recipe: {cfg.recipe or '(none: defaults)'}\n" + cfg.dump(), end="")
@@ -228,7 +229,7 @@ def evaluate_cmd(
                                           ".txt file for a language model."),
     data_dir: Optional[str] = DataDir,
     as_json: bool = Json,
-):
+) -> None:
     """Evaluate a run: accuracy, loss, per-class precision/recall/F1, confusion matrix (CSV and PNG)."""
     from bigml_cli.evaluate import evaluate
 
@@ -279,7 +280,7 @@ def predict(
     out_file: Optional[str] = typer.Option(None, "--out", "-o", help="Also write every prediction to this .csv: input, predicted class, its probability, every class's probability."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file if it exists."),
     as_json: bool = Json,
-):
+) -> None:
     """Predict the classes of your own inputs."""
     from bigml_cli.predict import predict as run_predict
 
@@ -315,7 +316,7 @@ def generate(
     top_k: int = typer.Option(0, "--top-k", "-k", help="Sample among the k likeliest tokens only (0: all)."),
     seed: int = typer.Option(0, "--seed", help="The same seed gives the same text."),
     as_json: bool = Json,
-):
+) -> None:
     """Generate text with a language-model run (e.g. gpt on tinyshakespeare)."""
     from bigml_cli.generate import generate as run_generate
 
@@ -338,7 +339,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing target."),
     data_dir: Optional[str] = DataDir,
     as_json: bool = Json,
-):
+) -> None:
     """Export a SavedModel, ONNX or LiteRT model taking raw inputs; it is reloaded and checked against Keras."""
     from bigml_cli.export import export as run_export
 
@@ -358,7 +359,7 @@ def bench(
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also time the hand-written Keras script."),
     data_dir: Optional[str] = DataDir,
     as_json: bool = Json,
-):
+) -> None:
     """Throughput, training FLOPs, fraction of peak, time-to-accuracy, and the ratio to a plain Keras script."""
     from bigml_cli.bench import bench as run_bench, peak_caveat
 
@@ -386,7 +387,7 @@ def bench(
 
 @app.command()
 @handle_errors
-def doctor(as_json: bool = Json):
+def doctor(as_json: bool = Json) -> None:
     """Print the versions, the devices TensorFlow sees, and the strategy `--strategy auto` would pick."""
     from bigml_cli.distribute import doctor as check
 
@@ -406,7 +407,7 @@ def samples(
     count: int = typer.Option(10, "--count", "-n", help="How many examples."),
     split: str = typer.Option("test", "--split", help="test, val or train."),
     data_dir: Optional[str] = DataDir,
-):
+) -> None:
     """Write examples of a dataset split as files (NNNNN_LABEL.png, or .txt for texts), e.g. to try `bigml predict`."""
     from bigml_cli.config import DataConfig
     from bigml_cli.data.samples import write_samples
@@ -429,7 +430,7 @@ def list_cmd(
     runs_root: str = typer.Option("runs", "--runs-root", help="Where to look for runs."),
     data_dir: Optional[str] = DataDir,
     as_json: bool = Json,
-):
+) -> None:
     """List the models, datasets (and which are in the data directory), recipes or runs."""
     from bigml_cli.errors import unknown
 
@@ -456,7 +457,7 @@ def list_cmd(
     out.print(table)
 
 
-def list_rows(what, runs_root="runs", data_root=None):
+def list_rows(what: str, runs_root: str = "runs", data_root: Optional[Union[str, Path]] = None) -> list:
     if what == "models":
         from bigml_cli.models import MODELS
 
@@ -516,14 +517,14 @@ def _value_after(option, argv=None):
 LIGHT_LISTS = ("recipes", "runs", "datasets")  # `bigml list` of these reads files only
 
 
-def needs_tensorflow(argv):
+def needs_tensorflow(argv: list) -> bool:
     """Whether the command in `argv` (without the program name) loads TensorFlow; help, the version and
     listing recipes, runs or datasets do not, and answer in a fraction of a second instead of seconds."""
     return bool(argv) and not {"--help", "--version"} & set(argv) and not (
         argv[0] == "list" and len(argv) > 1 and argv[1] in LIGHT_LISTS)
 
 
-def main():
+def main() -> None:
     try:
         if needs_tensorflow(sys.argv[1:]):
             _quiet_tensorflow_import()  # seconds, before any command's own Ctrl-C handling

@@ -10,6 +10,7 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -103,14 +104,14 @@ class Config:
     train: TrainConfig
     recipe: str = ""  # where it came from, for the record
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {
             "model": dict(self.model),
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
         }
 
-    def dump(self):
+    def dump(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
@@ -128,7 +129,7 @@ def _type_name(default):
     return "a value"
 
 
-def check_value(key, value, default):
+def check_value(key: str, value: Any, default: Any) -> Any:
     """Return `value` converted to the type of `default`, or raise a UserError naming the key."""
     ok = True
     if default is None:
@@ -186,7 +187,7 @@ ALIASES = {"lr": "learning_rate", "bs": "batch_size", "batch": "batch_size", "wd
            "class_weights": "class_weight"}
 
 
-def locate(key, sections):
+def locate(key: str, sections: list) -> Optional[str]:
     """(section, key) where `key`, or our name for it (lr: learning_rate), is one of `sections`' keys, the
     first section first; else None."""
     for name in (key, ALIASES.get(key)):
@@ -196,7 +197,7 @@ def locate(key, sections):
     return None
 
 
-def key_hint(section, key, sections):
+def key_hint(section: str, key: str, sections: list) -> str:
     """' (did you mean ...?)' for an unknown key: the same name in another section, a name other tools
     use for one of ours (lr: learning_rate), else the closest spelling in its own section."""
     found = locate(key, {section: sections[section], **sections})
@@ -219,11 +220,11 @@ def _apply(section_name, target: dict, values: dict, sections: dict):
         target[key] = check_value(f"{section_name}.{key}", value, defaults[key])
 
 
-def recipe_names():
+def recipe_names() -> list:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def find_recipe(recipe, model, dataset):
+def find_recipe(recipe: str, model: Any, dataset: Any) -> Optional[Path]:
     """The recipe file: `recipe` as a path, a run directory (its config.yaml: train again with a run's
     settings) or a recipe name; else MODEL_DATASET if shipped; else None."""
     if recipe:
@@ -250,7 +251,7 @@ def find_recipe(recipe, model, dataset):
 class _StrictLoader(yaml.SafeLoader):
     """YAML that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -261,7 +262,7 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_recipe(path):
+def read_recipe(path: Union[str, Path]) -> dict:
     try:
         data = yaml.load(Path(path).read_text(), Loader=_StrictLoader)
     except yaml.YAMLError as e:
@@ -282,7 +283,7 @@ def read_recipe(path):
     return data
 
 
-def section_hint(key, value):
+def section_hint(key: str, value: Any) -> str:
     """'; did you mean train.epochs=5?' for a bare key of the data or train section (yolo-style epochs=5)."""
     from dataclasses import fields
 
@@ -291,7 +292,7 @@ def section_hint(key, value):
     return f"; did you mean {found[0]}.{found[1]}={value}?" if found else ""
 
 
-def parse_overrides(overrides):
+def parse_overrides(overrides: list) -> dict:
     """['train.epochs=3', ...] -> {'train': {'epochs': 3}, ...} (values parsed as YAML)."""
     parsed = {}
     for item in overrides or []:
@@ -317,7 +318,7 @@ def parse_overrides(overrides):
     return parsed
 
 
-def load(model, dataset=None, recipe=None, overrides=()):
+def load(model: Any, dataset: Any = None, recipe: Optional[str] = None, overrides: tuple = ()) -> Config:
     """Resolve the config for `bigml train MODEL --dataset DATASET [--recipe R] [KEY=VALUE...]`."""
     from bigml_cli.models import MODELS  # the model registry defines what model.* may hold
 
@@ -352,6 +353,6 @@ def load(model, dataset=None, recipe=None, overrides=()):
                   recipe=str(path or ""))
 
 
-def from_dict(d):
+def from_dict(d: dict) -> Config:
     """Rebuild a Config saved in a run directory (already checked when it was written)."""
     return Config(model=dict(d["model"]), data=DataConfig(**d["data"]), train=TrainConfig(**d["train"]))

@@ -15,7 +15,7 @@ import json
 import os
 import platform
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 import tensorflow as tf
 
@@ -24,7 +24,7 @@ from bigml_cli.errors import UserError, unknown
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker")
 
 
-def cpu_flags(info=None):
+def cpu_flags(info: Optional[dict] = None) -> set:
     """The CPU's instruction-set flags from /proc/cpuinfo, or from its text `info` (empty where there is none)."""
     import re
     from pathlib import Path
@@ -57,7 +57,7 @@ def precision_policy(name: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def pick_precision(precision, strategy):
+def pick_precision(precision: str, strategy: str) -> str:
     """train.precision, with `auto` resolved: mixed_bfloat16 on a CPU with BF16 instructions (AVX512_BF16 or
     AMX), where it trains faster than float32 (docs/speed.md); float32 elsewhere, GPUs
     and TPUs included, where bigml has not measured it (pass mixed_float16 or mixed_bfloat16 there)."""
@@ -66,7 +66,7 @@ def pick_precision(precision, strategy):
     return "mixed_bfloat16" if _on_cpu(strategy) and cpu_flags() & BF16_FLAGS else "float32"
 
 
-def slow_precision_note(precision, place):
+def slow_precision_note(precision: str, place: Any) -> Optional[str]:
     """A warning line when a mixed precision would run slower than float32: on a CPU, float16 always, and
     bfloat16 without BF16 instructions (many times slower; docs/speed.md)."""
     if precision == "float32" or not _on_cpu(place.name):
@@ -86,7 +86,7 @@ class Placement:
     multi_worker: bool = False  # Keras' fit cannot run here: train.py uses its own loop
 
 
-def build_from_one_replica(model):
+def build_from_one_replica(model: Any) -> Any:
     """Keras 3's fit and evaluate under MirroredStrategy build the model from the first batch averaged over
     the replicas (`_maybe_symbolic_build` calls strategy.reduce("MEAN", batch)). That fails on strings (a
     text model's raw texts, a CSV's categorical columns) and on shares of different sizes (151 validation
@@ -111,7 +111,7 @@ def build_from_one_replica(model):
     model._maybe_symbolic_build = maybe_symbolic_build
 
 
-def split_cpu():
+def split_cpu() -> None:
     """Apply BIGML_CPU_DEVICES (must run before TensorFlow initializes its devices)."""
     n = os.environ.get("BIGML_CPU_DEVICES")
     if not n:
@@ -128,7 +128,7 @@ def split_cpu():
                         "of the bigml command") from None
 
 
-def tpu_resolver():
+def tpu_resolver() -> Any:
     """A TPU cluster resolver when a TPU is configured, else None."""
     if not (os.environ.get("TPU_NAME") or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")):
         return None
@@ -138,7 +138,7 @@ def tpu_resolver():
         return None
 
 
-def auto_choice():
+def auto_choice() -> str:
     """The strategy name `auto` resolves to on this machine."""
     if os.environ.get("TF_CONFIG"):
         return "multi-worker"
@@ -148,7 +148,7 @@ def auto_choice():
     return "mirrored" if len(gpus) > 1 else "gpu" if gpus else "cpu"
 
 
-def placement(name="auto"):
+def placement(name: str = "auto") -> Placement:
     """The tf.distribute strategy for a name; user errors when the machine lacks the device."""
     if name not in STRATEGIES:
         raise unknown("strategy", name, STRATEGIES)
@@ -182,7 +182,7 @@ def placement(name="auto"):
     raise AssertionError(picked)
 
 
-def multi_worker():
+def multi_worker() -> bool:
     cluster = read_tf_config()
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     task = cluster["task"]
@@ -191,7 +191,7 @@ def multi_worker():
                      is_chief=task["index"] == 0, multi_worker=True)
 
 
-def free_local_ports(n):
+def free_local_ports(n: int) -> list:
     """`n` free TCP ports on localhost, for trying multi-worker training on one machine."""
     import socket
 
@@ -204,7 +204,7 @@ def free_local_ports(n):
     return ports
 
 
-def workers_tf_config(workers, index):
+def workers_tf_config(workers: str, index: int) -> str:
     """TF_CONFIG (JSON) from `--workers HOST:PORT,HOST:PORT --worker-index I`."""
     hosts = [w.strip() for w in workers.split(",") if w.strip()]
     for h in hosts:
@@ -220,7 +220,7 @@ def workers_tf_config(workers, index):
     return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
 
 
-def read_tf_config():
+def read_tf_config() -> dict:
     """The TF_CONFIG environment variable, checked: a worker list and this task's index in it."""
     raw = os.environ.get("TF_CONFIG", "")
     if not raw.strip():
@@ -245,7 +245,7 @@ def read_tf_config():
     return cfg
 
 
-def doctor():
+def doctor() -> dict:
     """Versions, devices and the strategy `auto` would pick, for `bigml doctor`."""
     import keras
 

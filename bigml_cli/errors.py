@@ -8,13 +8,13 @@ class UserError(Exception):
     """A mistake the user can fix: the message names the problem and what to do."""
 
 
-def did_you_mean(word, choices):
+def did_you_mean(word: str, choices: list) -> str:
     """' (did you mean X?)' for the closest choice, else ''."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def unknown(what, word, choices):
+def unknown(what: str, word: str, choices: list) -> UserError:
     """UserError for a name that is not among `choices`."""
     listed = ", ".join(sorted(str(c) for c in choices))
     return UserError(f"unknown {what} '{word}'{did_you_mean(word, choices)}; choose one of: {listed}")

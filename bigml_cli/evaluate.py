@@ -4,7 +4,7 @@ import csv
 import json
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from bigml_cli.models import float32_policies, inference
 SPLITS = ("test", "val", "train")
 
 
-def predict_probs(model, x, batch_size: int = 512, progress: Optional[str] = None) -> np.ndarray:
+def predict_probs(model: Any, x: Any, batch_size: int = 512, progress: Optional[str] = None) -> np.ndarray:
     """Class probabilities (N, classes) for in-memory inputs, in order; `progress` names a progress bar
     (on stderr, with rate and time left) for inputs of more than one batch."""
     batches = inputs_dataset(x, batch_size)
@@ -83,7 +83,7 @@ def weighted_scores(probs: np.ndarray, y: np.ndarray, class_weights: Optional[li
     return {"loss": float(np.sum(w * nll) / len(y)), "accuracy": float(np.sum(w * (probs.argmax(1) == y)) / np.sum(w))}
 
 
-def lm_report(model, ids: np.ndarray, starts: np.ndarray, length: int, forward=None) -> dict:
+def lm_report(model: Any, ids: np.ndarray, starts: np.ndarray, length: int, forward: Any = None) -> dict:
     """A language model on the windows of `length` + 1 tokens of `ids` starting at `starts`: loss (nats per
     token), perplexity, next-token accuracy. `forward`: the model's compiled `inference`, when the caller holds
     one (a fresh one traces again)."""
@@ -124,7 +124,7 @@ def save_report(report: dict, class_names: list, out_dir: Path, y: np.ndarray, i
     plot_confusion(np.array(report["confusion_matrix"]), class_names, out_dir / "confusion_matrix.png")
 
 
-def pyplot():
+def pyplot() -> Any:
     """matplotlib's pyplot on the file-only Agg backend (no display needed; imported only when plotting)."""
     import matplotlib
 
@@ -152,7 +152,7 @@ def plot_confusion(confusion: np.ndarray, class_names: list, path: Path) -> None
     save_figure(plt, fig, path)
 
 
-def save_figure(plt, fig, path: Path) -> None:
+def save_figure(plt: Any, fig: Any, path: Path) -> None:
     """The figure as a PNG, whole or not at all. A glyph the font lacks (a class name in a script DejaVu Sans
     does not cover) is drawn as a box rather than warned about: the CSV files carry the names in full."""
     import warnings
@@ -164,7 +164,7 @@ def save_figure(plt, fig, path: Path) -> None:
     plt.close(fig)
 
 
-def as_float(text) -> float:
+def as_float(text: str) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
@@ -198,7 +198,7 @@ def plot_history(history_csv: Path, path: Path) -> None:
     save_figure(plt, fig, path)
 
 
-def load_model(run: runs.Run):
+def load_model(run: runs.Run) -> Any:
     """The run's model for inference, computing in float32. Runs saved by older versions of bigml kept a
     mixed-precision model's bfloat16 layers (see `in_float32`), and some of those (the transformer's) do
     not even load under the float32 policy: their config is made float32 before the model is built."""
@@ -220,7 +220,7 @@ def load_model(run: runs.Run):
                         "train the run again") from None
 
 
-def changed_split_notes(run: runs.Run, ds, split: str) -> list:
+def changed_split_notes(run: runs.Run, ds: Any, split: str) -> list:
     """A note when the split scored now is not the one the run had when it trained (its data changed since)."""
     from bigml_cli.data.base import fingerprint, split_change
 
@@ -235,7 +235,7 @@ def changed_split_notes(run: runs.Run, ds, split: str) -> list:
             f"are not comparable with the run's own{' and may include examples it trained on' if split != 'train' else ''}"]
 
 
-def evaluate(run_path, split: Optional[str] = None, data_root=None, dataset: Optional[str] = None) -> dict:
+def evaluate(run_path: Union[str, Path], split: Optional[str] = None, data_root: Optional[Union[str, Path]] = None, dataset: Optional[str] = None) -> dict:
     """`bigml eval`: evaluate a finished run on one split, or on the user's own labelled `dataset`;
     saves RUN/eval/SPLIT/ (RUN/eval/dataset-NAME/)."""
     if split is not None and dataset is not None:

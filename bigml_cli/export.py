@@ -6,7 +6,7 @@ models. Only the SavedModel takes raw strings (text models) and one input per ta
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -42,16 +42,16 @@ def check_format(fmt: str, info: dict) -> None:
         raise UserError(f"{fmt} export needs {', '.join(missing)}; install them with: pip install {PACKAGES[fmt]}")
 
 
-def forward(model, task: Task) -> Callable:
+def forward(model: Any, task: Task) -> Callable:
     """The forward pass on raw inputs, its output named: what every format serves."""
     return lambda inputs: {task.output_name: model(inputs, training=False)}
 
 
-def serving_function(model, task: Task, info: dict):
+def serving_function(model: Any, task: Task, info: dict) -> Any:
     return tf.function(forward(model, task), autograph=False).get_concrete_function(*task.input_signature(info))
 
 
-def write_savedmodel(model, task: Task, info: dict, path: Path) -> None:
+def write_savedmodel(model: Any, task: Task, info: dict, path: Path) -> None:
     import keras
 
     archive = keras.export.ExportArchive()
@@ -61,7 +61,7 @@ def write_savedmodel(model, task: Task, info: dict, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def write_onnx(model, task: Task, info: dict, path: Path) -> None:
+def write_onnx(model: Any, task: Task, info: dict, path: Path) -> None:
     """tf2onnx on the frozen graph: Keras' own ONNX export leaves constants captured by layers (the
     Normalization layer's mean and variance) as extra graph inputs, which ONNX Runtime then demands."""
     import tf2onnx
@@ -80,7 +80,7 @@ def write_onnx(model, task: Task, info: dict, path: Path) -> None:
         logger.setLevel(level)
 
 
-def without_erfc(graph_def):
+def without_erfc(graph_def: Any) -> Any:
     """TensorFlow's exact GELU computes erfc, which ONNX lacks (tf2onnx passes it through, and ONNX
     Runtime then refuses the model): rewrite each erfc(x) as 1 - erf(x)."""
     for node in [n for n in graph_def.node if n.op == "Erfc"]:
@@ -95,7 +95,7 @@ def without_erfc(graph_def):
     return graph_def
 
 
-def write_litert(model, task: Task, info: dict, path: Path) -> None:
+def write_litert(model: Any, task: Task, info: dict, path: Path) -> None:
     """Converted from the SavedModel, as Keras' own LiteRT export does: converting the concrete function
     directly gave a model whose every output was NaN (the tutorial CNN on MNIST, TF 2.21)."""
     import tempfile
@@ -154,14 +154,14 @@ def litert_runner(path: Path, task: Task, info: dict) -> Callable:
 RUNNERS = {"savedmodel": savedmodel_runner, "onnx": onnx_runner, "litert": litert_runner}
 
 
-def batches(x, size: int = 256) -> list:
+def batches(x: Any, size: int = 256) -> list:
     if isinstance(x, dict):
         n = len(next(iter(x.values())))
         return [{k: v[i:i + size] for k, v in x.items()} for i in range(0, n, size)]
     return [x[i:i + size] for i in range(0, len(x), size)]
 
 
-def verify(path: Path, model, task: Task, info: dict, x: Any, fmt: str = "savedmodel") -> dict:
+def verify(path: Path, model: Any, task: Task, info: dict, x: Any, fmt: str = "savedmodel") -> dict:
     """Reload the export and compare its outputs with the Keras model's on inputs `x`."""
     runner = RUNNERS[fmt](path, task, info)
     got = np.concatenate([runner(batch) for batch in batches(x)])
@@ -175,7 +175,7 @@ def verify(path: Path, model, task: Task, info: dict, x: Any, fmt: str = "savedm
     return {**check, **task.extra_checks(runner, x, expected, what, fmt)}
 
 
-def check_inputs(run, task: Task, info: dict, data_root, count: int) -> tuple:
+def check_inputs(run: Any, task: Task, info: dict, data_root: Union[str, Path], count: int) -> tuple:
     """(inputs, what they are) to check the export against: the run's own (its task says which), or random
     inputs of the model's spec when its dataset is not on this machine."""
     try:
@@ -185,7 +185,7 @@ def check_inputs(run, task: Task, info: dict, data_root, count: int) -> tuple:
     return task.export_inputs(ds, count)
 
 
-def check_target(out: Path, run_path, overwrite: bool) -> None:
+def check_target(out: Path, run_path: Union[str, Path], overwrite: bool) -> None:
     """`out` may be replaced only when it is an earlier export: never the run itself, a folder holding the run,
     or a folder of other files."""
     if not out.exists():
@@ -200,7 +200,7 @@ def check_target(out: Path, run_path, overwrite: bool) -> None:
         raise UserError(f"{out} is not an earlier export, so --overwrite will not delete it; pick another --out")
 
 
-def export(run_path, fmt: str = "savedmodel", out=None, overwrite: bool = False, data_root=None,
+def export(run_path: Union[str, Path], fmt: str = "savedmodel", out: Optional[Union[str, Path]] = None, overwrite: bool = False, data_root: Optional[Union[str, Path]] = None,
            check_examples: int = 1000) -> dict:
     """`bigml export`: write the export atomically (to a temporary folder, then renamed) once it matches
     the Keras model on up to `check_examples` of the run's test inputs (random ones without its dataset)."""

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from bigml_cli.errors import UserError
 
@@ -57,7 +57,7 @@ def disk_errno(exc: BaseException) -> Optional[int]:
     return None
 
 
-def disk_error(exc: BaseException, path) -> Optional[DiskError]:
+def disk_error(exc: BaseException, path: Union[str, Path]) -> Optional[DiskError]:
     """A DiskError for `exc` raised while writing `path`, or None when `exc` is not a disk's refusal."""
     if isinstance(exc, DiskError):
         return exc
@@ -84,7 +84,7 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path) -> Iterator[Path]:
+def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     """Yields the temporary path to write `path`'s content to (a file or a folder); renames it to `path` when
     the block ends, replacing what was there. On any error the temporary one is deleted and `path` keeps its
     last good content; a full or read-only disk raises DiskError naming `path`."""
@@ -110,19 +110,19 @@ def atomic_path(path) -> Iterator[Path]:
         raise
 
 
-def write_text(path, text: str) -> None:
+def write_text(path: Union[str, Path], text: str) -> None:
     """`path` holds `text` (UTF-8), whole or not at all."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_with(path, write: Callable[[Path], None]) -> None:
+def write_with(path: Union[str, Path], write: Callable[[Path], None]) -> None:
     """`write(tmp)` writes the content; it lands at `path` whole or not at all."""
     with atomic_path(path) as tmp:
         write(tmp)
 
 
-def write_csv(path, rows: Iterable[Sequence]) -> None:
+def write_csv(path: Union[str, Path], rows: Iterable[Sequence]) -> None:
     """`rows` as a CSV file at `path`, whole or not at all."""
     def write(tmp):
         with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -136,7 +136,7 @@ def memory_dir() -> Optional[str]:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
 
 
-def write_staged(path, write: Callable[[str], None]) -> None:
+def write_staged(path: Union[str, Path], write: Callable[[str], None]) -> None:
     """`write(name)` writes a file that a library opens itself (Keras' .weights.h5 and .keras): first in memory,
     then copied to `path` whole or not at all. h5py, when the disk fills under it, can crash the process as it
     frees the failed file (a segmentation fault, not an exception); a plain copy fails cleanly. When memory has

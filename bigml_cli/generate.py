@@ -1,5 +1,8 @@
 """Text generation from a language-model run: temperature and top-k sampling, seeded."""
 
+from pathlib import Path
+from typing import Union
+
 import numpy as np
 
 from bigml_cli import runs
@@ -26,7 +29,7 @@ def encode(prompt: str, info: dict) -> list:
     return [index.get(w, index["<unk>"]) for w in prompt.split()]
 
 
-def generate(run_path, prompt: str, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
+def generate(run_path: Union[str, Path], prompt: str, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
              seed: int = 0) -> dict:
     """`bigml generate`: continue `prompt` by sampling `max_tokens` tokens; the same seed, the same text."""
     from bigml_cli.tasks import task_for

@@ -1,6 +1,8 @@
 """Optimizers and learning-rate schedules from a TrainConfig. The classes are registered with Keras, and
 a saved model's nested compiled parts name them, so loading a run imports this module."""
 
+from typing import Any
+
 import keras
 
 from bigml_cli.errors import UserError
@@ -19,7 +21,7 @@ class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
         down = self.peak + (self.end - self.peak) * (step - self.warmup) / max(self.total - self.warmup, 1)
         return keras.ops.where(step < self.warmup, up, keras.ops.maximum(down, min(self.end, self.peak)))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"start": self.start, "peak": self.peak, "end": self.end, "warmup": self.warmup, "total": self.total}
 
 
@@ -33,16 +35,16 @@ class ScaledSGD(keras.optimizers.SGD):
         super().__init__(*args, **kwargs)
         self.bias_scale = bias_scale
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         if variable.name.split(":")[0] == "beta":  # TensorFlow hands over its variable: "beta:0"
             gradient = gradient * keras.ops.cast(self.bias_scale, gradient.dtype)
         super().update_step(gradient, variable, learning_rate)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "bias_scale": self.bias_scale}
 
 
-def orthogonalize(g, steps=3):
+def orthogonalize(g: Any, steps: int = 3) -> Any:
     """Newton-Schulz iteration toward the nearest semi-orthogonal matrix, U V^T of g = U S V^T, loosely: the
     quintic of Muon (Keller Jordan, 2024), whose singular values land between about 0.5 and 1.5."""
     a, b, c = 3.4445, -4.7750, 2.0315
@@ -70,10 +72,10 @@ class MuonSGD(ScaledSGD):
         self.muon_scale, self.muon_momentum = muon_scale, muon_momentum
 
     @staticmethod
-    def takes_muon(variable):
+    def takes_muon(variable: Any) -> bool:
         return len(variable.shape) == 4
 
-    def build(self, variables):
+    def build(self, variables: Any) -> None:
         if self.built:
             return
         super().build(variables)
@@ -83,7 +85,7 @@ class MuonSGD(ScaledSGD):
     def _use_weight_decay(self, variable):
         return not self.takes_muon(variable) and super()._use_weight_decay(variable)
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
         if not self.takes_muon(variable):
             return super().update_step(gradient, variable, learning_rate)
         ops = keras.ops
@@ -98,11 +100,11 @@ class MuonSGD(ScaledSGD):
         step = ops.cast(learning_rate, variable.dtype) * self.muon_scale
         self.assign_sub(variable, ops.multiply(ops.reshape(ops.transpose(update), variable.shape), step))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "muon_scale": self.muon_scale, "muon_momentum": self.muon_momentum}
 
 
-def make_optimizer(t, steps_per_epoch):
+def make_optimizer(t: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """Optimizer with linear warmup then cosine or linear decay (or constant) from the TrainConfig."""
     total = t.epochs * steps_per_epoch
     warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), total - 1)

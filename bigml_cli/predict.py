@@ -1,6 +1,7 @@
 """Prediction on the user's own inputs; the run's task reads them (images, .npy arrays, CSV rows, texts)."""
 
 from pathlib import Path
+from typing import Optional, Union
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
 
 
-def read_npy(path, shape) -> np.ndarray:
+def read_npy(path: Union[str, Path], shape: list) -> np.ndarray:
     """A .npy file as a batch of images of `shape` (H, W, C); accepts (H, W) when C is 1, and the
     channels-first (C, H, W) that PyTorch code saves."""
     try:
@@ -67,7 +68,7 @@ def require_files(files: list, from_files: bool, takes: str) -> None:
             raise UserError(f"input file {f} does not exist")
 
 
-def check_out(out, files: list, overwrite: bool) -> Path:
+def check_out(out: Union[str, Path], files: list, overwrite: bool) -> Path:
     """--out must be a new .csv file (or one --overwrite may replace), and none of the inputs."""
     out = Path(out)
     if out.suffix.lower() != ".csv":
@@ -89,7 +90,7 @@ def write_predictions(out: Path, names: list, probs: np.ndarray, classes: list) 
     files.write_csv(out, [["input", "predicted", "probability", *[f"p_{c}" for c in classes]], *rows])
 
 
-def predict(run_path, files: list, top_k: int = 5, from_files: bool = False, out=None,
+def predict(run_path: Union[str, Path], files: list, top_k: int = 5, from_files: bool = False, out: Optional[Union[str, Path]] = None,
             overwrite: bool = False) -> dict:
     """`bigml predict`: {"predictions": the top-k classes and probabilities of each input, "notes": what was
     left out}; with `out`, also every class's probability in a CSV file."""

@@ -21,7 +21,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, TYPE_CHECKING, Union
 
 import yaml
 
@@ -210,7 +210,7 @@ def _stop(holder):
     return f"Ctrl-C in its terminal, or `kill {holder['pid']}`" if holder and holder.get("pid") else "Ctrl-C"
 
 
-def slug(text) -> str:
+def slug(text: str) -> str:
     """A dataset's name for a folder name: a path's last part without its .csv/.tsv/.txt, however it was given
     (`data.csv`, `./data.csv` and `/home/me/data.csv` all give `data`)."""
     name = Path(str(text).rstrip("/")).name
@@ -219,7 +219,7 @@ def slug(text) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def default_run_dir(model: str, dataset: str, root=RUNS_ROOT) -> Path:
+def default_run_dir(model: str, dataset: str, root: Union[str, Path] = RUNS_ROOT) -> Path:
     """runs/MODEL-DATASET, then -2, -3, ... so a new run never lands on an old one."""
     base = Path(root) / f"{model}-{slug(dataset)}"
     path, n = base, 1
@@ -229,13 +229,13 @@ def default_run_dir(model: str, dataset: str, root=RUNS_ROOT) -> Path:
     return path
 
 
-def is_run(path) -> bool:
+def is_run(path: Union[str, Path]) -> bool:
     """A folder bigml wrote as a run: it holds run.json or config.yaml."""
     path = Path(path)
     return path.is_dir() and ((path / "run.json").is_file() or (path / "config.yaml").is_file())
 
 
-def create(path, overwrite: bool = False) -> Run:
+def create(path: Union[str, Path], overwrite: bool = False) -> Run:
     """Make a new run directory; an existing non-empty one is refused unless `overwrite`."""
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -254,7 +254,7 @@ def create(path, overwrite: bool = False) -> Run:
     return Run(path)
 
 
-def open_run(path) -> Run:
+def open_run(path: Union[str, Path]) -> Run:
     """An existing, finished run directory."""
     path = Path(path)
     if not path.is_dir():
@@ -312,7 +312,7 @@ def status(run: Run) -> str:
     return f"{done}/{epochs} epochs: bigml train --resume {run.path}"
 
 
-def list_runs(root=RUNS_ROOT) -> list:
+def list_runs(root: Union[str, Path] = RUNS_ROOT) -> list:
     """Every run under `root`, with its test accuracy when training finished, else how far it got."""
     rows = []
     for info_file in sorted(Path(root).glob("**/run.json")):

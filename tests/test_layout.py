@@ -142,3 +142,19 @@ def test_a_dataset_added_in_one_file_trains_evaluates_predicts_and_exports(tmp_p
     assert exported["top1_agreement"] == 1.0 and exported["checked_on"] == "test split"
     assert not (PACKAGE / "data" / "toy.py").exists()  # the package itself was not touched
     assert np.isfinite(exported["max_abs_diff"])
+
+
+def test_every_public_function_has_type_hints():
+    """Every parameter and the return of every public function and method (names without a leading _)."""
+    bare = []
+    for path in SOURCES:
+        for node in ast.parse(path.read_text()).body:
+            functions = [node] if isinstance(node, ast.FunctionDef) else [
+                n for n in node.body if isinstance(n, ast.FunctionDef)] if isinstance(node, ast.ClassDef) else []
+            for f in functions:
+                if f.name.startswith("_"):
+                    continue
+                params = [a for a in f.args.args + f.args.kwonlyargs if a.arg not in ("self", "cls")]
+                if f.returns is None or any(a.annotation is None for a in params):
+                    bare.append(f"{path.relative_to(PACKAGE)}:{f.lineno} {f.name}")
+    assert not bare, bare

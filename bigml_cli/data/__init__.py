@@ -6,7 +6,7 @@ steps they share live in pipeline.py.
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Any, Optional, Union
 
 from bigml_cli.data.base import DATASETS, Corpus, Dataset, data_dir  # noqa: F401
 from bigml_cli.data import images, table, text  # noqa: F401
@@ -14,7 +14,7 @@ from bigml_cli.errors import UserError, did_you_mean
 from bigml_cli.registry import import_all
 
 
-def availability(name: str, root) -> str:
+def availability(name: str, root: Union[str, Path]) -> str:
     """Whether a registered dataset is in the data directory `root`, for `bigml list datasets`: its entry's
     `layout` is the file that shows it is there (None: it ships with a package)."""
     layout = getattr(DATASETS.get(name), "layout", None)
@@ -27,7 +27,7 @@ WHAT_PATHS = ("give a folder of images or .txt files (one sub-folder per class),
               "corpus")
 
 
-def load_dataset(cfg, data_root=None) -> Union[Dataset, Corpus]:
+def load_dataset(cfg: Any, data_root: Optional[Union[str, Path]] = None) -> Union[Dataset, Corpus]:
     """Load the dataset a DataConfig names: registered name, image or text folder, or CSV file."""
     ds = _load(cfg, data_root)
     ds.check_splits(cfg)

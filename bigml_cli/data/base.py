@@ -3,6 +3,7 @@
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from bigml_cli.registry import Registry
 DATASETS = Registry("dataset")
 
 
-def data_dir(explicit=None):
+def data_dir(explicit: Optional[Union[str, Path]] = None) -> Path:
     """--data-dir, else $BIGML_DATA_DIR, else the per-user cache."""
     if explicit:
         return Path(explicit).expanduser()
@@ -54,7 +55,7 @@ class Dataset:
         return {"test": (self.x_test, self.y_test), "val": (self.x_val, self.y_val),
                 "train": (self.x_train, self.y_train)}[split]
 
-    def check_splits(self, cfg) -> None:
+    def check_splits(self, cfg: Any) -> None:
         """Every result bigml reports is on the test split: refuse a dataset that has none."""
         if len(self.y_test) == 0 and cfg.test_fraction > 0:  # too few to hold any out
             n = len(self.y_train) + len(self.y_val)
@@ -102,7 +103,7 @@ class Corpus:
         return {"train": (self.train_ids, self.train_starts), "val": (self.val_ids, self.val_starts),
                 "test": (self.val_ids, self.val_starts)}[split]
 
-    def check_splits(self, cfg) -> None:
+    def check_splits(self, cfg: Any) -> None:
         """A corpus is scored on its validation text, which make_lm_dataset has checked."""
 
 
@@ -120,7 +121,7 @@ def toy_images(n: int, shape: tuple, num_classes: int, seed: int = 0) -> tuple:
     return x, y
 
 
-def read_many(read, items, what):
+def read_many(read: Any, items: list, what: str) -> list:
     """[read(item) for item in items], in order, on a thread per core (file reads and PIL's decoding and
     resizing release the GIL), with a bar on a terminal when there are many: a folder of 25,000 photos takes
     minutes to read."""
@@ -142,7 +143,7 @@ def read_many(read, items, what):
     return out
 
 
-def fingerprint(ds, splits=("train", "val", "test")):
+def fingerprint(ds: Any, splits: tuple = ("train", "val", "test")) -> dict:
     """{split: {"examples": n, "sha256": hash of its inputs and labels}}: what a run trained and was tested on,
     so that a resume or an evaluation can tell when the data under it changed (a folder with images added
     shifts every split, and puts training examples into the test split)."""
@@ -163,24 +164,24 @@ def fingerprint(ds, splits=("train", "val", "test")):
             for split in splits if ds.arrays(split)[0] is not None}
 
 
-def split_change(split, then, now):
+def split_change(split: str, then: Any, now: Any) -> str:
     """'test: 48 examples then, 50 now', or 'test: 48 examples, not the same ones'."""
     return f"{split}: {then:,} examples then, {now:,} now" if then != now else \
         f"{split}: {then:,} examples, not the same ones"
 
 
-def take(x, idx):
+def take(x: Any, idx: Any) -> Any:
     """Rows `idx` of an array or of every column of a table."""
     if isinstance(x, dict):
         return {k: v[idx] for k, v in x.items()}
     return x[idx]
 
 
-def length(x):
+def length(x: Any) -> int:
     return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 
 
-def split_indices(n, fraction, seed):
+def split_indices(n: int, fraction: float, seed: Any) -> tuple:
     """(rest, held-out) row indices of a seeded split with `fraction` of `n` rows held out."""
     order = np.random.default_rng(seed).permutation(n)
     k = int(round(n * fraction))
@@ -190,13 +191,13 @@ def split_indices(n, fraction, seed):
     return np.sort(order[k:]), np.sort(order[:k])
 
 
-def split(x, y, fraction, seed):
+def split(x: Any, y: Any, fraction: float, seed: Any) -> tuple:
     """Seeded split of (x, y) into (rest, held-out) with `fraction` of the rows held out."""
     rest, held = split_indices(length(x), fraction, seed)
     return take(x, rest), y[rest], take(x, held), y[held]
 
 
-def names_by_split(names, cfg, test_names=None):
+def names_by_split(names: list, cfg: Any, test_names: Optional[list] = None) -> dict:
     """Each split's example names, split as `split` splits the examples (seed 0): `names` are the examples
     read for training, in order; the test split is held out of them first, unless a test folder gave
     `test_names`; then data.val_fraction of the rest validates."""
@@ -210,13 +211,13 @@ def names_by_split(names, cfg, test_names=None):
     return {"train": train, "val": val, "test": list(test_names)}
 
 
-def sub_folders(folder):
+def sub_folders(folder: Union[str, Path]) -> list:
     """The class sub-folders of `folder`, sorted; hidden ones (.ipynb_checkpoints, .git) are not classes."""
     return sorted(p.name for p in Path(folder).iterdir()
                   if p.is_dir() and not p.name.startswith(".") and p.name not in ("train", "test"))
 
 
-def files_in(folder, suffixes):
+def files_in(folder: Union[str, Path], suffixes: list) -> list:
     """The files under `folder` (sub-folders included, as Keras' *_dataset_from_directory reads them) whose
     names end in one of `suffixes`, sorted; hidden ones (macOS' ._IMG.jpg copies) are skipped."""
     found = []
@@ -235,7 +236,7 @@ def files_in(folder, suffixes):
     return sorted(found)
 
 
-def class_folders(path, what):
+def class_folders(path: Union[str, Path], what: str) -> tuple:
     """(train folder, test folder or None, class names) of a folder with one sub-folder per class,
     optionally split into train/ and test/."""
     train_dir = path / "train" if (path / "train").is_dir() else path
@@ -247,7 +248,7 @@ def class_folders(path, what):
     return train_dir, test_dir, classes
 
 
-def image_info(x_train):
+def image_info(x_train: Any) -> dict:
     """Per-channel mean and std of the training images, for the model's normalization layer."""
     channels = x_train.shape[-1]
     x = x_train.reshape(-1, channels)
@@ -263,7 +264,7 @@ def image_info(x_train):
             "std": np.maximum(std, 1e-3).round(6).tolist()}
 
 
-def make_image_dataset(name, class_names, x_train, y_train, x_test, y_test, cfg, augment):
+def make_image_dataset(name: str, class_names: list, x_train: Any, y_train: Any, x_test: Any, y_test: Any, cfg: Any, augment: str) -> Dataset:
     """Hold out the validation split and compute normalization stats from what remains of train."""
     y_train, y_test = np.asarray(y_train, np.int64), np.asarray(y_test, np.int64)
     x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)

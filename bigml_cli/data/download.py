@@ -5,11 +5,12 @@ import os
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import Any, Union
 
 from bigml_cli.errors import UserError
 
 
-def file_hash(path, algorithm):
+def file_hash(path: Union[str, Path], algorithm: str) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -17,7 +18,7 @@ def file_hash(path, algorithm):
     return h.hexdigest()
 
 
-def fetch(url, dest: Path, checksum: str, algorithm: str, what: str, hint: str):
+def fetch(url: str, dest: Path, checksum: str, algorithm: str, what: str, hint: str) -> Path:
     """Download `url` to `dest` atomically, with a progress bar (size, rate, time left) on a terminal; raise a
     UserError saying where to put the files if offline. A failed download leaves nothing behind, not even
     the folders it made."""
@@ -48,7 +49,7 @@ def fetch(url, dest: Path, checksum: str, algorithm: str, what: str, hint: str):
     return dest
 
 
-def copy_with_progress(response, out, total, url):
+def copy_with_progress(response: Any, out: Union[str, Path], total: int, url: str) -> None:
     """Copy the response to `out`; a line on stderr says what is downloading, and a terminal gets a bar."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn

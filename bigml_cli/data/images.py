@@ -4,11 +4,11 @@ import gzip
 import pickle
 import tarfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 
-from bigml_cli.data.base import (DATASETS, class_folders, files_in, make_image_dataset, names_by_split, read_many,
+from bigml_cli.data.base import (DATASETS, Dataset, class_folders, files_in, make_image_dataset, names_by_split, read_many,
                                  split, sub_folders, toy_images)
 from bigml_cli.data.download import fetch
 from bigml_cli.errors import UserError
@@ -18,7 +18,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 MAX_SIDE = 256  # image folders: the longest side of the default input size (data.image_size sets any size)
 
 
-def corrupt(path, err):
+def corrupt(path: Union[str, Path], err: Any) -> UserError:
     return UserError(f"{path} is corrupt or truncated ({type(err).__name__}); delete it and download "
                      "or copy it again")
 
@@ -31,7 +31,7 @@ def tiny_mnist(root: Path) -> None:
 
 
 @DATASETS.register(layout="mnist.npz", tiny_copy=tiny_mnist)
-def mnist(cfg, root):
+def mnist(cfg: Any, root: Union[str, Path]) -> Dataset:
     """MNIST handwritten digits, 28x28 grayscale, 10 classes (Keras layout: mnist.npz)."""
     path = root / "mnist.npz"
     if not path.exists():
@@ -47,7 +47,7 @@ def mnist(cfg, root):
                               x_test[..., None], y_test, cfg, augment="none")
 
 
-def read_idx(path):
+def read_idx(path: Union[str, Path]) -> np.ndarray:
     """An IDX file (the MNIST family's format), gzip-compressed."""
     try:
         with gzip.open(path, "rb") as f:
@@ -80,7 +80,7 @@ def tiny_fashion_mnist(root: Path) -> None:
 
 
 @DATASETS.register(layout="fashion-mnist/t10k-labels-idx1-ubyte.gz", tiny_copy=tiny_fashion_mnist)
-def fashion_mnist(cfg, root):
+def fashion_mnist(cfg: Any, root: Union[str, Path]) -> Dataset:
     """Fashion-MNIST clothing images, 28x28 grayscale, 10 classes (fashion-mnist/*-ubyte.gz)."""
     folder = root / "fashion-mnist"
     for name, md5 in FASHION_FILES.items():
@@ -103,13 +103,13 @@ class _ArraysOnly(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     }
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> type:
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def read_pickle(path):
+def read_pickle(path: Union[str, Path]) -> Any:
     try:
         with open(path, "rb") as f:
             return _ArraysOnly(f, encoding="bytes").load()
@@ -117,7 +117,7 @@ def read_pickle(path):
         raise corrupt(path, e) from None
 
 
-def cifar_arrays(batch, path, label_key):
+def cifar_arrays(batch: Any, path: Union[str, Path], label_key: str) -> tuple:
     try:
         data = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return np.ascontiguousarray(data), np.asarray(batch[label_key], np.int64)
@@ -125,7 +125,7 @@ def cifar_arrays(batch, path, label_key):
         raise corrupt(path, e) from None
 
 
-def fetch_cifar(root, folder, archive, md5, files):
+def fetch_cifar(root: Union[str, Path], folder: Union[str, Path], archive: Union[str, Path], md5: str, files: list) -> None:
     """Download and unpack an official CIFAR tarball when its folder is missing."""
     if all((root / folder / f).exists() for f in files):
         return
@@ -156,7 +156,7 @@ def tiny_cifar10(root: Path) -> None:
 
 
 @DATASETS.register(layout="cifar-10-batches-py/test_batch", tiny_copy=tiny_cifar10)
-def cifar10(cfg, root):
+def cifar10(cfg: Any, root: Union[str, Path]) -> Dataset:
     """CIFAR-10, 32x32 colour images, 10 classes (official cifar-10-batches-py/)."""
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
     fetch_cifar(root, "cifar-10-batches-py", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
@@ -181,7 +181,7 @@ def tiny_cifar100(root: Path) -> None:
 
 
 @DATASETS.register(layout="cifar-100-python/test", tiny_copy=tiny_cifar100)
-def cifar100(cfg, root):
+def cifar100(cfg: Any, root: Union[str, Path]) -> Dataset:
     """CIFAR-100, 32x32 colour images, 100 classes (official cifar-100-python/)."""
     files = ["train", "test", "meta"]
     fetch_cifar(root, "cifar-100-python", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", files)
@@ -193,7 +193,7 @@ def cifar100(cfg, root):
 
 
 @DATASETS.register(layout=None, ships_with="scikit-learn", tiny_copy=None)
-def digits(cfg, root):
+def digits(cfg: Any, root: Union[str, Path]) -> Dataset:
     """scikit-learn's 8x8 handwritten digits (1,797 images, ships with the package: no download)."""
     from sklearn.datasets import load_digits
 
@@ -210,7 +210,7 @@ class UnreadableImage(UserError):
         super().__init__(f"{path} is not a readable image ({reason}); give a PNG or JPEG file")
 
 
-def read_image(path, size=None, channels=None):
+def read_image(path: Union[str, Path], size: Any = None, channels: Any = None) -> np.ndarray:
     """An image file as uint8 (H, W, C), resized to `size` (H, W) and converted to `channels` (1: grayscale,
     3: RGB, dropping any alpha) when given, as a folder of mixed images or a user's own photo needs."""
     from PIL import Image, UnidentifiedImageError
@@ -239,7 +239,7 @@ class ImageFolder(NamedTuple):
     unreadable: list  # 'PATH (Reason)' of each file left out
 
 
-def read_folder(folder, size, channels):
+def read_folder(folder: Union[str, Path], size: Any, channels: Any) -> ImageFolder:
     """The images of a folder with one sub-folder per class. A file that is not a readable image is left out
     and listed in `unreadable`: scraped and downloaded photo collections often hold a few (Kaggle's
     cats-vs-dogs has two), and one should not stop a run."""
@@ -263,11 +263,11 @@ def read_folder(folder, size, channels):
     return ImageFolder(classes, xs, ys, files, unreadable)
 
 
-def unreadable_listing(unreadable):
+def unreadable_listing(unreadable: list) -> str:
     return ", ".join(unreadable[:3]) + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
 
 
-def unreadable_notes(unreadable):
+def unreadable_notes(unreadable: list) -> list:
     """[the line that says which files a folder's loading left out], or [] when it left none out."""
     if not unreadable:
         return []
@@ -298,7 +298,7 @@ def _common_size_and_channels(files):
     return size, 1 if sum(gray for _, gray in headers) > len(headers) / 2 else 3
 
 
-def fit_within(size, side):
+def fit_within(size: Any, side: int) -> tuple:
     """(height, width) scaled down, aspect kept, so that neither exceeds `side`: phone photos (4032 x 3024)
     would otherwise become the model's input size."""
     h, w = size
@@ -306,7 +306,7 @@ def fit_within(size, side):
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def load_image_folder(path: Path, cfg):
+def load_image_folder(path: Path, cfg: Any) -> Dataset:
     """An image folder: one sub-folder per class, optionally split into train/ and test/."""
     train_dir, test_dir, classes = class_folders(path, "image")
     files = [f for c in classes for f in files_in(train_dir / c, IMAGE_SUFFIXES)]

@@ -5,6 +5,8 @@ no copy of the data. Augmentation runs on whole uint8 batches with stateless ran
 (seed, step): the same seed gives the same stream, and it never touches the eval splits.
 """
 
+from typing import Any, Optional
+
 import numpy as np
 import tensorflow as tf
 
@@ -23,7 +25,7 @@ def _gather(x, idx):
     return tf.gather(x, idx)
 
 
-def random_crop(images, seed, padding, mode, flip):
+def random_crop(images: Any, seed: Any, padding: int, mode: str, flip: Any) -> Any:
     """Per-image random crop of `padding`-padded images (and a horizontal flip), vectorized over the batch.
 
     images: (batch, height, width, channels) uint8
@@ -43,7 +45,7 @@ def random_crop(images, seed, padding, mode, flip):
     return out
 
 
-def cutout(images, seed, size, fill):
+def cutout(images: Any, seed: Any, size: Any, fill: list) -> Any:
     """Per-image cutout (DeVries & Taylor, 2017; airbench96's `batch_cutout`), vectorized over the batch: a
     size x size square, wholly inside the image at a random place, set to `fill` (one value per channel).
 
@@ -80,12 +82,12 @@ def _ready(ds):
     return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def steps_per_epoch(n, batch_size):
+def steps_per_epoch(n: int, batch_size: int) -> int:
     """Full batches in one pass over n examples (at least one)."""
     return max(1, n // min(batch_size, n))
 
 
-def lm_steps_per_epoch(tokens, length, batch_size):
+def lm_steps_per_epoch(tokens: Any, length: int, batch_size: int) -> int:
     """Batches of `length`-token windows in one pass over `tokens` training tokens (at least one).
 
     An epoch is one pass over the text, as in Hugging Face's run_clm, not one window per position:
@@ -94,7 +96,7 @@ def lm_steps_per_epoch(tokens, length, batch_size):
     return max(1, tokens // (length * batch_size))
 
 
-def index_stream(n, batch_size, seed, start_step=0, shard=None):
+def index_stream(n: int, batch_size: int, seed: Any, start_step: int = 0, shard: Any = None) -> Any:
     """(step, indices) batches of a seeded, endlessly reshuffled range(n), from `start_step` on.
 
     The stream is a pure function of (seed, step): `start_step` resumes it exactly where a run stopped
@@ -107,8 +109,8 @@ def index_stream(n, batch_size, seed, start_step=0, shard=None):
     return ds.batch(batch_size, drop_remainder=True).enumerate().skip(start_step)
 
 
-def train_dataset(x, y, num_classes, batch_size, seed, augment="none", crop_padding=4, start_step=0, shard=None,
-                  class_weights=None, cutout_size=0, cutout_fill=None):
+def train_dataset(x: Any, y: Any, num_classes: int, batch_size: int, seed: Any, augment: str = "none", crop_padding: int = 4, start_step: int = 0, shard: Any = None,
+                  class_weights: Any = None, cutout_size: int = 0, cutout_fill: Optional[list] = None) -> tuple:
     """Endless shuffled batches of (inputs, one-hot labels), and each example's weight when `class_weights`
     (one per class) are given; returns (dataset, steps per epoch). `cutout_size` > 0: images also get
     `cutout`, filled with `cutout_fill` (the training images' mean colour, one value per channel)."""
@@ -148,7 +150,7 @@ def _windows(ids, starts, length):
     return w[:, :-1], w[:, 1:]
 
 
-def lm_train_dataset(ids, starts, length, batch_size, seed, start_step=0, shard=None):
+def lm_train_dataset(ids: Any, starts: Any, length: int, batch_size: int, seed: Any, start_step: int = 0, shard: Any = None) -> tuple:
     """Endless shuffled batches of random windows of a token-id corpus; returns (dataset, steps per epoch)."""
     ids, starts = tf.constant(ids), tf.constant(starts)
     ds = index_stream(len(starts), batch_size, seed, start_step, shard)
@@ -156,14 +158,14 @@ def lm_train_dataset(ids, starts, length, batch_size, seed, start_step=0, shard=
     return _ready(ds), lm_steps_per_epoch(len(ids), length, batch_size)
 
 
-def lm_eval_dataset(ids, starts, length, batch_size):
+def lm_eval_dataset(ids: Any, starts: Any, length: int, batch_size: int) -> Any:
     """Every window starting at `starts`, once, in order."""
     ids = tf.constant(ids)
     ds = tf.data.Dataset.from_tensor_slices(starts).batch(batch_size)
     return _ready(ds.map(lambda s: _windows(ids, s, length)))
 
 
-def eval_dataset(x, y, num_classes, batch_size, class_weights=None):
+def eval_dataset(x: Any, y: Any, num_classes: int, batch_size: int, class_weights: Any = None) -> Any:
     """Batches of (inputs, one-hot labels) in order, every example once, and each one's weight when
     `class_weights` are given (fit's validation accuracy is then the mean of the classes' recalls)."""
     y = np.asarray(y)
@@ -173,5 +175,5 @@ def eval_dataset(x, y, num_classes, batch_size, class_weights=None):
     return _ready(tf.data.Dataset.from_tensor_slices(columns).batch(batch_size))
 
 
-def inputs_dataset(x, batch_size):
+def inputs_dataset(x: Any, batch_size: int) -> Any:
     return _ready(tf.data.Dataset.from_tensor_slices(_to_tensors(x)).batch(batch_size))

@@ -1,12 +1,13 @@
 """Write dataset examples out as files (images as PNG, texts as .txt), to try `bigml predict` on real inputs."""
 
 from pathlib import Path
+from typing import Any, Optional, Union
 
 from bigml_cli.data import load_dataset
 from bigml_cli.errors import UserError
 
 
-def write_samples(cfg, out_dir, count: int = 10, split: str = "test", data_root=None) -> list:
+def write_samples(cfg: Any, out_dir: Union[str, Path], count: int = 10, split: str = "test", data_root: Optional[Union[str, Path]] = None) -> list:
     """Save the first `count` examples of a split as OUT/NNNNN_LABEL.png (images) or .txt (texts), as the
     dataset's task writes them; returns the paths."""
     from bigml_cli.data.table import SUFFIXES

@@ -2,7 +2,8 @@
 
 import csv
 import re
-from typing import List, NamedTuple
+from pathlib import Path
+from typing import Any, List, NamedTuple, Union
 
 import numpy as np
 
@@ -14,17 +15,17 @@ MISSING = {"", "na", "n/a", "nan", "null", "none", "?"}
 MAX_VOCAB = 100  # most frequent categories kept per column; the rest share the out-of-vocabulary slot
 
 
-def is_missing(value):
+def is_missing(value: Any) -> bool:
     return value.strip().lower() in MISSING
 
 
-def input_key(column):
+def input_key(column: str) -> str:
     """A column name as a SavedModel input name: letters, digits and underscores."""
     key = re.sub(r"\W+", "_", column.strip()).strip("_") or "column"
     return key if not key[0].isdigit() else f"c_{key}"
 
 
-def guess_delimiter(header_line):
+def guess_delimiter(header_line: str) -> str:
     """',' unless the header has none and has semicolons (European spreadsheets), tabs or pipes instead."""
     if "," in header_line:
         return ","
@@ -49,7 +50,7 @@ class Table(NamedTuple):
 DECIMAL_COMMA = re.compile(r"[+-]?(\d{1,3}(\.\d{3})+|\d+),\d+")  # 0,044  -3,5  1.234,5
 
 
-def read_decimal_commas(header, rows, sep):
+def read_decimal_commas(header: list, rows: list, sep: str) -> list:
     """In a file not separated by commas (a European spreadsheet's semicolons), a column whose cells are all
     numbers once a decimal comma is a point (and thousands points are dropped) holds numbers: its cells are
     rewritten as such, in place. Returns those columns' names."""
@@ -67,7 +68,7 @@ def read_decimal_commas(header, rows, sep):
     return found
 
 
-def read_table(path) -> Table:
+def read_table(path: Union[str, Path]) -> Table:
     """A CSV file's header and rows, blank rows left out."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -96,7 +97,7 @@ def read_table(path) -> Table:
     return Table(header, rows[1:], lines[1:], read_decimal_commas(header, rows[1:], sep))
 
 
-def column_is_numeric(values):
+def column_is_numeric(values: list) -> bool:
     try:
         for v in values:
             if not is_missing(v):
@@ -106,7 +107,7 @@ def column_is_numeric(values):
     return True
 
 
-def unique_keys(names):
+def unique_keys(names: list) -> tuple:
     """Each column's SavedModel input name (input_key), made unique with _2, _3, ... where two names give
     the same one (`price ($)` and `price (€)` are both `price`), and a note naming those, or None."""
     keys, renamed = [], []
@@ -124,7 +125,7 @@ def unique_keys(names):
     return keys, note or None
 
 
-def columns_to_arrays(table: Table, columns, path="the CSV"):
+def columns_to_arrays(table: Table, columns: list, path: str = "the CSV") -> dict:
     """Raw cells -> {input key: float32 (NaN = missing) or str array}, following `columns` (input_info).
     An infinite number is refused: a model would give it a confident, meaningless answer."""
     header, rows = table.header, table.rows
@@ -151,7 +152,7 @@ def columns_to_arrays(table: Table, columns, path="the CSV"):
     return out
 
 
-def unseen_values_notes(arrays, columns):
+def unseen_values_notes(arrays: Any, columns: list) -> list:
     """[a note naming the categories the model never saw in training] (they read as a blank cell does: a
     'Red' where training had 'red' is unseen), or [] when there are none."""
     parts = []
@@ -171,7 +172,7 @@ def unseen_values_notes(arrays, columns):
     return [f"note: values the model never saw in training read as a blank cell does; {'; '.join(parts)}"]
 
 
-def check_classes(target, class_names, rows):
+def check_classes(target: Any, class_names: list, rows: list) -> None:
     """bigml trains classifiers: a target of measurements (fractional numbers, or nearly one value per row)
     would silently become hundreds of one-example classes."""
     numeric = column_is_numeric(class_names)
@@ -183,7 +184,7 @@ def check_classes(target, class_names, rows):
                         "give a column of class labels (or bin the values into classes)")
 
 
-def load_csv(path, cfg):
+def load_csv(path: Union[str, Path], cfg: Any) -> Dataset:
     """A CSV table with a header row; `data.target` (--target) names the class column."""
     table = read_table(path)
     header, rows = table.header, table.rows
@@ -228,7 +229,7 @@ def load_csv(path, cfg):
                    names=example_names, read_as=[n for n in (renamed, column_types_note(columns, table)) if n])
 
 
-def column_types_note(columns, table: Table):
+def column_types_note(columns: list, table: Table) -> str:
     """Which columns the model reads as numbers and which as categories (a number column with a stray word
     becomes categories: this is where a user sees it)."""
     numbers = [c["name"] + (" (decimal commas)" if c["name"] in table.decimal_comma else "")

@@ -6,6 +6,7 @@ own TextVectorization layer turns raw strings into token ids (predict and export
 
 import tarfile
 from pathlib import Path
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from bigml_cli.errors import UserError
 STANDARDIZE = "lower_and_strip_punctuation"
 
 
-def read_texts(folder, classes, files=None):
+def read_texts(folder: Union[str, Path], classes: list, files: Optional[list] = None) -> tuple:
     """(texts, labels) from folder/<class>/*.txt; the path of each is appended to `files` when given."""
     texts, labels = [], []
     for label, name in enumerate(classes):
@@ -31,7 +32,7 @@ def read_texts(folder, classes, files=None):
     return np.array(texts, dtype=object), np.array(labels, np.int64)  # not <U: padded to the longest
 
 
-def build_vocabulary(texts, cfg):
+def build_vocabulary(texts: list, cfg: Any) -> list:
     """The `cfg.vocab_size` most frequent tokens of the training texts (TextVectorization's adapt)."""
     import tensorflow as tf
     from keras import layers
@@ -44,7 +45,7 @@ def build_vocabulary(texts, cfg):
     return vectorizer.get_vocabulary()[2:]  # without the padding and out-of-vocabulary entries
 
 
-def make_text_dataset(name, classes, x_train, y_train, x_test, y_test, cfg):
+def make_text_dataset(name: str, classes: list, x_train: Any, y_train: Any, x_test: Any, y_test: Any, cfg: Any) -> Dataset:
     x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
     info = {"kind": "text", "vocab": build_vocabulary(x_tr, cfg), "sequence_length": cfg.sequence_length,
             "tokens": cfg.tokens}
@@ -64,7 +65,7 @@ def tiny_imdb(root: Path) -> None:
 
 
 @DATASETS.register(layout="aclImdb/test/pos", tiny_copy=tiny_imdb)
-def imdb(cfg, root):
+def imdb(cfg: Any, root: Union[str, Path]) -> Dataset:
     """IMDB movie reviews, positive or negative: 25,000 train / 25,000 test (official aclImdb/)."""
     folder = root / "aclImdb"
     if not (folder / "test" / "pos").is_dir():
@@ -82,7 +83,7 @@ def imdb(cfg, root):
     return make_text_dataset("imdb", classes, x_train, y_train, x_test, y_test, cfg)
 
 
-def is_text_folder(path: Path):
+def is_text_folder(path: Path) -> bool:
     """Whether a class folder holds texts: more .txt files than images (a stray notes.txt beside the photos
     does not make it a text dataset)."""
     from bigml_cli.data.images import IMAGE_SUFFIXES
@@ -95,7 +96,7 @@ def is_text_folder(path: Path):
     return texts > len(found) - texts
 
 
-def load_text_folder(path: Path, cfg):
+def load_text_folder(path: Path, cfg: Any) -> Dataset:
     """A folder with one sub-folder of .txt files per class, optionally split into train/ and test/."""
     train_dir, test_dir, classes = class_folders(path, "text")
     files, test_files = [], []
@@ -113,7 +114,7 @@ def load_text_folder(path: Path, cfg):
 # --- language modelling: a corpus split into train and validation text -------------------------------
 
 
-def encode_tokens(text, vocab, tokens):
+def encode_tokens(text: str, vocab: list, tokens: Any) -> np.ndarray:
     """Token ids of `text` in a language model's vocabulary: characters it lacks are skipped, and words it
     lacks read as <unk>."""
     index = {t: i for i, t in enumerate(vocab)}
@@ -122,12 +123,12 @@ def encode_tokens(text, vocab, tokens):
     return np.array([i for i in ids if i is not None], np.int32)
 
 
-def lm_eval_starts(tokens, length):
+def lm_eval_starts(tokens: Any, length: int) -> np.ndarray:
     """Starts of the non-overlapping windows over `tokens` tokens, as held-out text is scored."""
     return np.arange(0, tokens - length, length, dtype=np.int64)
 
 
-def make_lm_dataset(name, text, cfg):
+def make_lm_dataset(name: str, text: str, cfg: Any) -> Corpus:
     """Token ids of a corpus: the first 90% (by default) trains, the rest validates.
 
     Windows of `sequence_length + 1` tokens start at every training position, and at non-overlapping places
@@ -161,7 +162,7 @@ def tiny_tinyshakespeare(root: Path) -> None:
 
 
 @DATASETS.register(layout="tinyshakespeare.txt", tiny_copy=tiny_tinyshakespeare)
-def tinyshakespeare(cfg, root):
+def tinyshakespeare(cfg: Any, root: Union[str, Path]) -> Corpus:
     """Tiny Shakespeare (char-rnn's 1.1M-character corpus), for language models (data.tokens=characters)."""
     path = root / "tinyshakespeare.txt"
     if not path.exists():
@@ -171,7 +172,7 @@ def tinyshakespeare(cfg, root):
     return load_corpus(path, cfg, name="tinyshakespeare")
 
 
-def load_corpus(path, cfg, name=None):
+def load_corpus(path: Union[str, Path], cfg: Any, name: Optional[str] = None) -> Corpus:
     """A plain-text file as a language-modelling corpus."""
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -1,5 +1,7 @@
 """The model registry and the preprocessing every model starts with, so exported models take raw inputs."""
 
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -24,7 +26,7 @@ class TableEncoder(layers.Layer):
         super().__init__(**kwargs)
         self.columns = columns
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         parts = []
         for col in self.columns:
             value = inputs[col["key"]]  # (batch,)
@@ -41,11 +43,11 @@ class TableEncoder(layers.Layer):
         parts = [p if len(p.shape) == 2 else p[:, None] for p in parts]
         return tf.cast(tf.concat(parts, axis=1), self.compute_dtype)  # (batch, features)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: list) -> tuple:
         width = sum(2 if c["type"] == "numeric" else len(c["vocab"] or [""]) + 1 for c in self.columns)
         return (None, width)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "columns": self.columns}
 
 
@@ -53,7 +55,7 @@ class TableEncoder(layers.Layer):
 class HorizontalFlip(layers.Layer):
     """Mirror images left-right: (batch, height, width, channels), width reversed."""
 
-    def call(self, images):
+    def call(self, images: Any) -> Any:
         return keras.ops.flip(images, axis=2)
 
 
@@ -65,12 +67,12 @@ class Translate(layers.Layer):
         super().__init__(**kwargs)
         self.dy, self.dx = dy, dx
 
-    def call(self, images):
+    def call(self, images: Any) -> Any:
         h, w = images.shape[1], images.shape[2]
         padded = keras.ops.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
         return padded[:, 1 - self.dy:1 - self.dy + h, 1 - self.dx:1 - self.dx + w, :]
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "dy": self.dy, "dx": self.dx}
 
 
@@ -86,14 +88,14 @@ class PatchWhitening(layers.Layer):
         super().__init__(**kwargs)
         self.directions, self.patch, self.eps = directions, patch, eps
 
-    def build(self, input_shape):
+    def build(self, input_shape: list) -> None:
         channels = input_shape[-1]
         self.directions = min(self.directions, self.patch * self.patch * channels)
         self.kernel = self.add_weight(shape=(self.patch, self.patch, channels, 2 * self.directions),
                                       initializer="glorot_uniform", trainable=False, name="kernel")
         self.bias = self.add_weight(shape=(2 * self.directions,), initializer="zeros", name="bias")
 
-    def adapt(self, features):
+    def adapt(self, features: Any) -> None:
         x = np.asarray(features, np.float64)
         n, h, w, c = x.shape
         p = self.patch
@@ -105,20 +107,20 @@ class PatchWhitening(layers.Layer):
         filters = np.concatenate([filters, -filters], axis=1).reshape(p, p, c, 2 * self.directions)
         self.kernel.assign(filters.astype(self.kernel.dtype))
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         y = keras.ops.conv(x, keras.ops.cast(self.kernel, x.dtype), padding="valid")
         return y + keras.ops.cast(self.bias, x.dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: list) -> tuple:
         b, h, w, _ = input_shape
         return (b, None if h is None else h - self.patch + 1, None if w is None else w - self.patch + 1,
                 2 * self.directions)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "directions": self.directions, "patch": self.patch, "eps": self.eps}
 
 
-def inference(model):
+def inference(model: Any) -> Any:
     """The model's forward pass in inference mode, compiled into one graph (traced per input shape).
 
     Called eagerly, a model runs op by op from Python, several times slower (docs/speed.md).
@@ -126,7 +128,7 @@ def inference(model):
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
-def adapt_to_data(model, x_train, sample=10000):
+def adapt_to_data(model: Any, x_train: Any, sample: int = 10000) -> None:
     """Set data-dependent layers (PatchWhitening) from the first `sample` training inputs."""
     for layer in model.layers:
         if isinstance(layer, PatchWhitening):
@@ -134,7 +136,7 @@ def adapt_to_data(model, x_train, sample=10000):
             layer.adapt(features)
 
 
-def whitening_biases(model):
+def whitening_biases(model: Any) -> list:
     """The biases of the model's PatchWhitening layers (for train.whiten_bias_epochs)."""
     found = [layer.bias for layer in model.layers if isinstance(layer, PatchWhitening)]
     if not found:
@@ -143,7 +145,7 @@ def whitening_biases(model):
     return found
 
 
-def with_test_time_augmentation(model, flip=True, translate=False):
+def with_test_time_augmentation(model: Any, flip: bool = True, translate: bool = False) -> keras.Model:
     """Test-time augmentation (airbench's levels 1 and 2): average the probabilities over each image and
     its mirror image (`flip`) and over copies shifted one pixel up-left and down-right (`translate`)."""
     inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name="image")
@@ -164,22 +166,22 @@ class TokenIds(layers.Layer):
         super().__init__(**kwargs)
         self.vocab_size = vocab_size
 
-    def call(self, ids):
+    def call(self, ids: Any) -> Any:
         return ids
 
-    def vocabulary_size(self):
+    def vocabulary_size(self) -> int:
         return self.vocab_size
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size}
 
 
-def vocabulary_size(ids):
+def vocabulary_size(ids: Any) -> int:
     """Token-id range of the model's TextVectorization layer (the builders' embedding size)."""
     return ids._keras_history[0].vocabulary_size()
 
 
-def require(x, model, needs, instead):
+def require(x: Any, model: Any, needs: str, instead: str) -> None:
     """A user error when a model gets inputs of the wrong kind (text to a CNN, images to an RNN)."""
     is_ids = len(x.shape) == 2 and "int" in str(x.dtype)
     is_corpus = is_ids and isinstance(x._keras_history[0], TokenIds)
@@ -189,7 +191,7 @@ def require(x, model, needs, instead):
         raise UserError(f"model '{model}' needs {needs} data; use {instead}")
 
 
-def classifier_head(x, num_classes, dropout=0.0, use_bias=True, logit_scale=1.0, kernel_initializer="glorot_uniform"):
+def classifier_head(x: Any, num_classes: int, dropout: float = 0.0, use_bias: bool = True, logit_scale: float = 1.0, kernel_initializer: str = "glorot_uniform") -> Any:
     """Dropout, a dense layer (its logits times `logit_scale`) and a float32 softmax (kept in float32
     under mixed precision)."""
     if dropout:
@@ -219,11 +221,11 @@ class Dirac(keras.initializers.Initializer):
         keep[..., :k] = 0.0  # the first k filters are the identity alone
         return w * keep + keras.ops.cast(identity, w.dtype)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"seed": self.seed}
 
 
-def float32_policies(config):
+def float32_policies(config: dict) -> Any:
     """A model's `config` with every mixed-precision dtype policy (mixed_bfloat16, mixed_float16) float32."""
     if isinstance(config, dict):
         name = str(config.get("config", {}).get("name")) if config.get("class_name") == "DTypePolicy" else ""
@@ -235,7 +237,7 @@ def float32_policies(config):
     return config
 
 
-def in_float32(model):
+def in_float32(model: Any) -> keras.Model:
     """The model itself when every layer computes in float32, else a float32 copy with the same weights (a
     mixed-precision model's weights are float32 already). A mixed-precision run saves this copy (`load_model`
     converts runs saved by older versions): bfloat16 layers run many times slower on CPUs without BF16

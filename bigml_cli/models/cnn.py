@@ -4,6 +4,8 @@ Each stage is conv -> max-pool -> BN -> act -> conv -> BN -> act, halving the re
 most of the compute runs at low resolution; a global max-pool feeds the classifier.
 """
 
+from typing import Any
+
 import keras
 from keras import layers
 
@@ -14,8 +16,8 @@ from bigml_cli.models.fused import FusedBatchNorm, activation_layer
 INITS = ("glorot", "dirac")
 
 
-def conv_bn(x, width, activation, bn_momentum, pool=False, init="glorot", bn_scale=True, pool_padding="same",
-            bn_epsilon=1e-5):
+def conv_bn(x: Any, width: int, activation: str, bn_momentum: float, pool: bool = False, init: str = "glorot", bn_scale: bool = True, pool_padding: str = "same",
+            bn_epsilon: float = 1e-5) -> Any:
     x = layers.Conv2D(width, 3, padding="same", use_bias=False,
                       kernel_initializer=Dirac() if init == "dirac" else "glorot_uniform")(x)
     if pool:
@@ -25,9 +27,9 @@ def conv_bn(x, width, activation, bn_momentum, pool=False, init="glorot", bn_sca
 
 
 @MODELS.register
-def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs_per_stage=2, dropout=0.0,
-        activation="gelu", bn_momentum=0.9, bn_epsilon=1e-5, bn_scale=True, init="glorot", stem_activation=False, pool_padding="same",
-        logit_scale=1.0, head_bias=True):
+def cnn(x: Any, num_classes: int, widths: tuple = (64, 128, 256), stem: str = "conv", stem_width: int = 32, convs_per_stage: int = 2, dropout: float = 0.0,
+        activation: str = "gelu", bn_momentum: float = 0.9, bn_epsilon: float = 1e-5, bn_scale: bool = True, init: str = "glorot", stem_activation: bool = False, pool_padding: str = "same",
+        logit_scale: float = 1.0, head_bias: bool = True) -> Any:
     """Convolutional classifier for images.
 
     Args:
@@ -73,7 +75,7 @@ def cnn(x, num_classes, widths=(64, 128, 256), stem="conv", stem_width=32, convs
 
 
 @MODELS.register
-def tutorial_cnn(x, num_classes, filters=(32, 64), dense_units=128):
+def tutorial_cnn(x: Any, num_classes: int, filters: tuple = (32, 64), dense_units: int = 128) -> Any:
     """The TensorFlow tutorials' CNN: Conv(3x3, relu) -> MaxPool per filter count, Flatten, Dense, softmax.
 
     Args:

@@ -10,6 +10,7 @@ so saved models hold nothing that an exporter has to know about.
 """
 
 import math
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
@@ -26,7 +27,7 @@ class FusedBatchNorm(layers.BatchNormalization):
         return (training and self.trainable and mask is None and not self.renorm and not self.synchronized
                 and len(inputs.shape) == 4 and self.axis in (-1, 3) and keras.backend.backend() == "tensorflow")
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs: Any, training: Optional[bool] = None, mask: Any = None) -> Any:
         if not self._fused(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
@@ -62,7 +63,7 @@ def _gelu_backward(x, dy):
 
 
 @tf.custom_gradient
-def gelu(x):
+def gelu(x: Any) -> tuple:
     """Exact (erf) GELU, forward and backward each one XLA-compiled pass computing in float32; keeps only x
     for the backward pass."""
     return _gelu_forward(x), lambda dy: _gelu_backward(x, dy)
@@ -72,12 +73,12 @@ def gelu(x):
 class Gelu(layers.Layer):
     """Exact GELU: in training `gelu` above, otherwise keras.activations.gelu (the same function)."""
 
-    def call(self, x, training=None):
+    def call(self, x: Any, training: Optional[bool] = None) -> Any:
         if training and keras.backend.backend() == "tensorflow":
             return gelu(x)
         return keras.activations.gelu(x)
 
 
-def activation_layer(name):
+def activation_layer(name: str) -> Any:
     """The layer for a Keras activation name: `Gelu` for "gelu", else keras.layers.Activation."""
     return Gelu() if name == "gelu" else layers.Activation(name)

@@ -2,6 +2,8 @@
 embeddings, pre-norm blocks of causal multi-head self-attention and an MLP, a final norm, and a
 linear map to next-token logits at every position."""
 
+from typing import Any
+
 from keras import layers
 
 from bigml_cli.errors import UserError
@@ -9,7 +11,7 @@ from bigml_cli.models.base import MODELS, require, vocabulary_size
 from bigml_cli.models.transformer import PositionEmbedding
 
 
-def decoder_block(x, dim, heads, mlp_dim, dropout):
+def decoder_block(x: Any, dim: int, heads: int, mlp_dim: int, dropout: float) -> Any:
     h = layers.LayerNormalization(epsilon=1e-5)(x)
     h = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout)(h, h, use_causal_mask=True)
     x = x + layers.Dropout(dropout)(h)  # (batch, seq, dim): position t sees positions <= t only
@@ -19,7 +21,7 @@ def decoder_block(x, dim, heads, mlp_dim, dropout):
 
 
 @MODELS.register
-def gpt(x, num_classes, dim=128, heads=4, num_layers=4, mlp_dim=512, dropout=0.1):
+def gpt(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: int = 4, mlp_dim: int = 512, dropout: float = 0.1) -> Any:
     """Causal language model returning next-token logits (batch, seq, vocab).
 
     Args:

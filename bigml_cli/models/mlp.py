@@ -1,12 +1,14 @@
 """MLP: the baseline for images (flattened pixels) and tables."""
 
+from typing import Any
+
 from keras import layers
 
 from bigml_cli.models.base import MODELS, classifier_head, require
 
 
 @MODELS.register
-def mlp(x, num_classes, hidden_units=(512, 512), dropout=0.2, activation="relu", batch_norm=False):
+def mlp(x: Any, num_classes: int, hidden_units: tuple = (512, 512), dropout: float = 0.2, activation: str = "relu", batch_norm: bool = False) -> Any:
     """Multi-layer perceptron: Dense -> [BatchNorm] -> activation -> Dropout, per hidden layer.
 
     Args:

@@ -1,13 +1,15 @@
 """RNN: token embeddings read by (bidirectional, stacked) LSTM or GRU layers, for text classification."""
 
+from typing import Any
+
 from keras import layers
 
 from bigml_cli.models.base import MODELS, classifier_head, require, vocabulary_size
 
 
 @MODELS.register
-def rnn(x, num_classes, embedding_dim=128, units=64, cell="lstm", bidirectional=True, num_layers=1,
-        dropout=0.3):
+def rnn(x: Any, num_classes: int, embedding_dim: int = 128, units: int = 64, cell: str = "lstm", bidirectional: bool = True, num_layers: int = 1,
+        dropout: float = 0.3) -> Any:
     """Recurrent text classifier.
 
     Args:

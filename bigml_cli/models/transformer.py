@@ -1,6 +1,8 @@
 """Transformer encoder for text classification: token + learned position embeddings, pre-norm blocks of
 multi-head self-attention and a feed-forward network, each with a residual connection and dropout."""
 
+from typing import Any
+
 import keras
 from keras import layers, ops
 
@@ -16,17 +18,17 @@ class PositionEmbedding(layers.Layer):
         self.sequence_length, self.dim = sequence_length, dim
         self.positions = layers.Embedding(sequence_length, dim)
 
-    def build(self, input_shape):
+    def build(self, input_shape: list) -> None:
         self.positions.build((self.sequence_length,))
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         return x + self.positions(ops.arange(ops.shape(x)[1]))[None]
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "sequence_length": self.sequence_length, "dim": self.dim}
 
 
-def encoder_block(x, mask, dim, heads, mlp_dim, dropout):
+def encoder_block(x: Any, mask: Any, dim: int, heads: int, mlp_dim: int, dropout: float) -> Any:
     h = layers.LayerNormalization(epsilon=1e-6)(x)
     h = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout)(h, h, attention_mask=mask)
     x = x + layers.Dropout(dropout)(h)  # (batch, seq, dim)
@@ -37,7 +39,7 @@ def encoder_block(x, mask, dim, heads, mlp_dim, dropout):
 
 
 @MODELS.register
-def transformer(x, num_classes, dim=128, heads=4, num_layers=2, mlp_dim=256, dropout=0.1):
+def transformer(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: int = 2, mlp_dim: int = 256, dropout: float = 0.1) -> Any:
     """Transformer encoder classifier; the padded positions are masked out of attention and pooling.
 
     Args:

@@ -6,6 +6,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any, Optional
 
 import keras
 import numpy as np
@@ -36,14 +37,14 @@ class RichProgress(keras.callbacks.Callback):
             TextColumn(loss_label + " {task.fields[loss]:.4f} acc {task.fields[acc]:.2%}"),
             console=console, transient=True)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self.start, self.first_step = time.perf_counter(), None  # first_step: when the first step ended
         if self.console.is_terminal:  # a log file gets the per-epoch lines only
             self.progress.start()
         self.task = self.progress.add_task("train", total=self.steps, epoch=epoch + 1, epochs=self.epochs,
                                            rate=0.0, loss=0.0, acc=0.0)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: Any, logs: Optional[dict] = None) -> None:
         logs = logs or {}
         done, now = batch + 1, time.perf_counter()
         fields = {"loss": float(logs.get("loss", 0.0)), "acc": float(logs.get("accuracy", 0.0))}
@@ -54,13 +55,13 @@ class RichProgress(keras.callbacks.Callback):
         rate = (done - 1) * self.per_step / max(now - self.first_step, 1e-9)
         self.progress.update(self.task, completed=done, rate=rate, **fields)
 
-    def pace(self, seconds):
+    def pace(self, seconds: float) -> float:
         """Seconds a step at this epoch's pace, the first step left out when there were others."""
         if self.steps > 1 and self.first_step is not None:
             return (self.start + seconds - self.first_step) / (self.steps - 1)
         return seconds / self.steps
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if self.console.is_terminal:  # stopping a bar never started writes a blank line into a log file
             self.progress.stop()
         self.progress.remove_task(self.task)
@@ -78,7 +79,7 @@ class RichProgress(keras.callbacks.Callback):
 
 
 
-def duration(seconds):
+def duration(seconds: float) -> str:
     """'45s', '12m 05s' or '2h 03m'."""
     s = int(round(seconds))
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
@@ -95,21 +96,21 @@ class StepTimer(keras.callbacks.Callback):
         self.batch_size, self.per_call, self.warmup = batch_size, steps_per_execution, warmup
         self.durations, self.began = [], None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
         self.began = self.began or time.perf_counter()
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: Any, logs: Optional[dict] = None) -> None:
         self.step_start = time.perf_counter()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: Any, logs: Optional[dict] = None) -> None:
         self.durations.append((time.perf_counter() - self.step_start) / self.per_call)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if logs is not None:
             logs["elapsed_seconds"] = round(time.perf_counter() - self.began, 2)
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
-    def summary(self):
+    def summary(self) -> dict:
         timed = self.durations[self.warmup:] or self.durations
         if not timed:
             return {}
@@ -134,10 +135,10 @@ class Lookahead(keras.callbacks.Callback):
         self.every, self.base, self.power = every, base, power
         self.last = None  # the step of the previous call
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
         self.last = int(self.model.optimizer.iterations.numpy())  # 0, or the step a resumed run starts at
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: Any, logs: Optional[dict] = None) -> None:
         # With steps_per_execution k this runs every k steps: every multiple of `every` passed since the
         # last call counts, n of them pulling as one lerp with decay ** n.
         step = int(self.model.optimizer.iterations.numpy())
@@ -158,7 +159,7 @@ class Lookahead(keras.callbacks.Callback):
         if batch + 1 == (self.params or {}).get("steps"):
             self.on_epoch_end(None)  # the epoch's last step: validation then sees the average, as saved
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if bool(self.started.numpy()):
             for a, w in zip(self.average, self.tracked):
                 w.assign(a)
@@ -184,7 +185,7 @@ class FreezeAfter(keras.callbacks.Callback):
         self.variables, self.step, self.saved = list(variables), step, None
         self.retrace, self.trainable = retrace, None
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: Any, logs: Optional[dict] = None) -> None:
         frozen = int(self.model.optimizer.iterations.numpy()) >= self.step
         if frozen and self.retrace and self.trainable is None:
             self.trainable = [v.trainable for v in self.variables]
@@ -194,11 +195,11 @@ class FreezeAfter(keras.callbacks.Callback):
         # retraced, the step no longer changes them: nothing to put back
         self.saved = [v.numpy() for v in self.variables] if frozen and self.trainable is None else None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: Any, logs: Optional[dict] = None) -> None:
         for v, value in zip(self.variables, self.saved or ()):
             v.assign(value)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: Optional[dict] = None) -> None:
         for v, trainable in zip(self.variables, self.trainable or ()):
             v.trainable = trainable
         self.trainable = None
@@ -233,10 +234,10 @@ class StepCheckpoints(keras.callbacks.Callback):
     def _on_signal(self, signum, frame):
         self.signal = signum  # acted on at the end of the step in flight
 
-    def save(self):
+    def save(self) -> Any:
         return save_state(self.manager, int(self.model.optimizer.iterations.numpy()))
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: Any, logs: Optional[dict] = None) -> None:
         if self.signal is not None:
             self.save()
             self.model.stop_training = True  # at an epoch's last step: the epoch ends as usual, then training
@@ -245,7 +246,7 @@ class StepCheckpoints(keras.callbacks.Callback):
         elif self.every and int(self.model.optimizer.iterations.numpy()) % self.every == 0:
             self.save()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         self.save()
 
 
@@ -257,7 +258,7 @@ class SaveWeights(keras.callbacks.Callback):
         super().__init__()
         self.path = path
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         files.write_staged(self.path, self.model.save_weights)
 
 
@@ -287,7 +288,7 @@ class HistoryLogger(keras.callbacks.Callback):
             if table:
                 self.keys, self.rows = table[0][1:], table[1:]
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         logs = logs or {}
         self.keys = self.keys if self.keys is not None else sorted(logs)
         self.rows.append([epoch, *(logs[k] if k in logs else "NA" for k in self.keys)])
@@ -317,12 +318,12 @@ class BestCheckpoint(keras.callbacks.Callback):
             self.best_epoch, self.epochs = (keys.index(self.best) if keys else None), len(keys)
 
     @property
-    def exhausted(self):
+    def exhausted(self) -> bool:
         """True once `patience` epochs in a row were no better than the best."""
         waited = self.epochs - 1 - self.best_epoch if self.best_epoch is not None else 0
         return bool(self.patience) and waited >= self.patience
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if not logs or logs.get(self.monitor) is None:
             return
         key = _selection_key(logs, self.monitor)

@@ -7,7 +7,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
 import keras
 import tensorflow as tf
@@ -28,8 +28,8 @@ from bigml_cli.train.multiworker import (build_model_on, check_same_config, chec
 from bigml_cli.train.resume import check_same_data, config_hash, open_for_resume, save_state
 
 
-def run(cfg, run_dir=None, data_root=None, overwrite: bool = False, console: Optional[Console] = None,
-        command: Optional[str] = None, extra_callbacks=(), resume: bool = False) -> dict:
+def run(cfg: Any, run_dir: Optional[Union[str, Path]] = None, data_root: Optional[Union[str, Path]] = None, overwrite: bool = False, console: Optional[Console] = None,
+        command: Optional[str] = None, extra_callbacks: tuple = (), resume: bool = False) -> dict:
     """Train `cfg` into a new run directory (or resume the run in `run_dir`); returns the test metrics. The run
     directory is locked to this process until it returns (`bigml list runs` shows it as training)."""
     lock = runs.Lock()
@@ -302,7 +302,7 @@ class Training:
         return metrics
 
 
-def absolute_dataset(cfg) -> None:
+def absolute_dataset(cfg: Any) -> None:
     """Dataset paths are stored absolute so eval/export find them from any working directory."""
     p = Path(cfg.data.name).expanduser()
     if p.exists():

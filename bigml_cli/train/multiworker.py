@@ -8,6 +8,7 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -16,8 +17,8 @@ from bigml_cli.errors import UserError
 from bigml_cli.models import build_model, inference
 
 
-def custom_loop(model, place, ds, task, streams, t, steps, validate, callbacks, signals, start_step=0,
-                save=None):
+def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any, steps: int, validate: bool, callbacks: list, signals: Any, start_step: int = 0,
+                save: Any = None) -> Any:
     """The training loop for MultiWorkerMirroredStrategy, where Keras 3's fit cannot run
     (keras-team/keras#20585): a tf.function step under strategy.run, driving the same callbacks.
 
@@ -73,7 +74,7 @@ def custom_loop(model, place, ds, task, streams, t, steps, validate, callbacks, 
     return None
 
 
-def distributed_step(model, strategy, task, loss_fn, global_values):
+def distributed_step(model: Any, strategy: str, task: Any, loss_fn: Any, global_values: Any) -> Any:
     """One training step on every replica: the loss is summed over the replicas' values and divided by
     `global_values` (the global batch's examples, or tokens), so it is the global batch's mean. Returns
     (loss, correct predictions, stop flags), each summed over the replicas."""
@@ -106,7 +107,7 @@ def _all_sum(place, values, weight):
 
 
 
-def build_model_on(place, model_cfg, ds):
+def build_model_on(place: Any, model_cfg: Any, ds: Any) -> keras.Model:
     """build_model; under MultiWorkerMirroredStrategy every variable's first value comes from the chief, so
     a worker with another model stops here: say so instead of TensorFlow's collective-op errors."""
     try:
@@ -133,7 +134,7 @@ def _alive(pid):
 
 
 
-def scratch_state_dir():
+def scratch_state_dir() -> str:
     """A temporary folder for a non-chief worker's checkpoints, named by its pid; folders of workers that
     are gone (killed with SIGKILL, so their own clean-up never ran) are removed first."""
     for old in Path(tempfile.gettempdir()).glob("bigml-worker-state-*-*"):
@@ -153,13 +154,13 @@ def _differs_from_chief(place, numbers):
 
 
 
-def chief_says(place, flag):
+def chief_says(place: Any, flag: bool) -> bool:
     """The chief's `flag`, on every worker (through an all-reduce: every worker must call it)."""
     return bool(float(tf.function(lambda: _all_sum(place, [float(flag)], 1.0 if place.is_chief else 0.0))()[0]))
 
 
 
-def check_workers_same_data(place, ds, data):
+def check_workers_same_data(place: Any, ds: Any, data: dict) -> None:
     """Every worker must read the same examples: a worker with another copy of the data (a folder with more
     images) would train on other examples and shard a different stream. `data`: fingerprint(ds)."""
     digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -170,7 +171,7 @@ def check_workers_same_data(place, ds, data):
 
 
 
-def check_same_config(place, signature):
+def check_same_config(place: Any, signature: list) -> None:
     """Every worker must train the same steps: one with more epochs would wait forever for the others.
     `signature`: numbers that must agree (parameters, steps per epoch, epochs, batch size, seed, patience)."""
     differs, chiefs = _differs_from_chief(place, signature)
@@ -183,7 +184,7 @@ def check_same_config(place, signature):
 
 
 
-def sync_from_chief(place, variables):
+def sync_from_chief(place: Any, variables: Any) -> None:
     """Every worker takes the chief's values of `variables`: a resumed chief restored them from its run
     directory, and the others have none."""
     @tf.function

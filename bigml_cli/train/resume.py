@@ -2,6 +2,7 @@
 
 import hashlib
 from pathlib import Path
+from typing import Any, Union
 
 import tensorflow as tf
 import yaml
@@ -11,7 +12,7 @@ from bigml_cli.data.base import split_change
 from bigml_cli.errors import UserError
 
 
-def save_state(manager, step):
+def save_state(manager: Any, step: Any) -> str:
     """Writes checkpoint `step` of the training state. TensorFlow writes it under temporary names and
     records it as the latest only once whole, so a full disk leaves the one before as the latest."""
     try:
@@ -26,14 +27,14 @@ def save_state(manager, step):
 
 
 
-def config_hash(text):
+def config_hash(text: str) -> str:
     """sha256 of a config's YAML as dumped again: comments and layout do not count, and a run's config.yaml
     matches its hash after a later bigml added keys (at their defaults, which the file does not hold)."""
     return hashlib.sha256(yaml.safe_dump(yaml.safe_load(text), sort_keys=False).encode()).hexdigest()
 
 
 
-def open_for_resume(run_dir, lock):
+def open_for_resume(run_dir: Union[str, Path], lock: Any) -> tuple:
     """The unfinished run to resume, locked to this process, its config checked against the one it started with."""
     run_ = runs.Run(Path(run_dir))
     if not run_.info_file.exists() or not run_.config_file.exists():
@@ -52,7 +53,7 @@ def open_for_resume(run_dir, lock):
 
 
 
-def check_same_data(run_, cfg, now):
+def check_same_data(run_: Any, cfg: Any, now: Any) -> None:
     """Resuming on data that changed would train on other examples, and could test on ones it trained on.
     `now`: the fingerprint of the data as loaded for this resume."""
     then = run_.info.data
