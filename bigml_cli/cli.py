@@ -132,7 +132,7 @@ def format_number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _config(model, dataset, recipe, target, overrides, strategy=None, precision=None, xla=None):
+def _config(model, dataset, recipe, target, overrides, strategy=None, precision=None, xla=None, text_column=None):
     from bigml_cli import config
 
     overrides = list(overrides or [])
@@ -147,6 +147,8 @@ def _config(model, dataset, recipe, target, overrides, strategy=None, precision=
         overrides.append(f"train.jit_compile={str(xla).lower()}")
     if target:
         overrides.append(f"data.target={json.dumps(target)}")
+    if text_column:
+        overrides.append(f"data.text_column={json.dumps(text_column)}")
     if strategy:
         overrides.append(f"train.strategy={strategy}")
     return config.load(model, dataset, recipe, overrides)
@@ -160,6 +162,7 @@ def train(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name, a folder (images or .txt per class), a .csv (or .tsv) table or a .txt corpus."),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe name or YAML file \\[default: MODEL_DATASET if shipped]."),
     target: Optional[str] = typer.Option(None, "--target", help="CSV datasets: the column to predict."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV datasets: a column of text for text models (rnn, transformer) \\[default: detected]."),
     data_dir: Optional[str] = DataDir,
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run \\[default: runs/MODEL-DATASET[-N]]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
@@ -174,7 +177,7 @@ def train(
     """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
     from bigml_cli import train as training
 
-    if resume and (model or overrides or dataset or recipe or target or strategy or run_dir or precision
+    if resume and (model or overrides or dataset or recipe or target or text_column or strategy or run_dir or precision
                    or xla is not None):
         raise UserError("--resume RUN continues with the run's own config.yaml; give no model, dataset, "
                         "recipe, overrides or --run-dir with it")
@@ -186,7 +189,7 @@ def train(
     if resume:
         metrics = training.run(None, run_dir=resume, data_root=data_dir, console=err, resume=True)
     else:
-        cfg = _config(model, dataset, recipe, target, overrides, strategy, precision, xla)
+        cfg = _config(model, dataset, recipe, target, overrides, strategy, precision, xla, text_column)
         command = "bigml " + " ".join(sys.argv[1:]) if sys.argv and "bigml" in sys.argv[0] else None
         metrics = training.run(cfg, run_dir=run_dir, data_root=data_dir, overwrite=overwrite, console=err,
                                command=command)
@@ -213,9 +216,10 @@ def show_config(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r"),
     target: Optional[str] = typer.Option(None, "--target"),
+    text_column: Optional[str] = typer.Option(None, "--text-column"),
 ) -> None:
     """Print the resolved config (recipe + overrides) as YAML, without training."""
-    cfg = _config(model, dataset, recipe, target, overrides)
+    cfg = _config(model, dataset, recipe, target, overrides, text_column=text_column)
     print(f"# recipe: {cfg.recipe or '(none: defaults)'}\n" + cfg.dump(), end="")
 
 

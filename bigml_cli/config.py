@@ -23,6 +23,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 class DataConfig:
     name: str = ""  # a registered dataset, an image folder, or a .csv file
     target: str = ""  # CSV tables: the column to predict
+    text_column: str = ""  # CSV tables: a column of text that text models read ("": one is detected, if any)
     val_fraction: float = 0.1  # of train, held out for model selection
     test_fraction: float = 0.2  # for datasets that ship no test split
     augment: str = "auto"  # auto (the dataset's choice) | none | crop_flip | crop_altflip | shift

@@ -116,3 +116,57 @@ def test_empty_text_is_refused(cli, text_folder, tmp_path):
     assert cli("train", "rnn", "--dataset", text_folder, "--run-dir", run_dir, "train.epochs=1",
                "data.sequence_length=8", "model.units=8").exit_code == 0
     assert_user_error(cli("predict", run_dir, "   "), "input text is empty")
+
+
+def write_review_csv(path, n, seed, sep=","):
+    """`id,sentence,stars,label` rows, as text datasets are often shared; reviews with commas are quoted."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, delimiter=sep)
+        w.writerow(["id", "sentence", "stars", "label"])
+        for i in range(n):
+            label = ["neg", "pos"][i % 2]
+            w.writerow([i, review(rng, POSITIVE if label == "pos" else NEGATIVE), rng.integers(1, 6), label])
+
+
+def test_a_csv_of_texts_trains_a_text_model_and_its_rows_are_predicted_and_scored(cli, tmp_path):
+    table = tmp_path / "reviews.csv"
+    write_review_csv(table, 160, seed=0)
+    run_dir = tmp_path / "run"
+    result = cli("train", "rnn", "--dataset", table, "--target", "label", "--run-dir", run_dir, "--json",
+                 "train.epochs=12", "train.batch_size=16", "train.learning_rate=0.01", "data.sequence_length=16",
+                 "model.units=16", "model.embedding_dim=16")
+    assert result.exit_code == 0, result.text
+    text = " ".join(result.stderr.split())
+    assert "column 'sentence' reads as text" in text and "left out: id, stars" in text
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] >= 0.8
+    new = tmp_path / "new.tsv"
+    write_review_csv(new, 20, seed=5, sep="\t")
+    result = cli("predict", run_dir, new, "--json")
+    assert result.exit_code == 0, result.text
+    predictions = json.loads(result.stdout)["predictions"]
+    assert [p["input"] for p in predictions[:2]] == [f"{new}:2", f"{new}:3"]
+    right = sum(p["top_k"][0]["label"] == ["neg", "pos"][i % 2] for i, p in enumerate(predictions))
+    assert right >= 16
+    result = cli("eval", run_dir, "--dataset", new, "--json")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["examples"] == 20
+    predictions_csv = (run_dir / f"eval/dataset-new/predictions.csv").read_text()
+    assert f"{new}:2" in predictions_csv
+    result = cli("export", run_dir, "--json")
+    assert result.exit_code == 0, result.text
+
+
+def test_text_csv_mistakes_are_one_line(cli, tmp_path):
+    table = tmp_path / "reviews.csv"
+    write_review_csv(table, 40, seed=0)
+    assert_user_error(cli("train", "rnn", "--dataset", table, "--target", "label", "--text-column", "sentense",
+                          "--run-dir", tmp_path / "r"), "text column 'sentense' is not in", "did you mean 'sentence'")
+    assert_user_error(cli("train", "rnn", "--dataset", table, "--target", "label", "--text-column", "label",
+                          "--run-dir", tmp_path / "r"), "both the target and the text column")
+    two = tmp_path / "two.csv"
+    two.write_text("a,b,label\n" + "".join(f'"the film was good {i}","a plot of many words {i}",x{i % 2}\n'
+                                           for i in range(20)))
+    assert_user_error(cli("train", "rnn", "--dataset", two, "--target", "label", "--run-dir", tmp_path / "r"),
+                      "several columns of text (a, b)", "--text-column")
+    assert not (tmp_path / "r").exists()

@@ -3,7 +3,7 @@
 import csv
 import re
 from pathlib import Path
-from typing import Any, List, NamedTuple, Union
+from typing import Any, List, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -185,7 +185,8 @@ def check_classes(target: Any, class_names: list, rows: list) -> None:
 
 
 def load_csv(path: Union[str, Path], cfg: Any) -> Dataset:
-    """A CSV table with a header row; `data.target` (--target) names the class column."""
+    """A CSV table with a header row; `data.target` (--target) names the class column. A table whose feature is
+    a column of text (`sentence,label`) is a text dataset: `data.text_column` names it, else it is detected."""
     table = read_table(path)
     header, rows = table.header, table.rows
     if not cfg.target:
@@ -204,6 +205,9 @@ def load_csv(path: Union[str, Path], cfg: Any) -> Dataset:
                         "a classifier needs at least two classes")
     check_classes(cfg.target, class_names, len(labels))
     y = np.array([class_names.index(v) for v in labels], np.int64)
+    column, note = text_column(table, cfg, path)
+    if column:
+        return text_table_dataset(path, table, column, note, class_names, y, names, cfg)
     features = [h for i, h in enumerate(header) if i != t]
     if not features:
         raise UserError(f"{path} has no feature columns besides the target '{cfg.target}'")
@@ -227,6 +231,57 @@ def load_csv(path: Union[str, Path], cfg: Any) -> Dataset:
     return Dataset(str(path), "table", class_names, x_tr, y_tr, x_val, y_val, x_test, y_test,
                    augment="none", input_info={"kind": "table", "columns": columns},
                    names=example_names, read_as=[n for n in (renamed, column_types_note(columns, table)) if n])
+
+
+TEXT_WORDS = 4  # a column whose cells average this many words or more reads as text
+
+
+def is_text(values: list) -> bool:
+    """Cells of prose: most of them distinct, averaging TEXT_WORDS words or more."""
+    cells = [v for v in values if not is_missing(v)]
+    if not cells or column_is_numeric(cells):
+        return False
+    words = sum(len(v.split()) for v in cells) / len(cells)
+    return words >= TEXT_WORDS and len(set(cells)) > len(cells) / 2
+
+
+def text_column(table: Table, cfg: Any, path: Union[str, Path]) -> tuple:
+    """(the column of text a text model reads, a note saying it was detected), or ("", None) for a table of
+    numbers and categories. `data.text_column` (--text-column) names it; else a single column of prose is it."""
+    header = table.header
+    if cfg.text_column:
+        if cfg.text_column not in header:
+            raise UserError(f"text column '{cfg.text_column}' is not in {path}{did_you_mean(cfg.text_column, header)};"
+                            f" columns are: {', '.join(header)}")
+        if cfg.text_column == cfg.target:
+            raise UserError(f"'{cfg.text_column}' is both the target and the text column; give the text's column "
+                            "to --text-column and the labels' to --target")
+        return cfg.text_column, None
+    found = [h for i, h in enumerate(header) if h != cfg.target and is_text([r[i] for r in table.rows])]
+    if len(found) > 1:
+        raise UserError(f"{path} has several columns of text ({', '.join(found)}); pick the one to read with "
+                        "--text-column COLUMN")
+    if not found:
+        return "", None
+    return found[0], (f"note: column '{found[0]}' reads as text (a text model's input); --text-column names "
+                      "another")
+
+
+def text_table_dataset(path: Union[str, Path], table: Table, column: str, note: Optional[str], class_names: list,
+                       y: np.ndarray, names: list, cfg: Any) -> Dataset:
+    """The text of one column and the labels of a CSV, as a text dataset; the other columns are left out."""
+    from bigml_cli.data.text import make_text_dataset
+
+    c = table.header.index(column)
+    texts = np.array(["" if is_missing(r[c]) else r[c] for r in table.rows], dtype=object)
+    x_train, y_train, x_test, y_test = split(texts, y, cfg.test_fraction, seed=0)
+    ds = make_text_dataset(str(path), class_names, x_train, y_train, x_test, y_test, cfg)
+    ds.input_info["column"] = column  # predict and eval read this column of a CSV
+    ds.names = names_by_split(names, cfg)
+    others = [h for h in table.header if h not in (column, cfg.target)]
+    ds.read_as = [n for n in (note, others and f"note: text models read one column; left out: {', '.join(others)}")
+                  if n]
+    return ds
 
 
 def column_types_note(columns: list, table: Table) -> str:

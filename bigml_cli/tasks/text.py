@@ -1,7 +1,7 @@
 """Text classification: raw strings in (the model tokenizes them itself), class probabilities out."""
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import keras
 import numpy as np
@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import layers
 
 from bigml_cli.data.base import sub_folders
+from bigml_cli.data.table import SUFFIXES as TABLE_SUFFIXES
 from bigml_cli.data.text import STANDARDIZE, read_texts
 from bigml_cli.errors import UserError
 from bigml_cli.tasks.base import Classifier, register
@@ -36,19 +37,32 @@ class TextClassification(Classifier):
             return path
         return write
 
+    def labelled(self, path: Path, run: Any) -> tuple:
+        """A labelled folder, or, for a run trained on a CSV's text column, a CSV with that column and the
+        target's (rows named FILE:LINE)."""
+        if path.is_file() and path.name.lower().endswith(TABLE_SUFFIXES):
+            return csv_texts(path, run.info.input, run.config.data.target)
+        return super().labelled(path, run)
+
     def read_labelled_folder(self, folder: Path, info: dict) -> tuple:
         names, inputs = sub_folders(folder), []
         x, idx = read_texts(folder, names, inputs)
         return x, [names[i] for i in idx], inputs, []
 
     def read_inputs(self, files: list, info: dict, from_files: bool) -> tuple:
-        """The arguments themselves, or the contents of .txt files (every argument with --file)."""
+        """The arguments themselves, the contents of .txt files (every argument with --file), or, for a run
+        trained on a CSV's text column, the rows of CSV files (named FILE:LINE)."""
         from bigml_cli.predict import expand_folders
 
-        files, _ = expand_folders(files, self.input_suffixes)
-        names = [f if from_files or is_text_file(f) else (f[:40] + "..." if len(f) > 40 else f) for f in files]
-        texts = []
+        files, _ = expand_folders(files, self.input_suffixes + (TABLE_SUFFIXES if "column" in info else ()))
+        names, texts = [], []
         for item in files:
+            if "column" in info and item.lower().endswith(TABLE_SUFFIXES) and Path(item).is_file():
+                rows, _, lines, _ = csv_texts(Path(item), info, None)  # a CSV like the one the run trained on
+                names += lines
+                texts += list(rows)
+                continue
+            names.append(item if from_files or is_text_file(item) else (item[:40] + "..." if len(item) > 40 else item))
             if from_files or is_text_file(item):
                 if not Path(item).is_file():
                     raise UserError(f"text file {item} does not exist")
@@ -67,6 +81,26 @@ class TextClassification(Classifier):
         words = np.array(info["vocab"] + ["unseen"])
         return np.array([" ".join(rng.choice(words, rng.integers(1, 2 * info["sequence_length"])))
                          for _ in range(n)], dtype=object).astype(str)
+
+
+def csv_texts(path: Path, info: dict, target: Optional[str]) -> tuple:
+    """(texts, labels, FILE:LINE of each row, notes) of a CSV holding the text column a run was trained on,
+    and its `target` column when given (rows without a label are left out then; labels are [] without one)."""
+    from bigml_cli.data.table import is_missing, read_table
+
+    table = read_table(path)
+    column = info["column"]
+    for needed in (column, target):
+        if needed and needed not in table.header:
+            raise UserError(f"{path} has no column '{needed}', which this run reads; its columns are: "
+                            f"{', '.join(table.header)}")
+    c = table.header.index(column)
+    if target:
+        t = table.header.index(target)
+        table = table.select([i for i, r in enumerate(table.rows) if not is_missing(r[t])])
+    texts = np.array(["" if is_missing(r[c]) else r[c] for r in table.rows], dtype=object)
+    labels = [r[table.header.index(target)].strip() for r in table.rows] if target else []
+    return texts, labels, [f"{path}:{line}" for line in table.lines], []
 
 
 def is_text_file(item: str) -> bool:
