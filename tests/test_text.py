@@ -151,7 +151,7 @@ def test_a_csv_of_texts_trains_a_text_model_and_its_rows_are_predicted_and_score
     result = cli("eval", run_dir, "--dataset", new, "--json")
     assert result.exit_code == 0, result.text
     assert json.loads(result.stdout)["examples"] == 20
-    predictions_csv = (run_dir / f"eval/dataset-new/predictions.csv").read_text()
+    predictions_csv = (run_dir / "eval/dataset-new/predictions.csv").read_text()
     assert f"{new}:2" in predictions_csv
     result = cli("export", run_dir, "--json")
     assert result.exit_code == 0, result.text
