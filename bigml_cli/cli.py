@@ -132,7 +132,8 @@ def format_number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _config(model, dataset, recipe, target, overrides, strategy=None, precision=None, xla=None, text_column=None):
+def _config(model, dataset, recipe, target, overrides, strategy=None, precision=None, xla=None, text_column=None,
+            init=None):
     from bigml_cli import config
 
     overrides = list(overrides or [])
@@ -149,6 +150,8 @@ def _config(model, dataset, recipe, target, overrides, strategy=None, precision=
         overrides.append(f"data.target={json.dumps(target)}")
     if text_column:
         overrides.append(f"data.text_column={json.dumps(text_column)}")
+    if init:
+        overrides.append(f"train.init={json.dumps(init)}")
     if strategy:
         overrides.append(f"train.strategy={strategy}")
     return config.load(model, dataset, recipe, overrides)
@@ -167,6 +170,7 @@ def train(
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Where to write the run \\[default: runs/MODEL-DATASET[-N]]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --run-dir."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="auto, cpu, gpu, mirrored, tpu or multi-worker \\[default: the recipe's train.strategy]."),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from an earlier run's weights wherever the layers match (and, for texts, its vocabulary); a new head is built for new classes."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the unfinished run in this directory from its last checkpoint (several workers: on the chief, with the same --workers; the others run their own command again)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="float32, mixed_float16, mixed_bfloat16, or auto (mixed_bfloat16 on a CPU with BF16 instructions, else float32) \\[default: the recipe's]."),
     xla: Optional[bool] = typer.Option(None, "--xla/--no-xla", help="Compile steps with XLA \\[default: the recipe's train.jit_compile]."),
@@ -177,7 +181,7 @@ def train(
     """Train a model; writes a run directory with the model, checkpoints, history and test metrics."""
     from bigml_cli import train as training
 
-    if resume and (model or overrides or dataset or recipe or target or text_column or strategy or run_dir or precision
+    if resume and (model or overrides or dataset or recipe or target or text_column or init or strategy or run_dir or precision
                    or xla is not None):
         raise UserError("--resume RUN continues with the run's own config.yaml; give no model, dataset, "
                         "recipe, overrides or --run-dir with it")
@@ -189,7 +193,7 @@ def train(
     if resume:
         metrics = training.run(None, run_dir=resume, data_root=data_dir, console=err, resume=True)
     else:
-        cfg = _config(model, dataset, recipe, target, overrides, strategy, precision, xla, text_column)
+        cfg = _config(model, dataset, recipe, target, overrides, strategy, precision, xla, text_column, init)
         command = "bigml " + " ".join(sys.argv[1:]) if sys.argv and "bigml" in sys.argv[0] else None
         metrics = training.run(cfg, run_dir=run_dir, data_root=data_dir, overwrite=overwrite, console=err,
                                command=command)

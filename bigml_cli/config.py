@@ -76,6 +76,7 @@ class TrainConfig:
     # (accuracy, then loss), keeping the best epoch's weights; 0: train every epoch
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at epoch ends and on SIGTERM)
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
+    init: str = ""  # an earlier run to start from: its weights wherever the layers match (--init)
 
 
 CHOICES = {

@@ -81,6 +81,7 @@ class Corpus:
     val_starts: np.ndarray
     input_info: dict
     kind: str = "lm"
+    text: str = ""  # the corpus itself: another vocabulary (--init) encodes it again
     augment: str = "none"
     notes: list = field(default_factory=list)
     names: dict = field(default_factory=dict)

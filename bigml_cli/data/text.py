@@ -128,7 +128,7 @@ def lm_eval_starts(tokens: Any, length: int) -> np.ndarray:
     return np.arange(0, tokens - length, length, dtype=np.int64)
 
 
-def make_lm_dataset(name: str, text: str, cfg: Any) -> Corpus:
+def make_lm_dataset(name: str, text: str, cfg: Any, vocab: Optional[list] = None) -> Corpus:
     """Token ids of a corpus: the first 90% (by default) trains, the rest validates.
 
     Windows of `sequence_length + 1` tokens start at every training position, and at non-overlapping places
@@ -139,7 +139,9 @@ def make_lm_dataset(name: str, text: str, cfg: Any) -> Corpus:
                         "the corpus); set it above 0 (e.g. 0.1)")
     cut = int(len(text) * (1 - cfg.val_fraction))
     train_text, val_text = text[:cut], text[cut:]
-    if cfg.tokens == "characters":
+    if vocab is not None:  # an earlier run's (--init), so that its token ids mean the same here
+        vocab = list(vocab)
+    elif cfg.tokens == "characters":
         vocab = sorted(set(train_text))
     else:
         words = train_text.split()
@@ -153,7 +155,7 @@ def make_lm_dataset(name: str, text: str, cfg: Any) -> Corpus:
     train_starts = np.arange(len(train_ids) - block, dtype=np.int64)
     val_starts = lm_eval_starts(len(val_ids), block)
     info = {"kind": "lm", "vocab": vocab, "sequence_length": block, "tokens": cfg.tokens}
-    return Corpus(name, vocab, train_ids, train_starts, val_ids, val_starts, input_info=info)
+    return Corpus(name, vocab, train_ids, train_starts, val_ids, val_starts, input_info=info, text=text)
 
 
 def tiny_tinyshakespeare(root: Path) -> None:

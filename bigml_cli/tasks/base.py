@@ -96,6 +96,11 @@ class Task:
         """Further checks of a reloaded export (none by default)."""
         return {}
 
+    def adopt_vocabulary(self, ds: Any, info: dict, cfg: Any) -> Any:
+        """The dataset read as the run `--init` starts from reads its data (input spec `info`): the same
+        vocabulary for texts, so the tokens mean the same; nothing changes for images and tables."""
+        return ds
+
     def sample_writer(self, ds: Any) -> Callable:
         """A function (input, path without suffix) -> file written, for `bigml samples`."""
         raise UserError(f"dataset {ds.name} is {self.kind} data; samples are written for image and text datasets")

@@ -119,6 +119,15 @@ class LanguageModel(Task):
         save_lm_report(report, run.eval_dir(name))
         return report
 
+    def adopt_vocabulary(self, ds: Any, info: dict, cfg: Any) -> Any:
+        """The corpus encoded again in the earlier run's vocabulary (characters it lacks are skipped, words
+        read as <unk>)."""
+        from bigml_cli.data.text import make_lm_dataset
+        from bigml_cli.tasks.text import check_tokens
+
+        check_tokens(info, cfg)
+        return make_lm_dataset(ds.name, ds.text, cfg.data, vocab=info["vocab"])
+
     def sample_writer(self, ds: Any) -> Callable:
         raise UserError(f"dataset {ds.name} is a text corpus: `bigml generate` continues a prompt; samples are "
                         "written for image and text datasets")

@@ -30,6 +30,11 @@ class TextClassification(Classifier):
             split="whitespace" if info["tokens"] == "words" else "character", name="tokenize")(inputs)
         return inputs, ids  # (batch, sequence_length) int token ids; 0 pads, 1 is out-of-vocabulary
 
+    def adopt_vocabulary(self, ds: Any, info: dict, cfg: Any) -> Any:
+        check_tokens(info, cfg)
+        ds.input_info = {**ds.input_info, "vocab": list(info["vocab"])}  # words it lacks read as unknown
+        return ds
+
     def sample_writer(self, ds: Any) -> Callable:
         def write(x: str, stem: Path) -> Path:
             path = stem.with_suffix(".txt")
@@ -101,6 +106,13 @@ def csv_texts(path: Path, info: dict, target: Optional[str]) -> tuple:
     texts = np.array(["" if is_missing(r[c]) else r[c] for r in table.rows], dtype=object)
     labels = [r[table.header.index(target)].strip() for r in table.rows] if target else []
     return texts, labels, [f"{path}:{line}" for line in table.lines], []
+
+
+def check_tokens(info: dict, cfg: Any) -> None:
+    """An earlier run's vocabulary serves only data split into the same tokens."""
+    if info["tokens"] != cfg.data.tokens:
+        raise UserError(f"--init starts from a model of {info['tokens']}, and this run reads {cfg.data.tokens}; "
+                        f"set data.tokens={info['tokens']}")
 
 
 def is_text_file(item: str) -> bool:

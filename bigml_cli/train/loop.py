@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 import keras
 import tensorflow as tf
 from rich.console import Console
+from rich.table import Table
 
 from bigml_cli import distribute, files, runs
 from bigml_cli.data import load_dataset
@@ -20,6 +21,7 @@ from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import plot_history
 from bigml_cli.models import in_float32, whitening_biases
 from bigml_cli.optim import make_optimizer
+from bigml_cli.pretrained import check_loaded, load_matching, source_run
 from bigml_cli.tasks import task_for
 from bigml_cli.train.callbacks import (BestCheckpoint, FreezeAfter, HistoryLogger, Lookahead, RichProgress,
                                        SaveWeights, StepCheckpoints, StepTimer)
@@ -91,6 +93,10 @@ class Training:
         cfg, t = self.cfg, self.cfg.train
         self.ds = ds = load_dataset(cfg.data, self.data_root)
         self.task = task_for(ds)
+        self.source = None  # the run --init starts from (a resumed run has its own weights)
+        if t.init and not self.resume:
+            self.source = source_run(t.init, ds.kind)
+            self.ds = ds = self.task.adopt_vocabulary(ds, self.source.info.input, cfg)
         if t.patience and not ds.has_validation:
             raise UserError(f"train.patience={t.patience} stops training when the validation score stops improving, "
                             "but this run holds out no validation split (data.val_fraction is 0); set "
@@ -108,6 +114,7 @@ class Training:
         with place.strategy.scope():
             self.model = model = build_model_on(place, self.cfg.model, self.ds)
             task.prepare_model(model, self.ds)
+            self.init_rows = self.source and place.is_chief and self.load_init()  # workers take the chief's
             steps = t.steps_per_epoch or streams.steps  # no throw-away pipeline (it would copy the data)
             if self.resume:  # the steps its schedule was built with
                 steps = self.run_.info.steps_per_epoch or task.legacy_steps(self.ds, t, steps)
@@ -124,6 +131,15 @@ class Training:
             model.optimizer.build(model.trainable_variables)  # its variables must exist to be restored
             if place.replicas > 1 and not place.multi_worker:
                 distribute.build_from_one_replica(model)
+
+    def load_init(self) -> list:
+        """The --init run's weights wherever its layers match the new model's; one row per layer."""
+        from bigml_cli.evaluate import load_model
+
+        source = load_model(self.source)
+        rows = load_matching(self.model, source, self.source.info.class_names == self.ds.class_names)
+        check_loaded(rows, self.cfg.train.init)
+        return rows
 
     def check_workers(self) -> None:
         """Every worker must train the same model on the same data; and settings that are user errors are
@@ -193,6 +209,8 @@ class Training:
         smoothing = t.label_smoothing and (
             f"note: the training and validation losses include label smoothing {t.label_smoothing} "
             "(train.label_smoothing) and read higher than the test loss, which does not")
+        if self.init_rows:
+            self.console.print(init_table(self.init_rows, self.cfg.train.init))
         for note in (*ds.notes, *ds.read_as, distribute.slow_precision_note(self.precision, place),
                      *self.task.notes(ds, cfg, self.steps), smoothing):
             if note:
@@ -302,8 +320,23 @@ class Training:
         return metrics
 
 
+def init_table(rows: list, source: str) -> Table:
+    """What --init loaded, what is new and what was skipped, a row per layer with weights."""
+    loaded = sum(n for _, n, status, _ in rows if status == "loaded")
+    total = sum(n for _, n, _, _ in rows)
+    table = Table(title=f"--init {source}: {loaded:,} of {total:,} parameters loaded")
+    for column in ("layer", "parameters", "weights", "from"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    for name, count, status, detail in rows:
+        table.add_row(name, f"{count:,}", status, detail)
+    return table
+
+
 def absolute_dataset(cfg: Any) -> None:
-    """Dataset paths are stored absolute so eval/export find them from any working directory."""
+    """Dataset and --init paths are stored absolute so eval/export (and a recipe taken from the run) find them
+    from any working directory."""
     p = Path(cfg.data.name).expanduser()
     if p.exists():
         cfg.data.name = str(p.resolve())
+    if cfg.train.init and Path(cfg.train.init).expanduser().exists():
+        cfg.train.init = str(Path(cfg.train.init).expanduser().resolve())

@@ -1,0 +1,81 @@
+"""`bigml train --init RUN`: start from an earlier run's weights wherever the layers match.
+
+Layers are matched by name, an automatic name's counter left out (`lstm_3` is the first LSTM of its model
+whatever models the process built before) and counted by order among layers of that name, then by the shapes
+of all their weights. The new data's own preprocessing (normalization statistics) is kept, and the head
+(`logits`) is loaded only when the classes are the same ones, so a new task gets a fresh head.
+"""
+
+import re
+from typing import Any
+
+import keras
+import numpy as np
+
+from bigml_cli.errors import UserError
+
+KEEP_OWN = (keras.layers.Normalization,)  # statistics of the new run's own data
+HEAD = "logits"
+
+
+def flat_layers(model: keras.Model) -> list:
+    """The layers with weights, nested models (a test-time-augmentation wrapper's inner net) opened up."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out += flat_layers(layer)
+        elif layer.weights:
+            out.append(layer)
+    return out
+
+
+def keys(layers: list) -> list:
+    """(name without its counter, its place among layers of that name) for each layer."""
+    seen: dict = {}
+    out = []
+    for layer in layers:
+        base = re.sub(r"_\d+$", "", layer.name)
+        out.append((base, seen.get(base, 0)))
+        seen[base] = seen.get(base, 0) + 1
+    return out
+
+
+def load_matching(model: keras.Model, source: keras.Model, same_classes: bool) -> list:
+    """Copy `source`'s weights into `model` layer by layer; returns one row per layer of `model` that has
+    weights: (layer, parameters, "loaded" | "new" | "skipped", why)."""
+    theirs = dict(zip(keys(flat_layers(source)), flat_layers(source)))
+    rows = []
+    for key, layer in zip(keys(flat_layers(model)), flat_layers(model)):
+        count = int(sum(np.prod(w.shape) for w in layer.weights))
+        match = theirs.get(key)
+        if isinstance(layer, KEEP_OWN):
+            rows.append((layer.name, count, "new", "preprocessing: this run's own data"))
+        elif key[0] == HEAD and not same_classes:
+            rows.append((layer.name, count, "new", "the head: other classes"))
+        elif match is None:
+            rows.append((layer.name, count, "new", "not in the source"))
+        elif [w.shape for w in match.get_weights()] != [tuple(w.shape) for w in layer.weights]:
+            theirs_shapes = [w.shape for w in match.get_weights()]
+            rows.append((layer.name, count, "skipped", f"shapes {theirs_shapes} there"))
+        else:
+            layer.set_weights(match.get_weights())
+            rows.append((layer.name, count, "loaded", match.name))
+    return rows
+
+
+def source_run(path: str, kind: str) -> Any:
+    """The finished run `--init` names, refused when its data is of another kind than this run's."""
+    from bigml_cli import runs
+
+    run = runs.open_run(path)
+    theirs = run.info.input["kind"]
+    if theirs != kind:
+        raise UserError(f"--init {path} is a model of {theirs} data, and this run's data is {kind}; start from a "
+                        f"run trained on {kind} data")
+    return run
+
+
+def check_loaded(rows: list, path: str) -> None:
+    if not any(status == "loaded" for _, _, status, _ in rows):
+        raise UserError(f"--init {path} shares no layer with the new model (no layer of the same name and shapes); "
+                        "start from a run of the same model family and sizes")

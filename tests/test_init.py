@@ -1,0 +1,83 @@
+"""`bigml train --init RUN`: an earlier run's weights where the layers match, its vocabulary, a new head."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import assert_user_error
+from test_lm import TINY_GPT
+from test_text import FILLER, write_reviews
+
+SMALL_RNN = ["train.batch_size=16", "train.learning_rate=0.01", "data.sequence_length=16", "model.units=16",
+             "model.embedding_dim=16"]
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A small rnn trained on positive and negative reviews."""
+    from typer.testing import CliRunner
+
+    from bigml_cli.cli import app
+
+    root = tmp_path_factory.mktemp("init")
+    write_reviews(root / "reviews", 60, seed=0)
+    result = CliRunner().invoke(app, ["train", "rnn", "--dataset", str(root / "reviews"), "--run-dir",
+                                      str(root / "source"), "train.epochs=12", *SMALL_RNN, "--json"])
+    assert result.exit_code == 0, result.output
+    return root / "source"
+
+
+def test_init_loads_the_backbone_keeps_the_vocabulary_and_builds_a_new_head(cli, source_run, tmp_path):
+    data = tmp_path / "three"
+    write_reviews(data, 20, seed=3)  # neg and pos again, and a third class of plain filler
+    (data / "meh").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        (data / "meh" / f"{i}.txt").write_text(" ".join(rng.choice(FILLER, size=8)))
+    run_dir = tmp_path / "new"
+    result = cli("train", "rnn", "--dataset", data, "--init", source_run, "--run-dir", run_dir, "train.epochs=1",
+                 *SMALL_RNN, "--json")
+    assert result.exit_code == 0, result.text
+    text = " ".join(result.stderr.split())
+    assert f"--init {source_run}:" in text and "parameters loaded" in text
+    assert "loaded" in text and "the head: other classes" in text
+    source_info = json.loads((source_run / "run.json").read_text())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["input"]["vocab"] == source_info["input"]["vocab"]  # the tokens mean what they meant there
+    assert info["class_names"] == ["meh", "neg", "pos"]
+    import yaml
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["init"] == str(source_run.resolve())
+
+
+def test_a_language_model_continues_pretraining_in_its_own_vocabulary(cli, tmp_path):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("to be or not to be, that is the question.\n" * 60)
+    second.write_text("whether tis nobler in the mind to suffer.\n" * 60)
+    assert cli("train", "gpt", "--dataset", first, "--run-dir", tmp_path / "lm", *TINY_GPT).exit_code == 0
+    result = cli("train", "gpt", "--dataset", second, "--init", tmp_path / "lm", "--run-dir", tmp_path / "more",
+                 *TINY_GPT, "--json")
+    assert result.exit_code == 0, result.text
+    vocab = json.loads((tmp_path / "lm" / "run.json").read_text())["input"]["vocab"]
+    assert json.loads((tmp_path / "more" / "run.json").read_text())["input"]["vocab"] == vocab
+    import re
+    loaded, total = re.search(r"([\d,]+) of ([\d,]+) parameters loaded", result.stderr).groups()
+    assert loaded == total  # the same model on the same vocabulary: every layer, the next-token head too
+
+
+def test_init_mistakes_are_one_line_and_write_nothing(cli, source_run, tmp_path):
+    data = tmp_path / "reviews"
+    write_reviews(data, 10, seed=4)
+    new = tmp_path / "new"
+    assert_user_error(cli("train", "rnn", "--dataset", data, "--init", tmp_path / "nowhere", "--run-dir", new),
+                      "nowhere does not exist")
+    assert_user_error(cli("train", "rnn", "--dataset", data, "--init", source_run, "--run-dir", new,
+                          "model.units=8", "model.embedding_dim=8"), "shares no layer with the new model")
+    digits = tmp_path / "digits"
+    assert cli("train", "mlp", "--dataset", "digits", "--run-dir", digits, "train.epochs=1",
+               "model.hidden_units=[8]").exit_code == 0
+    assert_user_error(cli("train", "rnn", "--dataset", data, "--init", digits, "--run-dir", new),
+                      "is a model of image data, and this run's data is text")
+    assert_user_error(cli("train", "rnn", "--dataset", data, "--init", source_run, "--run-dir", new,
+                          "data.tokens=characters"), "set data.tokens=words")
+    assert not new.exists()
