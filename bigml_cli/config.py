@@ -77,6 +77,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at epoch ends and on SIGTERM)
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
     init: str = ""  # an earlier run to start from: its weights wherever the layers match (--init)
+    lora_rank: int = 0  # LoRA: the rank of the update each Dense, Embedding and convolution learns beside its
+    # frozen kernel, the head alone training fully; 0: every weight trains
 
 
 CHOICES = {
@@ -90,7 +92,7 @@ CHOICES = {
 }
 POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",
             "train.steps_per_execution", "train.lookahead_every", "train.muon_learning_rate")
-NON_NEGATIVE = ("data.crop_padding", "data.cutout", "train.steps_per_epoch", "train.weight_decay",
+NON_NEGATIVE = ("data.crop_padding", "data.cutout", "train.lora_rank", "train.steps_per_epoch", "train.weight_decay",
                 "train.warmup_epochs", "train.lr_start", "train.lr_end", "train.bias_lr_scale",
                 "train.lookahead_start_epoch", "train.whiten_bias_epochs", "train.patience",
                 "train.checkpoint_every")

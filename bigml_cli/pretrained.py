@@ -79,3 +79,49 @@ def check_loaded(rows: list, path: str) -> None:
     if not any(status == "loaded" for _, _, status, _ in rows):
         raise UserError(f"--init {path} shares no layer with the new model (no layer of the same name and shapes); "
                         "start from a run of the same model family and sizes")
+
+
+def enable_lora(model: keras.Model, rank: int) -> tuple:
+    """LoRA (train.lora_rank): every Dense, EinsumDense, Embedding and convolution but the head learns a rank
+    `rank` update beside its frozen kernel; every other weight is frozen but the head's. Returns (weights
+    that train, all weights), counted in parameters."""
+    layers = flat_layers(model)
+    adapted = [layer for layer in layers if hasattr(layer, "enable_lora") and layer.name != HEAD]
+    if not adapted:
+        raise UserError(f"train.lora_rank={rank} adapts Dense, Embedding and convolution layers, and this model has "
+                        "none besides its head; set train.lora_rank=0")
+    for layer in layers:
+        if layer in adapted:
+            layer.enable_lora(rank)
+            for weight in layer.trainable_weights:
+                if "lora" not in weight.path:
+                    weight.trainable = False  # the bias too: only the low-rank update learns
+        elif layer.name != HEAD:
+            layer.trainable = False
+    count = lambda weights: int(sum(np.prod(w.shape) for w in weights))  # noqa: E731
+    return count(model.trainable_weights), count(model.weights)
+
+
+def merge_lora(model: keras.Model) -> keras.Model:
+    """The same model without LoRA: each adapted layer's kernel with its low-rank update added (Keras' own
+    save_own_variables merges them), so a saved model and every export load with nothing extra."""
+    if not any(getattr(layer, "lora_enabled", False) for layer in flat_layers(model)):
+        return model
+    plain = type(model).from_config(without_lora(model.get_config()))
+    for theirs, mine in zip(flat_layers(model), flat_layers(plain)):
+        if getattr(theirs, "lora_enabled", False):
+            store: dict = {}
+            theirs.save_own_variables(store)
+            mine.load_own_variables(store)
+        else:  # wrappers (Bidirectional) and blocks keep their weights in sub-layers: copy all of them
+            mine.set_weights(theirs.get_weights())
+    return plain
+
+
+def without_lora(config: Any) -> Any:
+    """A model config with every layer's lora_rank and lora_alpha left out."""
+    if isinstance(config, dict):
+        return {k: without_lora(v) for k, v in config.items() if k not in ("lora_rank", "lora_alpha")}
+    if isinstance(config, list):
+        return [without_lora(v) for v in config]
+    return config

@@ -81,3 +81,47 @@ def test_init_mistakes_are_one_line_and_write_nothing(cli, source_run, tmp_path)
     assert_user_error(cli("train", "rnn", "--dataset", data, "--init", source_run, "--run-dir", new,
                           "data.tokens=characters"), "set data.tokens=words")
     assert not new.exists()
+
+
+def test_lora_trains_a_few_percent_and_saves_merged_weights(cli, source_run, tmp_path):
+    import zipfile
+
+    data = tmp_path / "reviews"
+    write_reviews(data, 30, seed=6)
+    run_dir = tmp_path / "lora"
+    result = cli("train", "rnn", "--dataset", data, "--init", source_run, "--run-dir", run_dir, "train.epochs=2",
+                 "train.lora_rank=2", *SMALL_RNN, "--json")
+    assert result.exit_code == 0, result.text
+    import re
+    trained, total = (int(n.replace(",", "")) for n in re.search(
+        r"LoRA rank 2: ([\d,]+) of ([\d,]+) parameters train", " ".join(result.stderr.split())).groups())
+    assert 0 < trained < 0.2 * total  # the low-rank updates and the head; a tiny model, so more than 5%
+    with zipfile.ZipFile(run_dir / "model.keras") as saved:
+        assert "lora" not in saved.read("config.json").decode()  # merged: nothing extra to load
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] >= 0.8  # the source already knew
+    result = cli("predict", run_dir, "a wonderful excellent film, loved it", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["predictions"][0]["top_k"][0]["label"] == "pos"
+    assert cli("export", run_dir, "--json").exit_code == 0
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--run-dir", tmp_path / "m", "train.lora_rank=4",
+                          "model.hidden_units=[]"), "train.lora_rank=4 adapts Dense")
+
+
+def test_merging_lora_gives_the_same_outputs():
+    """The merged model (what a LoRA run saves) computes what the model with its low-rank updates computed."""
+    import keras
+
+    from bigml_cli.pretrained import enable_lora, merge_lora
+
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="relu")(inputs)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+    trained, total = enable_lora(model, 2)
+    assert trained == (6 * 2 + 2 * 8) + (8 * 2 + 2 * 8) + (8 * 3 + 3) and total > trained  # A and B, and the head
+    for w in model.weights:  # updates that are not zero, as after training
+        if "lora" in w.path:
+            w.assign(np.random.default_rng(0).normal(size=w.shape).astype("float32"))
+    x = np.random.default_rng(1).normal(size=(5, 6)).astype("float32")
+    merged = merge_lora(model)
+    assert not any(getattr(layer, "lora_enabled", False) for layer in merged.layers)
+    np.testing.assert_allclose(merged(x), model(x), atol=1e-5)

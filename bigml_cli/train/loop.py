@@ -21,7 +21,7 @@ from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import plot_history
 from bigml_cli.models import in_float32, whitening_biases
 from bigml_cli.optim import make_optimizer
-from bigml_cli.pretrained import check_loaded, load_matching, source_run
+from bigml_cli.pretrained import check_loaded, enable_lora, load_matching, merge_lora, source_run
 from bigml_cli.tasks import task_for
 from bigml_cli.train.callbacks import (BestCheckpoint, FreezeAfter, HistoryLogger, Lookahead, RichProgress,
                                        SaveWeights, StepCheckpoints, StepTimer)
@@ -115,6 +115,7 @@ class Training:
             self.model = model = build_model_on(place, self.cfg.model, self.ds)
             task.prepare_model(model, self.ds)
             self.init_rows = self.source and place.is_chief and self.load_init()  # workers take the chief's
+            self.lora = t.lora_rank and enable_lora(model, t.lora_rank)  # before the optimizer sees the weights
             steps = t.steps_per_epoch or streams.steps  # no throw-away pipeline (it would copy the data)
             if self.resume:  # the steps its schedule was built with
                 steps = self.run_.info.steps_per_epoch or task.legacy_steps(self.ds, t, steps)
@@ -211,6 +212,10 @@ class Training:
             "(train.label_smoothing) and read higher than the test loss, which does not")
         if self.init_rows:
             self.console.print(init_table(self.init_rows, self.cfg.train.init))
+        if self.lora:
+            trained, total = self.lora
+            self.console.print(f"LoRA rank {t.lora_rank}: {trained:,} of {total:,} parameters train "
+                               f"({trained / total:.2%}); the saved model holds the merged weights", highlight=False)
         for note in (*ds.notes, *ds.read_as, distribute.slow_precision_note(self.precision, place),
                      *self.task.notes(ds, cfg, self.steps), smoothing):
             if note:
@@ -296,7 +301,7 @@ class Training:
                                f"{best.best_epoch + 1}'s weights", highlight=False)
         self.model.load_weights(run_.best_weights if self.has_val else run_.last_weights)
         with distribute.precision_policy("float32"):
-            self.model = self.task.serving_model(in_float32(self.model), t)
+            self.model = self.task.serving_model(in_float32(merge_lora(self.model)), t)
             files.write_staged(run_.model_file, self.model.save)  # never a half-written model.keras
 
     def test(self) -> dict:
