@@ -200,6 +200,27 @@ def test_time_left_leaves_out_the_compiling_first_step(monkeypatch):
     assert progress.progress.tasks[0].fields["rate"] == 32.0  # examples a second after the first step
 
 
+def test_progress_with_several_steps_per_call(monkeypatch, cli, tmp_path):
+    """With train.steps_per_execution=k Keras calls back every k steps, first at batch k - 1: the bar took the
+    first call for a later one and stopped the run with a TypeError (the tutorial CNN recipes use 16)."""
+    from rich.console import Console
+
+    from bigml_cli.train import callbacks
+
+    clock = iter([0.0, 10.0, 14.0, 18.0])  # a first call of 4 steps (compiling) in 10 s, then 4 steps a 4 s
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: next(clock))
+    progress = callbacks.RichProgress(epochs=1, steps=12, per_step=8, console=Console(file=open("/dev/null", "w")))
+    progress.on_epoch_begin(0)
+    for batch in (3, 7, 11):
+        progress.on_train_batch_end(batch, {"loss": 1.0})
+    assert progress.pace(18.0) == 1.0  # 8 steps in the 8 s after the first call
+    assert progress.progress.tasks[0].fields["rate"] == 8.0 * 8 / 8.0
+    monkeypatch.undo()
+    result = cli("train", "mlp", "--dataset", "digits", "--run-dir", tmp_path / "r", "train.epochs=1",
+                 "train.steps_per_execution=4", "model.hidden_units=[8]")
+    assert result.exit_code == 0, result.text
+
+
 def test_class_names_the_font_lacks_draw_without_warnings(tmp_path):
     import warnings
 

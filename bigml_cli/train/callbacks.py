@@ -38,7 +38,9 @@ class RichProgress(keras.callbacks.Callback):
             console=console, transient=True)
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self.start, self.first_step = time.perf_counter(), None  # first_step: when the first step ended
+        # first_step: when the epoch's first call ended; first_done: the steps done by then (with
+        # steps_per_execution k, Keras calls back every k steps, first at batch k - 1)
+        self.start, self.first_step, self.first_done = time.perf_counter(), None, 0
         if self.console.is_terminal:  # a log file gets the per-epoch lines only
             self.progress.start()
         self.task = self.progress.add_task("train", total=self.steps, epoch=epoch + 1, epochs=self.epochs,
@@ -48,17 +50,17 @@ class RichProgress(keras.callbacks.Callback):
         logs = logs or {}
         done, now = batch + 1, time.perf_counter()
         fields = {"loss": float(logs.get("loss", 0.0)), "acc": float(logs.get("accuracy", 0.0))}
-        if done == 1:  # the estimates start here: rich's time left is computed from the steps after this one
-            self.first_step = now
-            self.progress.reset(self.task, completed=1, **fields)
+        if self.first_step is None:  # the estimates start here: rich's time left counts the steps after these
+            self.first_step, self.first_done = now, done
+            self.progress.reset(self.task, completed=done, **fields)
             return
-        rate = (done - 1) * self.per_step / max(now - self.first_step, 1e-9)
+        rate = (done - self.first_done) * self.per_step / max(now - self.first_step, 1e-9)
         self.progress.update(self.task, completed=done, rate=rate, **fields)
 
     def pace(self, seconds: float) -> float:
-        """Seconds a step at this epoch's pace, the first step left out when there were others."""
-        if self.steps > 1 and self.first_step is not None:
-            return (self.start + seconds - self.first_step) / (self.steps - 1)
+        """Seconds a step at this epoch's pace, the first call's steps left out when there were others."""
+        if self.first_step is not None and self.steps > self.first_done:
+            return (self.start + seconds - self.first_step) / (self.steps - self.first_done)
         return seconds / self.steps
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
