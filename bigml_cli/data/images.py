@@ -144,15 +144,21 @@ def write_cifar_batch(path: Path, x: np.ndarray, labels: dict) -> None:
         pickle.dump({b"batch_label": b"x", b"data": data, **labels}, f, protocol=3)
 
 
+def write_tiny_cifar(folder: Path, files: list, label_key: bytes, meta: tuple, classes: int, per_file: int) -> None:
+    """A few images in a CIFAR folder: each of `files` a pickled batch with labels under `label_key`, and the
+    meta file `meta` = (its name, the key of its class names)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(files):
+        x, y = toy_images(per_file, (32, 32, 3), classes, seed=i)
+        write_cifar_batch(folder / name, x, {label_key: [int(v) for v in y]})
+    with open(folder / meta[0], "wb") as f:
+        pickle.dump({meta[1]: [f"class{i}".encode() for i in range(classes)]}, f, protocol=3)
+
+
 def tiny_cifar10(root: Path) -> None:
     """A few images in cifar-10-batches-py/'s pickled batches."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
-        x, y = toy_images(20, (32, 32, 3), 10, seed=i)
-        write_cifar_batch(folder / name, x, {b"labels": [int(v) for v in y]})
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)]}, f, protocol=3)
+    write_tiny_cifar(root / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+                     b"labels", ("batches.meta", b"label_names"), 10, 20)
 
 
 @DATASETS.register(layout="cifar-10-batches-py/test_batch", tiny_copy=tiny_cifar10)
@@ -171,13 +177,8 @@ def cifar10(cfg: Any, root: Union[str, Path]) -> Dataset:
 
 def tiny_cifar100(root: Path) -> None:
     """A few images in cifar-100-python/'s pickled train, test and meta files."""
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(["train", "test"]):
-        x, y = toy_images(200, (32, 32, 3), 100, seed=i)
-        write_cifar_batch(folder / name, x, {b"fine_labels": [int(v) for v in y]})
-    with open(folder / "meta", "wb") as f:
-        pickle.dump({b"fine_label_names": [f"class{i}".encode() for i in range(100)]}, f, protocol=3)
+    write_tiny_cifar(root / "cifar-100-python", ["train", "test"], b"fine_labels", ("meta", b"fine_label_names"),
+                     100, 200)
 
 
 @DATASETS.register(layout="cifar-100-python/test", tiny_copy=tiny_cifar100)
