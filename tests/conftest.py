@@ -3,7 +3,6 @@
 Nothing here downloads: BIGML_OFFLINE=1 makes a missing dataset an immediate user error.
 """
 
-import gzip
 import os
 import pickle
 from pathlib import Path
@@ -13,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bigml_cli.cli import app
+from bigml_cli.data import images
 from bigml_cli.data.base import toy_images
+from bigml_cli.data.images import tiny_fashion_mnist
 
 
 REAL_DATA_DIR = os.environ.get("BIGML_DATA_DIR")
@@ -75,9 +76,7 @@ def mnist_dir(tmp_path):
 
 
 def write_cifar_batch(path, x, y):
-    data = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # rows of R, then G, then B planes
-    with open(path, "wb") as f:
-        pickle.dump({b"batch_label": b"x", b"labels": [int(v) for v in y], b"data": data}, f, protocol=3)
+    images.write_cifar_batch(path, x, {b"labels": [int(v) for v in y]})
 
 
 @pytest.fixture
@@ -99,22 +98,10 @@ def cifar_dir(tmp_path):
 
 @pytest.fixture
 def fashion_dir(tmp_path):
-    """A data dir holding fashion-mnist/*.gz IDX files."""
-    d = tmp_path / "data" / "fashion-mnist"
-    d.mkdir(parents=True)
-
-    def idx(path, arr):
-        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
-        with gzip.open(path, "wb") as f:
-            f.write(header + arr.astype(np.uint8).tobytes())
-
-    x, y = synthetic_images(60, (28, 28), 10)
-    xt, yt = synthetic_images(20, (28, 28), 10, seed=3)
-    idx(d / "train-images-idx3-ubyte.gz", x)
-    idx(d / "train-labels-idx1-ubyte.gz", y)
-    idx(d / "t10k-images-idx3-ubyte.gz", xt)
-    idx(d / "t10k-labels-idx1-ubyte.gz", yt)
-    return d.parent
+    """A data dir holding fashion-mnist/*.gz IDX files (the dataset's own tiny copy)."""
+    d = tmp_path / "data"
+    tiny_fashion_mnist(d)
+    return d
 
 
 @pytest.fixture

@@ -74,9 +74,14 @@ def tiny_fashion_mnist(root: Path) -> None:
     x, y = toy_images(60, (28, 28), 10)
     xt, yt = toy_images(20, (28, 28), 10, seed=3)
     for name, arr in zip(FASHION_FILES, (x, y, xt, yt)):
-        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
-        with gzip.open(folder / name, "wb") as f:
-            f.write(header + arr.astype(np.uint8).tobytes())
+        write_idx(folder / name, arr)
+
+
+def write_idx(path: Path, arr: np.ndarray) -> None:
+    """`arr` as a gzipped IDX file of unsigned bytes, as read_idx reads them."""
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
 
 
 @DATASETS.register(layout="fashion-mnist/t10k-labels-idx1-ubyte.gz", tiny_copy=tiny_fashion_mnist)
