@@ -46,6 +46,16 @@ class Table(NamedTuple):
         """The same table with only the rows at `indices` (e.g. those with a label), each keeping its line."""
         return self._replace(rows=[self.rows[i] for i in indices], lines=[self.lines[i] for i in indices])
 
+    def labelled(self, column: str) -> "Table":
+        """The rows with a value in `column` (the target: rows without a label cannot be learnt or scored)."""
+        c = self.header.index(column)
+        return self.select([i for i, r in enumerate(self.rows) if not is_missing(r[c])])
+
+    def texts(self, column: str) -> np.ndarray:
+        """The cells of a text column as Python strings, a missing one as the empty text."""
+        c = self.header.index(column)
+        return np.array(["" if is_missing(r[c]) else r[c] for r in self.rows], dtype=object)
+
 
 DECIMAL_COMMA = re.compile(r"[+-]?(\d{1,3}(\.\d{3})+|\d+),\d+")  # 0,044  -3,5  1.234,5
 
@@ -196,7 +206,7 @@ def load_csv(path: Union[str, Path], cfg: Any) -> Dataset:
         raise UserError(f"target column '{cfg.target}' is not in {path}{did_you_mean(cfg.target, header)}; "
                         f"columns are: {', '.join(header)}")
     t = header.index(cfg.target)
-    table = table.select([i for i, r in enumerate(rows) if not is_missing(r[t])])
+    table = table.labelled(cfg.target)
     rows, names = table.rows, [f"{path}:{line}" for line in table.lines]
     labels = [r[t].strip() for r in rows]
     class_names = sorted(set(labels))
@@ -272,9 +282,7 @@ def text_table_dataset(path: Union[str, Path], table: Table, column: str, note: 
     """The text of one column and the labels of a CSV, as a text dataset; the other columns are left out."""
     from bigml_cli.data.text import make_text_dataset
 
-    c = table.header.index(column)
-    texts = np.array(["" if is_missing(r[c]) else r[c] for r in table.rows], dtype=object)
-    x_train, y_train, x_test, y_test = split(texts, y, cfg.test_fraction, seed=0)
+    x_train, y_train, x_test, y_test = split(table.texts(column), y, cfg.test_fraction, seed=0)
     ds = make_text_dataset(str(path), class_names, x_train, y_train, x_test, y_test, cfg)
     ds.input_info["column"] = column  # predict and eval read this column of a CSV
     ds.names = names_by_split(names, cfg)

@@ -80,7 +80,9 @@ class Task:
         return model
 
     def check(self, ds: Any, cfg: Any) -> None:
-        """Refuse settings that do not apply to this kind of data."""
+        """Refuse settings that do not apply to this kind of data (cutout is for images)."""
+        if cfg.data.cutout:
+            raise UserError(f"data.cutout applies to images, not to {ds.name}'s {ds.kind} data; set data.cutout=0")
 
     def add_endpoints(self, archive: Any, model: keras.Model, info: dict) -> None:
         """Serving signatures besides serving_default (none by default)."""
@@ -112,10 +114,6 @@ class Classifier(Task):
     monitor = "val_accuracy"
 
     # --- training ---------------------------------------------------------------------------------------------
-
-    def check(self, ds: Any, cfg: Any) -> None:
-        if cfg.data.cutout:
-            raise UserError(f"data.cutout applies to images, not to {ds.name}'s {ds.kind} data; set data.cutout=0")
 
     def examples(self, ds: Any) -> int:
         return len(ds.y_train)

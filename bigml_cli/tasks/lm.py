@@ -33,8 +33,7 @@ class LanguageModel(Task):
     # --- training ---------------------------------------------------------------------------------------------
 
     def check(self, ds: Any, cfg: Any) -> None:
-        if cfg.data.cutout:
-            raise UserError(f"data.cutout applies to images, not to {ds.name}'s {ds.kind} data; set data.cutout=0")
+        super().check(ds, cfg)
         for key, off in (("label_smoothing", 0), ("class_weight", "none")):
             if getattr(cfg.train, key) != off:
                 raise UserError(f"train.{key} applies to classifiers; set it to {off} for a language model")

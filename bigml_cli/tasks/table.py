@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bigml_cli.data.table import SUFFIXES, columns_to_arrays, is_missing, read_table, unseen_values_notes
+from bigml_cli.data.table import SUFFIXES, columns_to_arrays, read_table, unseen_values_notes
 from bigml_cli.errors import UserError
 from bigml_cli.tasks.base import Classifier, register
 
@@ -36,7 +36,7 @@ class TableClassification(Classifier):
         if target not in table.header:
             raise UserError(f"{path} has no column '{target}', the labels this run predicts; add it to score the rows")
         t = table.header.index(target)
-        table = table.select([i for i, r in enumerate(table.rows) if not is_missing(r[t])])
+        table = table.labelled(target)
         columns = run.info.input["columns"]
         x = columns_to_arrays(table, columns, path)
         return (x, [r[t].strip() for r in table.rows], [f"{path}:{line}" for line in table.lines],

@@ -91,7 +91,7 @@ class TextClassification(Classifier):
 def csv_texts(path: Path, info: dict, target: Optional[str]) -> tuple:
     """(texts, labels, FILE:LINE of each row, notes) of a CSV holding the text column a run was trained on,
     and its `target` column when given (rows without a label are left out then; labels are [] without one)."""
-    from bigml_cli.data.table import is_missing, read_table
+    from bigml_cli.data.table import read_table
 
     table = read_table(path)
     column = info["column"]
@@ -99,13 +99,10 @@ def csv_texts(path: Path, info: dict, target: Optional[str]) -> tuple:
         if needed and needed not in table.header:
             raise UserError(f"{path} has no column '{needed}', which this run reads; its columns are: "
                             f"{', '.join(table.header)}")
-    c = table.header.index(column)
     if target:
-        t = table.header.index(target)
-        table = table.select([i for i, r in enumerate(table.rows) if not is_missing(r[t])])
-    texts = np.array(["" if is_missing(r[c]) else r[c] for r in table.rows], dtype=object)
+        table = table.labelled(target)
     labels = [r[table.header.index(target)].strip() for r in table.rows] if target else []
-    return texts, labels, [f"{path}:{line}" for line in table.lines], []
+    return table.texts(column), labels, [f"{path}:{line}" for line in table.lines], []
 
 
 def check_tokens(info: dict, cfg: Any) -> None:
