@@ -29,24 +29,32 @@ def flat_layers(model: keras.Model) -> list:
     return out
 
 
-def keys(layers: list) -> list:
-    """(name without its counter, its place among layers of that name) for each layer."""
+def keyed(model: keras.Model) -> dict:
+    """{(name without its counter, its place among layers of that name): layer}, in the model's order."""
     seen: dict = {}
-    out = []
-    for layer in layers:
+    out = {}
+    for layer in flat_layers(model):
         base = re.sub(r"_\d+$", "", layer.name)
-        out.append((base, seen.get(base, 0)))
+        out[(base, seen.get(base, 0))] = layer
         seen[base] = seen.get(base, 0) + 1
     return out
+
+
+def shapes(weights: list) -> list:
+    return [tuple(w.shape) for w in weights]
+
+
+def parameters(weights: list) -> int:
+    return int(sum(np.prod(w.shape) for w in weights))
 
 
 def load_matching(model: keras.Model, source: keras.Model, same_classes: bool) -> list:
     """Copy `source`'s weights into `model` layer by layer; returns one row per layer of `model` that has
     weights: (layer, parameters, "loaded" | "new" | "skipped", why)."""
-    theirs = dict(zip(keys(flat_layers(source)), flat_layers(source)))
+    theirs = keyed(source)
     rows = []
-    for key, layer in zip(keys(flat_layers(model)), flat_layers(model)):
-        count = int(sum(np.prod(w.shape) for w in layer.weights))
+    for key, layer in keyed(model).items():
+        count = parameters(layer.weights)
         match = theirs.get(key)
         if isinstance(layer, KEEP_OWN):
             rows.append((layer.name, count, "new", "preprocessing: this run's own data"))
@@ -54,11 +62,10 @@ def load_matching(model: keras.Model, source: keras.Model, same_classes: bool) -
             rows.append((layer.name, count, "new", "the head: other classes"))
         elif match is None:
             rows.append((layer.name, count, "new", "not in the source"))
-        elif [w.shape for w in match.get_weights()] != [tuple(w.shape) for w in layer.weights]:
-            theirs_shapes = [w.shape for w in match.get_weights()]
-            rows.append((layer.name, count, "skipped", f"shapes {theirs_shapes} there"))
+        elif shapes(values := match.get_weights()) != shapes(layer.weights):
+            rows.append((layer.name, count, "skipped", f"shapes {shapes(values)} there"))
         else:
-            layer.set_weights(match.get_weights())
+            layer.set_weights(values)
             rows.append((layer.name, count, "loaded", match.name))
     return rows
 
@@ -98,8 +105,7 @@ def enable_lora(model: keras.Model, rank: int) -> tuple:
                     weight.trainable = False  # the bias too: only the low-rank update learns
         elif layer.name != HEAD:
             layer.trainable = False
-    count = lambda weights: int(sum(np.prod(w.shape) for w in weights))  # noqa: E731
-    return count(model.trainable_weights), count(model.weights)
+    return parameters(model.trainable_weights), parameters(model.weights)
 
 
 def merge_lora(model: keras.Model) -> keras.Model:
