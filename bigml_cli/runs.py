@@ -312,11 +312,22 @@ def status(run: Run) -> str:
     return f"{done}/{epochs} epochs: bigml train --resume {run.path}"
 
 
+def _run_dirs(root: Path) -> list:
+    """The directories under `root` that hold a run.json. A directory that vanishes during the walk (a checkpoint's
+    temporary folder that training is renaming) is skipped: `os.walk` ignores errors, where `Path.glob` raises."""
+    found = []
+    for directory, subdirs, names in os.walk(root):
+        if "run.json" in names:
+            found.append(Path(directory))
+        subdirs.sort()
+    return sorted(found)
+
+
 def list_runs(root: Union[str, Path] = RUNS_ROOT) -> list:
     """Every run under `root`, with its test accuracy when training finished, else how far it got."""
     rows = []
-    for info_file in sorted(Path(root).glob("**/run.json")):
-        run = Run(info_file.parent)
+    for run_path in _run_dirs(Path(root)):
+        run = Run(run_path)
         try:
             info, metrics = run.info, run.metrics
         except UserError as e:  # one damaged run does not hide the others

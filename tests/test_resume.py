@@ -265,3 +265,23 @@ def test_a_run_started_by_an_older_bigml_resumes_although_its_config_lacks_newer
     finally:
         lock.release()
     assert cfg.train.patience == 0 and cfg.train.epochs == 1
+
+
+def test_list_runs_skips_a_folder_that_vanishes_while_it_walks(tmp_path, monkeypatch):
+    """Training renames a checkpoint's `ckpt-N_temp` folder while `list runs` may be walking the tree; the walk
+    skips the vanished folder instead of failing (Path.glob raised FileNotFoundError here)."""
+    import os
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "state" / "ckpt-4_temp").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"model": "mlp", "dataset": "digits"}))
+    real_scandir = os.scandir
+
+    def vanishing(path="."):
+        if str(path).endswith("ckpt-4_temp"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", vanishing)
+    [listed] = list_runs(tmp_path)
+    assert listed["run"] == str(run_dir)
