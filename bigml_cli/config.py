@@ -32,7 +32,7 @@ class DataConfig:
     image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = the most common size, scaled to fit 256
     vocab_size: int = 20000  # text: most frequent tokens of the training split (plus padding and unknown)
     sequence_length: int = 256  # text: tokens per example (longer texts are cut, shorter padded)
-    tokens: str = "words"  # text: words | characters
+    tokens: str = "words"  # text: words | characters | wordpiece (the tokenizer of the --init preset)
 
 
 @dataclass
@@ -76,14 +76,15 @@ class TrainConfig:
     # (accuracy, then loss), keeping the best epoch's weights; 0: train every epoch
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at epoch ends and on SIGTERM)
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
-    init: str = ""  # an earlier run to start from: its weights wherever the layers match (--init)
+    init: str = ""  # an earlier run, a keras-hub preset or a Hugging Face BERT folder to start from: its
+    # weights wherever the layers match (--init)
     lora_rank: int = 0  # LoRA: the rank of the update each Dense, Embedding and convolution learns beside its
     # frozen kernel, the head alone training fully; 0: every weight trains
 
 
 CHOICES = {
     "data.augment": ("auto", "none", "crop_flip", "crop_altflip", "shift"),
-    "data.tokens": ("words", "characters"),
+    "data.tokens": ("words", "characters", "wordpiece"),
     "train.optimizer": ("adamw", "sgd", "muon"),
     "train.class_weight": ("none", "balanced"),
     "train.schedule": ("cosine", "linear", "constant"),

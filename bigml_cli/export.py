@@ -219,4 +219,5 @@ def export(run_path: Union[str, Path], fmt: str = "savedmodel", out: Optional[Un
         task.write_extras(info, tmp, fmt)
         check = verify(tmp, model, task, info, x, fmt)
     artifact = {"file": str(out / EXPORT_FILES[fmt])} if fmt in EXPORT_FILES else {}
-    return {"path": str(out), "format": fmt, **artifact, **check, "checked_on": checked_on}
+    needs = {"needs": task.serving_needs(info)} if task.serving_needs(info) else {}
+    return {"path": str(out), "format": fmt, **artifact, **check, "checked_on": checked_on, **needs}

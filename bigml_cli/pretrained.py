@@ -70,16 +70,62 @@ def load_matching(model: keras.Model, source: keras.Model, same_classes: bool) -
     return rows
 
 
-def source_run(path: str, kind: str) -> Any:
-    """The finished run `--init` names, refused when its data is of another kind than this run's."""
-    from bigml_cli import runs
+class RunSource:
+    """An earlier bigml run that `--init` starts from."""
 
+    def __init__(self, run: Any):
+        self.run = run
+
+    def input_info(self) -> dict:
+        return self.run.info.input
+
+    def model_sizes(self) -> dict:
+        return {}  # the new run's own model.* values
+
+    def model(self) -> keras.Model:
+        from bigml_cli.evaluate import load_model
+
+        return load_model(self.run)
+
+    def same_classes(self, class_names: list) -> bool:
+        return self.run.info.class_names == class_names
+
+
+class HubSource:
+    """A keras-hub preset or Hugging Face BERT folder: its backbone's layers, never its head."""
+
+    def __init__(self, preset: Any):
+        self.preset = preset
+
+    def input_info(self) -> dict:
+        return self.preset.input_info()
+
+    def model_sizes(self) -> dict:
+        return self.preset.model_sizes()
+
+    def model(self) -> keras.Model:
+        return self.preset.backbone()
+
+    def same_classes(self, class_names: list) -> bool:
+        return False
+
+
+def open_source(path: str, task: Any, model: str) -> Any:
+    """What `--init` names: an earlier run (refused when its data is of another kind than this run's), or a
+    keras-hub preset / Hugging Face folder (a BERT encoder, for tasks that take one, with the `bert` model)."""
+    from bigml_cli import hub, runs
+
+    if hub.is_preset(path):
+        if not task.takes_encoders or model != "bert":
+            raise UserError(f"--init {path} is a pretrained text encoder; it initializes `bigml train bert` on text "
+                            f"data (this run: model {model}, {task.kind} data)")
+        return HubSource(hub.PresetSource(path))
     run = runs.open_run(path)
     theirs = run.info.input["kind"]
-    if theirs != kind:
-        raise UserError(f"--init {path} is a model of {theirs} data, and this run's data is {kind}; start from a "
-                        f"run trained on {kind} data")
-    return run
+    if theirs != task.kind:
+        raise UserError(f"--init {path} is a model of {theirs} data, and this run's data is {task.kind}; start from a "
+                        f"run trained on {task.kind} data")
+    return RunSource(run)
 
 
 def check_loaded(rows: list, path: str) -> None:
@@ -88,39 +134,45 @@ def check_loaded(rows: list, path: str) -> None:
                         "start from a run of the same model family and sizes")
 
 
+def lora_targets(layer: Any) -> list:
+    """The layers LoRA adapts in `layer`: itself when it can take a low-rank update (Dense, EinsumDense,
+    Embedding, convolution), else those among its sub-layers (a transformer block's attention projections
+    and feed-forward layers)."""
+    if hasattr(layer, "enable_lora"):
+        return [layer]
+    return [sub for sub in layer._flatten_layers(include_self=False) if hasattr(sub, "enable_lora") and sub.weights]
+
+
 def enable_lora(model: keras.Model, rank: int) -> tuple:
-    """LoRA (train.lora_rank): every Dense, EinsumDense, Embedding and convolution but the head learns a rank
-    `rank` update beside its frozen kernel; every other weight is frozen but the head's. Returns (weights
-    that train, all weights), counted in parameters."""
+    """LoRA (train.lora_rank): every Dense, EinsumDense, Embedding and convolution but the head, top-level or
+    inside a block, learns a rank `rank` update beside its frozen kernel; every other weight is frozen but the
+    head's. Returns (weights that train, all weights), counted in parameters."""
     layers = flat_layers(model)
-    adapted = [layer for layer in layers if hasattr(layer, "enable_lora") and layer.name != HEAD]
+    adapted = [target for layer in layers if layer.name != HEAD for target in lora_targets(layer)]
     if not adapted:
         raise UserError(f"train.lora_rank={rank} adapts Dense, Embedding and convolution layers, and this model has "
                         "none besides its head; set train.lora_rank=0")
-    for layer in layers:
-        if layer in adapted:
-            layer.enable_lora(rank)
-            for weight in layer.trainable_weights:
-                if "lora" not in weight.path:
-                    weight.trainable = False  # the bias too: only the low-rank update learns
-        elif layer.name != HEAD:
-            layer.trainable = False
+    for layer in adapted:
+        layer.enable_lora(rank)
+    head = [id(w) for layer in layers if layer.name == HEAD for w in layer.weights]
+    for weight in model.trainable_weights:
+        if "lora" not in weight.path and id(weight) not in head:
+            weight.trainable = False  # kernels, biases, norms: only the low-rank updates and the head learn
     return parameters(model.trainable_weights), parameters(model.weights)
 
 
 def merge_lora(model: keras.Model) -> keras.Model:
     """The same model without LoRA: each adapted layer's kernel with its low-rank update added (Keras' own
     save_own_variables merges them), so a saved model and every export load with nothing extra."""
-    if not any(getattr(layer, "lora_enabled", False) for layer in flat_layers(model)):
+    everything = model._flatten_layers(include_self=False)
+    if not any(getattr(layer, "lora_enabled", False) for layer in everything):
         return model
     plain = type(model).from_config(without_lora(model.get_config()))
-    for theirs, mine in zip(flat_layers(model), flat_layers(plain)):
-        if getattr(theirs, "lora_enabled", False):
-            store: dict = {}
-            theirs.save_own_variables(store)
-            mine.load_own_variables(store)
-        else:  # wrappers (Bidirectional) and blocks keep their weights in sub-layers: copy all of them
-            mine.set_weights(theirs.get_weights())
+    mine = plain._flatten_layers(include_self=False)
+    for theirs, own in zip(everything, mine):  # layer by layer, each its own variables (sub-layers hold theirs)
+        store: dict = {}
+        theirs.save_own_variables(store)
+        own.load_own_variables(store)
     return plain
 
 

@@ -47,7 +47,8 @@ def build_vocabulary(texts: list, cfg: Any) -> list:
 
 def make_text_dataset(name: str, classes: list, x_train: Any, y_train: Any, x_test: Any, y_test: Any, cfg: Any) -> Dataset:
     x_tr, y_tr, x_val, y_val = split(x_train, y_train, cfg.val_fraction, seed=0)
-    info = {"kind": "text", "vocab": build_vocabulary(x_tr, cfg), "sequence_length": cfg.sequence_length,
+    vocab = [] if cfg.tokens == "wordpiece" else build_vocabulary(x_tr, cfg)  # wordpiece: --init's own
+    info = {"kind": "text", "vocab": vocab, "sequence_length": cfg.sequence_length,
             "tokens": cfg.tokens}
     return Dataset(name, "text", list(classes), x_tr, y_tr, x_val, y_val, x_test, y_test, augment="none",
                    input_info=info)
@@ -134,6 +135,9 @@ def make_lm_dataset(name: str, text: str, cfg: Any, vocab: Optional[list] = None
     Windows of `sequence_length + 1` tokens start at every training position, and at non-overlapping places
     in the validation text (see `Corpus`).
     """
+    if cfg.tokens == "wordpiece":
+        raise UserError("data.tokens=wordpiece reads texts to classify with a pretrained encoder's tokenizer; a "
+                        "language model reads words or characters")
     if not cfg.val_fraction:
         raise UserError("data.val_fraction is 0, but a language model is measured on held-out text (the end of "
                         "the corpus); set it above 0 (e.g. 0.1)")

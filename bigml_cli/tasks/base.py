@@ -60,6 +60,7 @@ class Task:
     unit = "ex/s"  # what the progress bar counts
     xla = False  # XLA can compile its training step (string ops, in tables and texts, it cannot)
     export_formats = ("savedmodel",)
+    takes_encoders = False  # --init of a pretrained encoder (a keras-hub preset) applies
     serving_inputs = ""  # what an export takes, for the refusal of a format that cannot take it
     output_name = "probabilities"
     generates = False  # `bigml generate` continues text with it
@@ -86,6 +87,10 @@ class Task:
 
     def add_endpoints(self, archive: Any, model: keras.Model, info: dict) -> None:
         """Serving signatures besides serving_default (none by default)."""
+
+    def serving_needs(self, info: dict) -> str:
+        """What loading the export needs besides TensorFlow ("" when nothing)."""
+        return ""
 
     def write_extras(self, info: dict, folder: Path, fmt: str) -> None:
         """Files an export needs besides the model (none by default)."""

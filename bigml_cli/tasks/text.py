@@ -19,12 +19,17 @@ from bigml_cli.tasks.base import Classifier, register
 class TextClassification(Classifier):
     kind = "text"
     serving_inputs = "raw strings"
+    takes_encoders = True
     takes = "texts"
     input_suffixes = (".txt",)
     example_files = ".txt files"
 
     def model_inputs(self, info: dict) -> tuple:
         inputs = keras.Input(shape=(), dtype="string", name="text")
+        if info["tokens"] == "wordpiece":  # a pretrained encoder's own tokenizer ([CLS] ... [SEP], 0 pads)
+            from bigml_cli.hub import WordPieceIds
+
+            return inputs, WordPieceIds(info["vocab"], info["lowercase"], info["sequence_length"], name="tokenize")(inputs)
         ids = layers.TextVectorization(
             vocabulary=info["vocab"], standardize=STANDARDIZE, output_sequence_length=info["sequence_length"],
             split="whitespace" if info["tokens"] == "words" else "character", name="tokenize")(inputs)
@@ -32,8 +37,15 @@ class TextClassification(Classifier):
 
     def adopt_vocabulary(self, ds: Any, info: dict, cfg: Any) -> Any:
         check_tokens(info, cfg)
-        ds.input_info = {**ds.input_info, "vocab": list(info["vocab"])}  # words it lacks read as unknown
+        extra = {"lowercase": info["lowercase"]} if info["tokens"] == "wordpiece" else {}
+        ds.input_info = {**ds.input_info, "vocab": list(info["vocab"]), **extra}  # words it lacks read as unknown
         return ds
+
+    def check(self, ds: Any, cfg: Any) -> None:
+        super().check(ds, cfg)
+        if ds.input_info["tokens"] == "wordpiece" and not ds.input_info["vocab"]:
+            raise UserError("data.tokens=wordpiece reads texts with a pretrained encoder's tokenizer; give --init a "
+                            "keras-hub preset or a Hugging Face BERT folder, or set data.tokens=words")
 
     def sample_writer(self, ds: Any) -> Callable:
         def write(x: str, stem: Path) -> Path:
@@ -77,13 +89,18 @@ class TextClassification(Classifier):
             texts.append(item)
         return names, np.array(texts, dtype=object), []  # Python strings: fixed width would pad to the longest
 
+    def serving_needs(self, info: dict) -> str:
+        if info["tokens"] == "wordpiece":  # its tokenizer's ops live in TensorFlow Text
+            return "pip install tensorflow-text; import tensorflow_text before tf.saved_model.load"
+        return ""
+
     def input_signature(self, info: dict) -> list:
         return [tf.TensorSpec((None,), tf.string, name="text")]
 
     def random_inputs(self, info: dict, n: int, seed: int = 0) -> np.ndarray:
         """Strings of vocabulary words (and an unseen one), of up to twice the sequence length."""
         rng = np.random.default_rng(seed)
-        words = np.array(info["vocab"] + ["unseen"])
+        words = np.array([w for w in info["vocab"] if w.isalpha()] + ["unseen"])  # no [CLS], ##ing
         return np.array([" ".join(rng.choice(words, rng.integers(1, 2 * info["sequence_length"])))
                          for _ in range(n)], dtype=object).astype(str)
 
@@ -108,6 +125,9 @@ def csv_texts(path: Path, info: dict, target: Optional[str]) -> tuple:
 def check_tokens(info: dict, cfg: Any) -> None:
     """An earlier run's vocabulary serves only data split into the same tokens."""
     if info["tokens"] != cfg.data.tokens:
+        if info["tokens"] == "wordpiece":
+            raise UserError(f"--init {cfg.train.init} is a pretrained encoder with its own WordPiece tokenizer; set "
+                            "data.tokens=wordpiece")
         raise UserError(f"--init starts from a model of {info['tokens']}, and this run reads {cfg.data.tokens}; "
                         f"set data.tokens={info['tokens']}")
 

@@ -21,7 +21,7 @@ from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import plot_history
 from bigml_cli.models import in_float32, whitening_biases
 from bigml_cli.optim import make_optimizer
-from bigml_cli.pretrained import check_loaded, enable_lora, load_matching, merge_lora, source_run
+from bigml_cli.pretrained import check_loaded, enable_lora, load_matching, merge_lora, open_source
 from bigml_cli.tasks import task_for
 from bigml_cli.train.callbacks import (BestCheckpoint, FreezeAfter, HistoryLogger, Lookahead, RichProgress,
                                        SaveWeights, StepCheckpoints, StepTimer)
@@ -95,8 +95,11 @@ class Training:
         self.task = task_for(ds)
         self.source = None  # the run --init starts from (a resumed run has its own weights)
         if t.init and not self.resume:
-            self.source = source_run(t.init, ds.kind)
-            self.ds = ds = self.task.adopt_vocabulary(ds, self.source.info.input, cfg)
+            self.source = open_source(t.init, self.task, cfg.model["name"])
+            self.ds = ds = self.task.adopt_vocabulary(ds, self.source.input_info(), cfg)  # the cheap checks first
+            cfg.model.update(self.source.model_sizes())  # a preset's architecture; config.yaml records it
+        elif t.init:  # resumed: the vocabulary the run started with, not one built again from this data
+            self.ds = ds = self.task.adopt_vocabulary(ds, self.run_.info.input, cfg)
         if t.patience and not ds.has_validation:
             raise UserError(f"train.patience={t.patience} stops training when the validation score stops improving, "
                             "but this run holds out no validation split (data.val_fraction is 0); set "
@@ -135,10 +138,7 @@ class Training:
 
     def load_init(self) -> list:
         """The --init run's weights wherever its layers match the new model's; one row per layer."""
-        from bigml_cli.evaluate import load_model
-
-        source = load_model(self.source)
-        rows = load_matching(self.model, source, self.source.info.class_names == self.ds.class_names)
+        rows = load_matching(self.model, self.source.model(), self.source.same_classes(self.ds.class_names))
         check_loaded(rows, self.cfg.train.init)
         return rows
 

@@ -1,0 +1,165 @@
+"""`--init` of a keras-hub preset (a tiny BERT saved with save_to_preset) and of a Hugging Face BERT folder:
+the preset's sizes, weights and WordPiece tokenizer, raw strings in predict and in the exported SavedModel."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_user_error
+from test_text import FILLER, NEGATIVE, POSITIVE, write_reviews
+
+BERT = ["data.tokens=wordpiece", "data.sequence_length=24", "train.batch_size=16", "train.learning_rate=0.003",
+        "train.warmup_epochs=0"]
+MINILM = Path(os.environ.get("BIGML_PRETRAINED_DIR", Path.home() / ".cache" / "bigml-pretrained")) / "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory):
+    """A random 2-layer BERT whose WordPiece vocabulary holds the reviews' words, and the reviews."""
+    from bigml_cli.hub import tiny_preset
+
+    root = tmp_path_factory.mktemp("hub")
+    write_reviews(root / "reviews", 40, seed=0)
+    words = FILLER + POSITIVE + NEGATIVE + ["the", "end", ".", "!"]
+    return tiny_preset(root / "tiny_bert", words), root / "reviews"
+
+
+def test_a_keras_hub_preset_fine_tunes_predicts_strings_and_exports_a_savedmodel(cli, preset, tmp_path):
+    folder, data = preset
+    run_dir = tmp_path / "run"
+    result = cli("train", "bert", "--dataset", data, "--init", folder, "--run-dir", run_dir, "train.epochs=6",
+                 *BERT, "--json")
+    assert result.exit_code == 0, result.text
+    text = " ".join(result.stderr.split())
+    assert "transformer_layer_1" in text and "loaded" in text and "the head: other classes" in text
+    config = json.loads((folder / "config.json").read_text())["config"]
+    saved = (run_dir / "config.yaml").read_text()
+    assert f"dim: {config['hidden_dim']}" in saved and f"num_layers: {config['num_layers']}" in saved  # the preset's
+    info = json.loads((run_dir / "run.json").read_text())["input"]
+    assert info["tokens"] == "wordpiece" and info["vocab"][:4] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["accuracy"] >= 0.9
+
+    texts = ["a wonderful excellent film, loved it", "boring awful terrible plot, hated it"]
+    result = cli("predict", run_dir, *texts, "--json")
+    assert result.exit_code == 0, result.text
+    predictions = json.loads(result.stdout)["predictions"]
+    assert [p["top_k"][0]["label"] for p in predictions] == ["pos", "neg"]
+
+    result = cli("export", run_dir, "--json")
+    assert result.exit_code == 0, result.text
+    exported = json.loads(result.stdout)
+    assert exported["max_abs_diff"] < 1e-4 and "tensorflow-text" in exported["needs"]
+    assert_user_error(cli("export", run_dir, "--format", "onnx", "--out", tmp_path / "onnx"), "--format savedmodel")
+    script = ("import json, sys, tensorflow as tf, tensorflow_text\n"
+              "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+              "print(json.dumps(serve(text=tf.constant(json.loads(sys.argv[2])))['probabilities'].numpy().tolist()))")
+    fresh = subprocess.run([sys.executable, "-c", script, exported["path"], json.dumps(texts)], capture_output=True,
+                           text=True)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    probs = np.array(json.loads(fresh.stdout.strip().splitlines()[-1]))
+    want = [{k["label"]: k["probability"] for k in p["top_k"]}["pos"] for p in predictions]
+    np.testing.assert_allclose(probs[:, 1], want, atol=1e-4)  # the classes are neg, pos
+
+
+def test_lora_on_a_preset_adapts_the_attention_inside_its_blocks(cli, preset, tmp_path):
+    folder, data = preset
+    run_dir = tmp_path / "lora"
+    result = cli("train", "bert", "--dataset", data, "--init", folder, "--run-dir", run_dir, "train.epochs=2",
+                 "train.lora_rank=2", *BERT, "--json")
+    assert result.exit_code == 0, result.text
+    import keras
+
+    from bigml_cli.pretrained import enable_lora
+    from bigml_cli.runs import Run
+    from bigml_cli.evaluate import load_model
+
+    model = load_model(Run(run_dir))  # merged: it loads as a plain model
+    assert not any(getattr(layer, "lora_enabled", False) for layer in model._flatten_layers())
+    enable_lora(model, 2)
+    adapted = {layer.name for layer in model._flatten_layers() if getattr(layer, "lora_enabled", False)}
+    assert {"query", "key", "value", "attention_output"} <= adapted  # inside transformer_layer_i
+    assert isinstance(model, keras.Model)
+
+
+def test_wordpiece_splits_long_texts_head_and_tail(preset):
+    from bigml_cli.hub import WordPieceIds
+
+    vocab = json.loads((preset[0] / "tokenizer.json").read_text())  # keras-hub's own tokenizer config
+    assert vocab["config"]["lowercase"] is True
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "b", "c"]
+    layer = WordPieceIds(words, True, 10)
+    ids = np.asarray(layer(np.array(["A a a a a b b b c c c c", "b <br /> c", "zzz"], dtype=object)))
+    cls, sep = 2, 3
+    assert ids[0].tolist() == [cls, 4, 4, 5, 5, 6, 6, 6, 6, sep]  # the first quarter of 8 pieces, then the last 6
+    assert ids[1].tolist() == [cls, 5, 6, sep, 0, 0, 0, 0, 0, 0]  # <br /> is a line break, not words
+    assert ids[2].tolist()[:3] == [cls, 1, sep]  # unknown
+
+
+def test_preset_mistakes_are_one_line_and_write_nothing(cli, preset, tmp_path):
+    folder, data = preset
+    run_dir = tmp_path / "run"
+    assert_user_error(cli("train", "bert", "--dataset", data, "--init", "bert_tiny_en_uncased", "--run-dir", run_dir,
+                          *BERT), "could not be resolved", "needs internet access")
+    assert_user_error(cli("train", "rnn", "--dataset", data, "--init", folder, "--run-dir", run_dir, *BERT),
+                      "initializes `bigml train bert`")
+    assert_user_error(cli("train", "bert", "--dataset", "digits", "--init", folder, "--run-dir", run_dir),
+                      "on text data")
+    assert_user_error(cli("train", "bert", "--dataset", data, "--init", folder, "--run-dir", run_dir),
+                      "set data.tokens=wordpiece")
+    assert_user_error(cli("train", "bert", "--dataset", data, "--run-dir", run_dir, *BERT), "give --init a")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert_user_error(cli("train", "bert", "--dataset", data, "--init", hf, "--run-dir", run_dir, *BERT),
+                      "neither vocab.txt nor tokenizer.json")
+    (hf / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nfilm\n")
+    assert_user_error(cli("train", "bert", "--dataset", data, "--init", hf, "--run-dir", run_dir, *BERT),
+                      "could not be read as a keras-hub preset or Hugging Face BERT folder")
+    assert not run_dir.exists()
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not (MINILM / "model.safetensors").is_file(), reason="make minilm unpacks all-MiniLM-L6-v2")
+def test_the_packaged_minilm_loads_through_keras_hubs_converter():
+    """all-MiniLM-L6-v2 as Hugging Face files (tokenizer.json, no vocab.txt): BERT's uncased WordPiece ids."""
+    from bigml_cli.hub import PresetSource, WordPieceIds
+
+    source = PresetSource(str(MINILM))
+    assert source.model_sizes() == {"dim": 384, "heads": 12, "num_layers": 6, "mlp_dim": 1536, "max_positions": 512}
+    info = source.input_info()
+    assert len(info["vocab"]) == 30522 and info["lowercase"]
+    ids = np.asarray(WordPieceIds(info["vocab"], True, 6)(np.array(["Hello World!"], dtype=object)))
+    assert ids[0].tolist() == [101, 7592, 2088, 999, 102, 0]
+
+
+@pytest.mark.parametrize("extra", [[], ["train.lora_rank=2"]], ids=["init", "init+lora"])
+def test_sigkill_then_resume_is_exact_from_a_preset(preset, tmp_path, extra):
+    """A run started from a preset (and with LoRA) resumes after SIGKILL to the weights of one never stopped:
+    the resumed run reads the vocabulary it started with from run.json, not the preset again."""
+    import signal
+
+    from test_resume import BIGML, start, wait_for_step, weights
+
+    folder, data = preset
+    args = ["train", "bert", "--dataset", data, "--init", folder, "train.epochs=3", "train.deterministic=true",
+            "train.checkpoint_every=1", *BERT, *extra]
+    reference = tmp_path / "reference"
+    done = subprocess.run([BIGML, *map(str, args), "--run-dir", str(reference)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "killed"
+    proc = start([*args, "--run-dir", run_dir])
+    wait_for_step(proc, run_dir, 6)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at step" in resumed.stderr
+    want, got = weights(reference / "checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
+    assert want.keys() == got.keys() and len(want) > 0
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name
