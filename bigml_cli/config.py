@@ -78,6 +78,9 @@ class TrainConfig:
     strategy: str = "auto"  # auto | cpu | gpu | mirrored | tpu | multi-worker (see distribute.py)
     init: str = ""  # an earlier run, a keras-hub preset or a Hugging Face BERT folder to start from: its
     # weights wherever the layers match (--init)
+    freeze_backbone_epochs: float = 0.0  # adamw: every weight but the head's (`logits`) stays as loaded (--init)
+    # for this many epochs, then trains
+    backbone_lr_scale: float = 1.0  # adamw: the backbone's learning rate is this times the head's
     lora_rank: int = 0  # LoRA: the rank of the update each Dense, Embedding and convolution learns beside its
     # frozen kernel, the head alone training fully; 0: every weight trains
 
@@ -93,7 +96,8 @@ CHOICES = {
 }
 POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",
             "train.steps_per_execution", "train.lookahead_every", "train.muon_learning_rate")
-NON_NEGATIVE = ("data.crop_padding", "data.cutout", "train.lora_rank", "train.steps_per_epoch", "train.weight_decay",
+NON_NEGATIVE = ("data.crop_padding", "data.cutout", "train.lora_rank", "train.freeze_backbone_epochs",
+                "train.backbone_lr_scale", "train.steps_per_epoch", "train.weight_decay",
                 "train.warmup_epochs", "train.lr_start", "train.lr_end", "train.bias_lr_scale",
                 "train.lookahead_start_epoch", "train.whiten_bias_epochs", "train.patience",
                 "train.checkpoint_every")

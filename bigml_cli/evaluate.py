@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from bigml_cli import files, runs
-from bigml_cli.data import DATASETS, load_dataset
+from bigml_cli.data import DATASETS
 from bigml_cli.data.base import length
 from bigml_cli.data.pipeline import inputs_dataset
 from bigml_cli.errors import UserError
@@ -246,7 +246,7 @@ def evaluate(run_path: Union[str, Path], split: Optional[str] = None, data_root:
         from bigml_cli.errors import unknown
 
         raise unknown("split", split, SPLITS)
-    from bigml_cli.tasks import task_for
+    from bigml_cli.tasks import load_for, task_for
 
     run = runs.open_run(run_path)
     task = task_for(run.info.input)
@@ -258,5 +258,5 @@ def evaluate(run_path: Union[str, Path], split: Optional[str] = None, data_root:
     if cfg.data.name not in DATASETS.names() and not Path(cfg.data.name).expanduser().exists():
         raise UserError(f"this run's dataset {cfg.data.name} is not here (moved, or the run was copied); score the "
                         f"run on a copy: bigml eval {run_path} --dataset PATH")
-    ds = load_dataset(cfg.data, data_root)
+    ds = load_for(cfg, data_root)
     return task.evaluate_split(run, ds, load_model(run), asked)

@@ -12,11 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 from bigml_cli import files, runs
-from bigml_cli.data import load_dataset
+
 from bigml_cli.errors import UserError, unknown
 from bigml_cli.evaluate import load_model
 from bigml_cli.runs import EXPORT_FILES
-from bigml_cli.tasks import Task, task_for
+from bigml_cli.tasks import Task, load_for, task_for
 
 FORMATS = ("savedmodel", "onnx", "litert")
 NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai_edge_litert",)}  # modules each format imports
@@ -179,7 +179,7 @@ def check_inputs(run: Any, task: Task, info: dict, data_root: Union[str, Path], 
     """(inputs, what they are) to check the export against: the run's own (its task says which), or random
     inputs of the model's spec when its dataset is not on this machine."""
     try:
-        ds = load_dataset(run.config.data, data_root)
+        ds = load_for(run.config, data_root)
     except UserError:  # exporting needs the model, not the data: e.g. a run copied to a serving machine
         return task.random_inputs(info, min(count, 256)), f"random inputs ({run.config.data.name} is not here)"
     return task.export_inputs(ds, count)

@@ -104,6 +104,38 @@ class MuonSGD(ScaledSGD):
         return {**super().get_config(), "muon_scale": self.muon_scale, "muon_momentum": self.muon_momentum}
 
 
+@keras.saving.register_keras_serializable(package="bigml")
+class FineTuneAdamW(keras.optimizers.AdamW):
+    """AdamW whose backbone (every variable outside the head, the layer named `logits`) steps at `backbone_scale`
+    times the learning rate, and not at all in the first `freeze_steps` steps (its weight decay too), while the
+    head trains at the full rate. A function of the step count alone, so a resumed run steps as an unbroken one.
+    (Adam's moments keep averaging the backbone's gradients while it is frozen.)"""
+
+    def __init__(self, *args, backbone_scale=1.0, freeze_steps=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backbone_scale, self.freeze_steps = backbone_scale, freeze_steps
+
+    def build(self, variables: Any) -> None:
+        super().build(variables)
+        self._backbone = [not v.path.startswith("logits/") for v in variables]
+        decays = [self._use_weight_decay(v) for v in variables]
+        self._backbone_decays = [b and d for b, d in zip(self._backbone, decays)]
+        self.exclude_from_weight_decay(var_list=[v for v, b in zip(variables, self._backbone) if b])  # decayed here
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        index = self._get_variable_index(variable)
+        if self._backbone[index]:
+            frozen = keras.ops.less(self.iterations, self.freeze_steps)
+            scale = keras.ops.where(frozen, 0.0, self.backbone_scale)
+            learning_rate = keras.ops.cast(learning_rate, variable.dtype) * keras.ops.cast(scale, variable.dtype)
+            if self._backbone_decays[index] and self.weight_decay:
+                variable.assign_sub(variable * keras.ops.cast(self.weight_decay, variable.dtype) * learning_rate)
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "backbone_scale": self.backbone_scale, "freeze_steps": self.freeze_steps}
+
+
 def make_optimizer(t: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """Optimizer with linear warmup then cosine or linear decay (or constant) from the TrainConfig."""
     total = t.epochs * steps_per_epoch
@@ -116,6 +148,9 @@ def make_optimizer(t: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
             initial_learning_rate=t.lr_start * t.learning_rate if warmup else t.learning_rate,
             decay_steps=max(1, total - warmup), alpha=t.lr_end if t.schedule == "cosine" else 1.0,
             warmup_target=t.learning_rate if warmup else None, warmup_steps=warmup)
+    if t.optimizer != "adamw" and (t.freeze_backbone_epochs or t.backbone_lr_scale != 1.0):
+        raise UserError("train.freeze_backbone_epochs and train.backbone_lr_scale apply to the adamw optimizer; set "
+                        "train.optimizer=adamw, or them to 0 and 1")
     if t.optimizer == "sgd":
         opt = ScaledSGD(schedule, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay,
                         bias_scale=t.bias_lr_scale)
@@ -126,7 +161,11 @@ def make_optimizer(t: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     else:
         if t.bias_lr_scale != 1.0:
             raise UserError("train.bias_lr_scale applies to sgd and muon; set it to 1 for adamw")
-        opt = keras.optimizers.AdamW(schedule, weight_decay=t.weight_decay)
+        if t.freeze_backbone_epochs or t.backbone_lr_scale != 1.0:
+            opt = FineTuneAdamW(schedule, weight_decay=t.weight_decay, backbone_scale=t.backbone_lr_scale,
+                                freeze_steps=int(round(t.freeze_backbone_epochs * steps_per_epoch)))
+        else:
+            opt = keras.optimizers.AdamW(schedule, weight_decay=t.weight_decay)
     if not t.decay_biases:
         opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])  # no decay on norms and biases
     return opt

@@ -122,7 +122,7 @@ def open_source(path: str, task: Any, model: str) -> Any:
         return HubSource(hub.PresetSource(path))
     run = runs.open_run(path)
     theirs = run.info.input["kind"]
-    if theirs != task.kind:
+    if theirs != task.kind and theirs not in task.starts_from:
         raise UserError(f"--init {path} is a model of {theirs} data, and this run's data is {task.kind}; start from a "
                         f"run trained on {task.kind} data")
     return RunSource(run)

@@ -137,7 +137,8 @@ def test_the_packaged_minilm_loads_through_keras_hubs_converter():
     assert ids[0].tolist() == [101, 7592, 2088, 999, 102, 0]
 
 
-@pytest.mark.parametrize("extra", [[], ["train.lora_rank=2"]], ids=["init", "init+lora"])
+@pytest.mark.parametrize("extra", [["train.freeze_backbone_epochs=1", "train.backbone_lr_scale=0.5"],
+                                   ["train.lora_rank=2"]], ids=["init+freeze", "init+lora"])
 def test_sigkill_then_resume_is_exact_from_a_preset(preset, tmp_path, extra):
     """A run started from a preset (and with LoRA) resumes after SIGKILL to the weights of one never stopped:
     the resumed run reads the vocabulary it started with from run.json, not the preset again."""

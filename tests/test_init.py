@@ -1,6 +1,7 @@
 """`bigml train --init RUN`: an earlier run's weights where the layers match, its vocabulary, a new head."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -127,3 +128,97 @@ def test_merging_lora_gives_the_same_outputs():
     merged = merge_lora(model)
     assert not any(getattr(layer, "lora_enabled", False) for layer in merged.layers)
     np.testing.assert_allclose(merged(x), model(x), atol=1e-5)
+
+
+GPT_WORDS = ["data.sequence_length=12", "train.batch_size=16", "train.learning_rate=0.003", "model.dim=16",
+             "model.heads=2", "model.num_layers=1", "model.mlp_dim=32"]
+
+
+def test_gpt_pretrains_on_the_training_texts_then_starts_a_classifier_on_the_same_token_ids(cli, tmp_path):
+    """`bigml train gpt --dataset FOLDER` models the training split's texts (never the test texts), and
+    gpt_classifier --init takes every layer but the head, reading each word as the same id."""
+    from bigml_cli.data.text import encode_tokens, standardize
+    from bigml_cli.evaluate import load_model
+    from bigml_cli.runs import Run
+
+    data = tmp_path / "reviews"
+    write_reviews(data, 30, seed=5)
+    lm, classifier = tmp_path / "lm", tmp_path / "classifier"
+    result = cli("train", "gpt", "--dataset", data, "--run-dir", lm, "train.epochs=2", *GPT_WORDS, "--json")
+    assert result.exit_code == 0, result.text
+    assert cli("eval", lm, "--json").exit_code == 0  # the same corpus again, from the same dataset
+    result = cli("train", "gpt_classifier", "--dataset", data, "--init", lm, "--run-dir", classifier,
+                 "train.epochs=2", *GPT_WORDS, "--json")
+    assert result.exit_code == 0, result.text
+    loaded, total = (int(n.replace(",", "")) for n in re.search(
+        r"([\d,]+) of ([\d,]+) parameters loaded", " ".join(result.stderr.split())).groups())
+    assert total - loaded == 16 * 2 + 2  # the head alone is new
+    lm_vocab = json.loads((lm / "run.json").read_text())["input"]["vocab"]
+    text = "The film was GREAT, and the plot... wonderful! zyzzyva"
+    tokenize = load_model(Run(classifier)).get_layer("tokenize")
+    ids = np.asarray(tokenize(np.array([text], dtype=object)))[0]
+    want = encode_tokens(standardize([text])[0], lm_vocab, "words")
+    assert ids[:len(want)].tolist() == want.tolist() and want[-1] == 1  # the unknown word too
+
+
+def test_the_corpus_of_a_text_dataset_is_its_training_texts_alone():
+    from bigml_cli.config import DataConfig
+    from bigml_cli.data.text import make_text_dataset
+    from bigml_cli.tasks import task_for
+
+    texts = np.array([f"review number{i} says Hello." for i in range(40)], dtype=object)
+    labels = np.arange(40) % 2
+    cfg = DataConfig(sequence_length=4, val_fraction=0.2)
+    ds = make_text_dataset("toy", ["a", "b"], texts[:30], labels[:30], texts[30:], labels[30:], cfg)
+    corpus = task_for(ds).corpus(ds, cfg)
+    assert corpus.kind == "lm" and corpus.vocab[:2] == ["", "[UNK]"]
+    seen = set(corpus.text.split())
+    assert {f"number{i}" for i in range(30, 40)}.isdisjoint(seen)  # no test text
+    assert {w for t in ds.x_val for w in t.lower().split()} - seen  # nor the validation texts held out
+    assert "hello" in seen and "Hello." not in corpus.text  # standardized as the classifier reads
+
+
+def test_a_language_model_of_a_text_file_does_not_start_a_classifier(cli, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the film was good and the plot was great.\n" * 80)
+    data = tmp_path / "reviews"
+    write_reviews(data, 10, seed=4)
+    assert cli("train", "gpt", "--dataset", corpus, "--run-dir", tmp_path / "lm", "train.epochs=1",
+               *GPT_WORDS).exit_code == 0
+    assert_user_error(cli("train", "gpt_classifier", "--dataset", data, "--init", tmp_path / "lm", "--run-dir",
+                          tmp_path / "new", *GPT_WORDS), "is a language model of a text file",
+                      "bigml train gpt --dataset")
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_backbone_stays_frozen_then_steps_at_its_scale():
+    """train.freeze_backbone_epochs: no change to any weight but the head's for the first steps (no weight decay
+    either); train.backbone_lr_scale: then the backbone's Adam steps are that fraction of the head's."""
+    import keras
+
+    from bigml_cli.config import TrainConfig
+    from bigml_cli.optim import make_optimizer
+
+    def model_and_step(scale, freeze_epochs):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.Dense(3, name="body")(inputs)))
+        t = TrainConfig(epochs=3, learning_rate=0.01, warmup_epochs=0, schedule="constant", weight_decay=0.1,
+                        freeze_backbone_epochs=freeze_epochs, backbone_lr_scale=scale)
+        model.compile(make_optimizer(t, steps_per_epoch=2), loss="mse")
+        return model
+
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 2), "float32")
+    model = model_and_step(0.5, 1)
+    body, head = model.get_layer("body").get_weights(), model.get_layer("logits").get_weights()
+    for _ in range(2):  # one epoch: 2 steps
+        model.train_on_batch(x, y)
+    assert all(np.array_equal(a, b) for a, b in zip(body, model.get_layer("body").get_weights()))
+    assert not np.array_equal(head[0], model.get_layer("logits").get_weights()[0])
+    model.train_on_batch(x, y)  # the third step moves the backbone, at half the rate
+    half = model.get_layer("body").get_weights()[1] - body[1]  # the bias: no weight decay
+    full = model_and_step(1.0, 0)
+    before = full.get_layer("body").get_weights()[1]
+    full.train_on_batch(x, y)
+    step = full.get_layer("body").get_weights()[1] - before  # Adam's first step: about lr in size
+    assert np.all(np.abs(half) > 0) and np.allclose(np.abs(half), 0.5 * np.abs(step), rtol=0.05)

@@ -32,6 +32,17 @@ def read_texts(folder: Union[str, Path], classes: list, files: Optional[list] = 
     return np.array(texts, dtype=object), np.array(labels, np.int64)  # not <U: padded to the longest
 
 
+STRIP = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'  # Keras' punctuation for lower_and_strip_punctuation
+
+
+def standardize(texts: Any) -> list:
+    """Texts lowercased and stripped of punctuation, as TextVectorization's STANDARDIZE reads them."""
+    import tensorflow as tf
+
+    out = tf.strings.regex_replace(tf.strings.lower(tf.constant(list(texts), tf.string)), STRIP, "")
+    return [t.decode("utf-8", errors="replace") for t in out.numpy()]
+
+
 def build_vocabulary(texts: list, cfg: Any) -> list:
     """The `cfg.vocab_size` most frequent tokens of the training texts (TextVectorization's adapt)."""
     import tensorflow as tf
@@ -119,7 +130,7 @@ def encode_tokens(text: str, vocab: list, tokens: Any) -> np.ndarray:
     """Token ids of `text` in a language model's vocabulary: characters it lacks are skipped, and words it
     lacks read as <unk>."""
     index = {t: i for i, t in enumerate(vocab)}
-    unknown = index.get("<unk>")
+    unknown = index.get("<unk>", index.get("[UNK]"))
     ids = [index.get(t, unknown) for t in (list(text) if tokens == "characters" else text.split())]
     return np.array([i for i in ids if i is not None], np.int32)
 

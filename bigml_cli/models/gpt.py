@@ -7,7 +7,9 @@ from typing import Any
 from keras import layers
 
 from bigml_cli.errors import UserError
-from bigml_cli.models.base import MODELS, require, vocabulary_size
+from keras import ops
+
+from bigml_cli.models.base import MODELS, classifier_head, require, vocabulary_size
 from bigml_cli.models.transformer import PositionEmbedding
 
 
@@ -20,9 +22,22 @@ def decoder_block(x: Any, dim: int, heads: int, mlp_dim: int, dropout: float) ->
     return x + layers.Dropout(dropout)(layers.Dense(dim)(h))
 
 
-@MODELS.register
+def decoder(x: Any, dim: int, heads: int, num_layers: int, mlp_dim: int, dropout: float) -> Any:
+    """Token ids (batch, seq) -> the final norm's outputs (batch, seq, dim); the same layers, in the same
+    order, in the language model and in the classifier, so that one starts the other (--init)."""
+    if dim % heads:
+        raise UserError(f"model.dim {dim} must be a multiple of model.heads {heads}")
+    h = layers.Embedding(vocabulary_size(x), dim)(x)  # (batch, seq, dim)
+    h = layers.Dropout(dropout)(PositionEmbedding(x.shape[1], dim)(h))
+    for _ in range(num_layers):
+        h = decoder_block(h, dim, heads, mlp_dim, dropout)
+    return layers.LayerNormalization(epsilon=1e-5)(h)
+
+
+@MODELS.register(reads="corpus")
 def gpt(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: int = 4, mlp_dim: int = 512, dropout: float = 0.1) -> Any:
-    """Causal language model returning next-token logits (batch, seq, vocab).
+    """Causal language model returning next-token logits (batch, seq, vocab). On a text dataset (imdb, a
+    folder) it models the training split's texts.
 
     Args:
         dim: model width.
@@ -33,11 +48,24 @@ def gpt(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: in
     """
     require(x, "gpt", "corpus", "'rnn' or 'transformer' to classify texts (gpt trains on a corpus: "
                                 "tinyshakespeare or FILE.txt)")
-    if dim % heads:
-        raise UserError(f"model.dim {dim} must be a multiple of model.heads {heads}")
-    h = layers.Embedding(vocabulary_size(x), dim)(x)  # (batch, seq, dim)
-    h = layers.Dropout(dropout)(PositionEmbedding(x.shape[1], dim)(h))
-    for _ in range(num_layers):
-        h = decoder_block(h, dim, heads, mlp_dim, dropout)
-    h = layers.LayerNormalization(epsilon=1e-5)(h)
+    h = decoder(x, dim, heads, num_layers, mlp_dim, dropout)
     return layers.Dense(num_classes, dtype="float32", name="logits")(h)  # (batch, seq, vocab)
+
+
+@MODELS.register
+def gpt_classifier(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: int = 4, mlp_dim: int = 512, dropout: float = 0.1) -> Any:
+    """gpt's decoder (causal attention) as a text classifier: its outputs averaged over the real tokens feed
+    a new head, so a gpt language model of the same sizes starts it (--init).
+
+    Args:
+        dim: model width.
+        heads: attention heads (dim must divide evenly).
+        num_layers: decoder blocks.
+        mlp_dim: hidden width of each block's MLP.
+        dropout: dropout on embeddings, attention weights, residual branches and before the head.
+    """
+    require(x, "gpt_classifier", "text", "'gpt' for a corpus")
+    h = decoder(x, dim, heads, num_layers, mlp_dim, dropout)
+    weight = ops.cast(ops.not_equal(x, 0), h.dtype)[..., None]  # (batch, seq, 1): padding is id 0, at the end
+    pooled = ops.sum(h * weight, axis=1) / ops.maximum(ops.sum(weight, axis=1), 1.0)
+    return classifier_head(pooled, num_classes, dropout)

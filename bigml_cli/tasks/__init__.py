@@ -5,6 +5,6 @@ new kind (sequence pairs, a pretrained backbone with a new head) is one new file
 """
 
 from bigml_cli.registry import import_all
-from bigml_cli.tasks.base import TASKS, Classifier, Streams, Task, task_for  # noqa: F401
+from bigml_cli.tasks.base import TASKS, Classifier, Streams, Task, load_for, task_for  # noqa: F401
 
 import_all(__name__, __path__)

@@ -38,6 +38,18 @@ def task_for(kind: Any) -> "Task":
     return TASKS[kind]
 
 
+def load_for(cfg: Any, data_root: Any = None) -> Any:
+    """The dataset a run's model reads: a language model (a builder registered with reads="corpus") reads a
+    text dataset's training texts as its corpus."""
+    from bigml_cli.data import load_dataset
+    from bigml_cli.models import MODELS
+
+    ds = load_dataset(cfg.data, data_root)
+    if getattr(MODELS.get(cfg.model["name"]), "reads", "") == "corpus":
+        ds = task_for(ds).corpus(ds, cfg.data)
+    return ds
+
+
 @dataclass
 class Streams:
     """What training needs from the task: the loss, the metric and the score that selects the model, the steps
@@ -61,6 +73,7 @@ class Task:
     xla = False  # XLA can compile its training step (string ops, in tables and texts, it cannot)
     export_formats = ("savedmodel",)
     takes_encoders = False  # --init of a pretrained encoder (a keras-hub preset) applies
+    starts_from: tuple = ()  # kinds of runs --init may start it from besides its own
     serving_inputs = ""  # what an export takes, for the refusal of a format that cannot take it
     output_name = "probabilities"
     generates = False  # `bigml generate` continues text with it
@@ -102,6 +115,11 @@ class Task:
     def extra_checks(self, runner: Callable, x: Any, expected: np.ndarray, what: str, fmt: str) -> dict:
         """Further checks of a reloaded export (none by default)."""
         return {}
+
+    def corpus(self, ds: Any, data_cfg: Any) -> Any:
+        """The dataset as a language model's corpus (for models that read one)."""
+        raise UserError(f"a language model needs corpus data (tinyshakespeare, FILE.txt) or a text dataset, whose "
+                        f"training texts it models, and {ds.name} is {ds.kind} data; use 'mlp' or 'cnn' for it")
 
     def adopt_vocabulary(self, ds: Any, info: dict, cfg: Any) -> Any:
         """The dataset read as the run `--init` starts from reads its data (input spec `info`): the same

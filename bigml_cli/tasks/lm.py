@@ -118,6 +118,9 @@ class LanguageModel(Task):
         save_lm_report(report, run.eval_dir(name))
         return report
 
+    def corpus(self, ds: Any, data_cfg: Any) -> Any:
+        return ds
+
     def adopt_vocabulary(self, ds: Any, info: dict, cfg: Any) -> Any:
         """The corpus encoded again in the earlier run's vocabulary (characters it lacks are skipped, words
         read as <unk>)."""

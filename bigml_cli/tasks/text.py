@@ -20,6 +20,7 @@ class TextClassification(Classifier):
     kind = "text"
     serving_inputs = "raw strings"
     takes_encoders = True
+    starts_from = ("lm",)  # a language model pre-trained on the dataset's own training texts
     takes = "texts"
     input_suffixes = (".txt",)
     example_files = ".txt files"
@@ -38,8 +39,24 @@ class TextClassification(Classifier):
     def adopt_vocabulary(self, ds: Any, info: dict, cfg: Any) -> Any:
         check_tokens(info, cfg)
         extra = {"lowercase": info["lowercase"]} if info["tokens"] == "wordpiece" else {}
-        ds.input_info = {**ds.input_info, "vocab": list(info["vocab"]), **extra}  # words it lacks read as unknown
+        vocab = list(info["vocab"])
+        if info["kind"] == "lm":  # ids 0 (padding) and 1 (unknown) are TextVectorization's own
+            if vocab[:2] != CORPUS_SPECIALS:
+                raise UserError(f"--init {cfg.train.init} is a language model of a text file, which reads tokens "
+                                "otherwise than a classifier; pre-train it on the classifier's dataset: bigml train "
+                                f"gpt --dataset {ds.name}")
+            vocab = vocab[2:]
+        ds.input_info = {**ds.input_info, "vocab": vocab, **extra}  # words it lacks read as unknown
         return ds
+
+    def corpus(self, ds: Any, data_cfg: Any) -> Any:
+        """The training split's texts alone (validation and test texts are never seen), standardized as the
+        classifier's TextVectorization reads them and in its vocabulary ('' pads, '[UNK]' is unknown), so that
+        a classifier started from the language model (--init) sees the same token ids."""
+        from bigml_cli.data.text import build_vocabulary, make_lm_dataset, standardize
+
+        vocab = CORPUS_SPECIALS + build_vocabulary(ds.x_train, data_cfg)
+        return make_lm_dataset(ds.name, "\n".join(standardize(ds.x_train)), data_cfg, vocab=vocab)
 
     def check(self, ds: Any, cfg: Any) -> None:
         super().check(ds, cfg)
@@ -103,6 +120,9 @@ class TextClassification(Classifier):
         words = np.array([w for w in info["vocab"] if w.isalpha()] + ["unseen"])  # no [CLS], ##ing
         return np.array([" ".join(rng.choice(words, rng.integers(1, 2 * info["sequence_length"])))
                          for _ in range(n)], dtype=object).astype(str)
+
+
+CORPUS_SPECIALS = ["", "[UNK]"]  # TextVectorization's padding and out-of-vocabulary entries
 
 
 def csv_texts(path: Path, info: dict, target: Optional[str]) -> tuple:

@@ -15,14 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from bigml_cli import distribute, files, runs
-from bigml_cli.data import load_dataset
+
 from bigml_cli.data.base import fingerprint
 from bigml_cli.errors import Interrupted, UserError
 from bigml_cli.evaluate import plot_history
 from bigml_cli.models import in_float32, whitening_biases
 from bigml_cli.optim import make_optimizer
 from bigml_cli.pretrained import check_loaded, enable_lora, load_matching, merge_lora, open_source
-from bigml_cli.tasks import task_for
+from bigml_cli.tasks import load_for, task_for
 from bigml_cli.train.callbacks import (BestCheckpoint, FreezeAfter, HistoryLogger, Lookahead, RichProgress,
                                        SaveWeights, StepCheckpoints, StepTimer)
 from bigml_cli.train.multiworker import (build_model_on, check_same_config, check_workers_same_data, custom_loop,
@@ -91,7 +91,7 @@ class Training:
     def load_data(self) -> None:
         """The dataset and its task; user errors surface here, before anything is written."""
         cfg, t = self.cfg, self.cfg.train
-        self.ds = ds = load_dataset(cfg.data, self.data_root)
+        self.ds = ds = load_for(cfg, self.data_root)
         self.task = task_for(ds)
         self.source = None  # the run --init starts from (a resumed run has its own weights)
         if t.init and not self.resume:
