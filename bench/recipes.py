@@ -3,6 +3,8 @@ rewrite the table of them in docs/results.md.
 
     python bench/recipes.py [RECIPE ...]     # default: every recipe, one after another (75 minutes)
     python bench/recipes.py --table          # only rewrite docs/results.md's table from bench/results.json
+    python bench/recipes.py --from-run NAME RUN_DIR   # record a run of recipe NAME trained by hand (its wall time:
+                                                      # config.yaml written to metrics.json written)
 
 Each recipe runs as `bigml train --recipe NAME`, which is what the command on its first line resolves to.
 Recipes named here replace their own entries; the others are kept, each with the date and machine of its run.
@@ -64,6 +66,17 @@ def run(name, on):
             "measured_on": f"{datetime.date.today().isoformat()}, {on}"}
 
 
+def from_run(name, run_dir, on):
+    """The entry of a finished run of recipe `name` (trained with `bigml train --recipe NAME`)."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    wall = (run_dir / "metrics.json").stat().st_mtime - (run_dir / "config.yaml").stat().st_mtime
+    return {"command": command_of(name), "wall_seconds": round(wall, 1),
+            **{k: metrics[k] for k in ("accuracy", "loss", "perplexity", "train_seconds", "epochs",
+                                       "examples_per_second", "precision") if k in metrics},
+            "measured_on": f"{datetime.date.today().isoformat()}, {on}"}
+
+
 def table(results):
     lines = ["| recipe | command | result | wall time | training | precision | measured |", "|---|---|---|---|---|---|---|"]
     for name, r in sorted(results.items()):
@@ -91,6 +104,10 @@ def main(names):
                 entry[now] = entry.pop(was)
         entry.setdefault("measured_on", old_date)
     if names == ["--table"]:
+        return write_table(results)
+    if names[:1] == ["--from-run"]:
+        results[names[1]] = from_run(names[1], names[2], machine())
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
         return write_table(results)
     on, failed = machine(), []
     for name in names or recipe_names():

@@ -136,11 +136,12 @@ def check_loaded(rows: list, path: str) -> None:
 
 def lora_targets(layer: Any) -> list:
     """The layers LoRA adapts in `layer`: itself when it can take a low-rank update (Dense, EinsumDense,
-    Embedding, convolution), else those among its sub-layers (a transformer block's attention projections
+    Embedding, convolution) and trainable, else those among its sub-layers (a transformer block's attention projections
     and feed-forward layers)."""
     if hasattr(layer, "enable_lora"):
-        return [layer]
-    return [sub for sub in layer._flatten_layers(include_self=False) if hasattr(sub, "enable_lora") and sub.weights]
+        return [layer] if layer.trainable else []
+    return [sub for sub in layer._flatten_layers(include_self=False)
+            if hasattr(sub, "enable_lora") and sub.weights and sub.trainable]  # not bert's unused pooler
 
 
 def enable_lora(model: keras.Model, rank: int) -> tuple:
