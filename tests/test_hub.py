@@ -164,3 +164,56 @@ def test_sigkill_then_resume_is_exact_from_a_preset(preset, tmp_path, extra):
     assert want.keys() == got.keys() and len(want) > 0
     for name in want:
         assert np.array_equal(want[name], got[name]), name
+
+
+def write_hf_bert(folder, vocab, hidden=8, heads=2, layers=1, inner=16, positions=32, seed=0):
+    """A tiny BERT in Hugging Face's layout (config.json, model.safetensors with HF's tensor names, vocab.txt),
+    random weights: what keras-hub's converter reads from a downloaded checkpoint."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    tensors = {"embeddings.word_embeddings.weight": (len(vocab), hidden),
+               "embeddings.position_embeddings.weight": (positions, hidden),
+               "embeddings.token_type_embeddings.weight": (2, hidden),
+               "embeddings.LayerNorm.weight": (hidden,), "embeddings.LayerNorm.bias": (hidden,),
+               "pooler.dense.weight": (hidden, hidden), "pooler.dense.bias": (hidden,)}
+    for i in range(layers):
+        p = f"encoder.layer.{i}."
+        for name in ("query", "key", "value"):
+            tensors.update({f"{p}attention.self.{name}.weight": (hidden, hidden), f"{p}attention.self.{name}.bias": (hidden,)})
+        tensors.update({f"{p}attention.output.dense.weight": (hidden, hidden), f"{p}attention.output.dense.bias": (hidden,),
+                        f"{p}attention.output.LayerNorm.weight": (hidden,), f"{p}attention.output.LayerNorm.bias": (hidden,),
+                        f"{p}intermediate.dense.weight": (inner, hidden), f"{p}intermediate.dense.bias": (inner,),
+                        f"{p}output.dense.weight": (hidden, inner), f"{p}output.dense.bias": (hidden,),
+                        f"{p}output.LayerNorm.weight": (hidden,), f"{p}output.LayerNorm.bias": (hidden,)})
+    arrays = {k: (0.2 * rng.standard_normal(shape)).astype("float32") for k, shape in tensors.items()}
+    folder.mkdir(parents=True)
+    save_file(arrays, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "bert", "architectures": ["BertModel"], "vocab_size": len(vocab), "hidden_size": hidden,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": inner,
+        "max_position_embeddings": positions, "type_vocab_size": 2, "hidden_act": "gelu"}))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    return arrays
+
+
+def test_a_hugging_face_bert_folder_loads_through_keras_hubs_converter(cli, preset, tmp_path):
+    """HF's tensors land in the right keras-hub weights (checked on a run that kept its backbone frozen), and
+    the folder's vocab.txt becomes the model's tokenizer."""
+    from bigml_cli.evaluate import load_model
+    from bigml_cli.runs import Run
+
+    _, data = preset
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(FILLER + POSITIVE + NEGATIVE + ["end"]))
+    arrays = write_hf_bert(tmp_path / "hf", vocab)
+    run_dir = tmp_path / "run"
+    result = cli("train", "bert", "--dataset", data, "--init", tmp_path / "hf", "--run-dir", run_dir,
+                 "train.epochs=1", "train.freeze_backbone_epochs=1", *BERT, "--json")
+    assert result.exit_code == 0, result.text
+    model = load_model(Run(run_dir))
+    np.testing.assert_array_equal(model.get_layer("backbone").get_layer("token_embedding").get_weights()[0],
+                                  arrays["embeddings.word_embeddings.weight"])
+    query = model.get_layer("backbone").get_layer("transformer_layer_0")._self_attention_layer.query_dense
+    np.testing.assert_array_equal(query.kernel.numpy().reshape(8, 8), arrays["encoder.layer.0.attention.self.query.weight"].T)
+    assert model.get_layer("tokenize").vocabulary == vocab
