@@ -147,6 +147,11 @@ def test_gpt_pretrains_on_the_training_texts_then_starts_a_classifier_on_the_sam
     result = cli("train", "gpt", "--dataset", data, "--run-dir", lm, "train.epochs=2", *GPT_WORDS, "--json")
     assert result.exit_code == 0, result.text
     assert cli("eval", lm, "--json").exit_code == 0  # the same corpus again, from the same dataset
+    own = tmp_path / "own.txt"
+    own.write_text("the film was great and the plot was zyzzyva " * 10)
+    result = cli("eval", lm, "--dataset", own, "--json")
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["unknown_tokens"] == 10  # zyzzyva, read as [UNK]
     result = cli("train", "gpt_classifier", "--dataset", data, "--init", lm, "--run-dir", classifier,
                  "train.epochs=2", *GPT_WORDS, "--json")
     assert result.exit_code == 0, result.text

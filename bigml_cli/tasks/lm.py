@@ -204,5 +204,5 @@ def unknown_tokens(text: str, ids: np.ndarray, info: dict) -> dict:
     """How many of the text's tokens the model does not know: characters (skipped) or words (read as <unk>)."""
     if info["tokens"] == "characters":
         return {"tokens": len(text), "unknown_tokens": len(text) - len(ids), "token_kind": "characters"}
-    unk = info["vocab"].index("<unk>")
+    unk = info["vocab"].index("<unk>" if "<unk>" in info["vocab"] else "[UNK]")  # a corpus file's, a text dataset's
     return {"tokens": len(ids), "unknown_tokens": int(np.sum(ids == unk)), "token_kind": "words"}
