@@ -126,8 +126,9 @@ def resolve(load: Any, source: str) -> Any:
         if Path(source).expanduser().is_dir():
             raise UserError(f"--init {source} could not be read as a keras-hub preset or Hugging Face BERT folder "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); check its files") from None
-        raise UserError(f"--init {source}: this preset could not be resolved ({type(e).__name__}); a preset name or "
-                        "handle needs internet access, or give a local preset directory") from None
+        where = "" if source.startswith(HANDLES) else " (no run or folder of that name is here either)"
+        raise UserError(f"--init {source}: this preset could not be resolved ({type(e).__name__}){where}; a preset "
+                        "name or handle needs internet access, or give a local preset directory") from None
 
 
 @keras.saving.register_keras_serializable(package="bigml")
