@@ -142,9 +142,7 @@ def test_the_packaged_minilm_loads_through_keras_hubs_converter():
 def test_sigkill_then_resume_is_exact_from_a_preset(preset, tmp_path, extra):
     """A run started from a preset (and with LoRA) resumes after SIGKILL to the weights of one never stopped:
     the resumed run reads the vocabulary it started with from run.json, not the preset again."""
-    import signal
-
-    from test_resume import BIGML, start, wait_for_step, weights
+    from test_resume import BIGML, kill_resume_and_compare
 
     folder, data = preset
     args = ["train", "bert", "--dataset", data, "--init", folder, "train.epochs=3", "train.deterministic=true",
@@ -152,18 +150,7 @@ def test_sigkill_then_resume_is_exact_from_a_preset(preset, tmp_path, extra):
     reference = tmp_path / "reference"
     done = subprocess.run([BIGML, *map(str, args), "--run-dir", str(reference)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    run_dir = tmp_path / "killed"
-    proc = start([*args, "--run-dir", run_dir])
-    wait_for_step(proc, run_dir, 6)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = subprocess.run([BIGML, "train", "--resume", str(run_dir)], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming at step" in resumed.stderr
-    want, got = weights(reference / "checkpoints/last.weights.h5"), weights(run_dir / "checkpoints/last.weights.h5")
-    assert want.keys() == got.keys() and len(want) > 0
-    for name in want:
-        assert np.array_equal(want[name], got[name]), name
+    kill_resume_and_compare(args, reference, tmp_path / "killed", 6)
 
 
 def write_hf_bert(folder, vocab, hidden=8, heads=2, layers=1, inner=16, positions=32, seed=0):

@@ -55,10 +55,10 @@ def reference(tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("kill_at", [7, 58])  # mid-epoch in epochs 1 and 2 (40 steps each)
-def test_sigkill_then_resume_gives_identical_weights(reference, tmp_path, kill_at):
-    run_dir = tmp_path / "run"
-    proc = start([*TINY, "--run-dir", run_dir])
+def kill_resume_and_compare(args, reference, run_dir, kill_at):
+    """Train `args` into run_dir, SIGKILL it after step `kill_at`, resume it, and check that its last weights are
+    bitwise those of `reference`, the same run never stopped."""
+    proc = start([*args, "--run-dir", run_dir])
     wait_for_step(proc, run_dir, kill_at)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -70,6 +70,12 @@ def test_sigkill_then_resume_gives_identical_weights(reference, tmp_path, kill_a
     assert want.keys() == got.keys() and len(want) > 0
     for name in want:
         assert np.array_equal(want[name], got[name]), name
+
+
+@pytest.mark.parametrize("kill_at", [7, 58])  # mid-epoch in epochs 1 and 2 (40 steps each)
+def test_sigkill_then_resume_gives_identical_weights(reference, tmp_path, kill_at):
+    run_dir = tmp_path / "run"
+    kill_resume_and_compare(TINY, reference, run_dir, kill_at)
     assert json.loads((run_dir / "metrics.json").read_text())["accuracy"] == \
         json.loads((reference / "metrics.json").read_text())["accuracy"]
 
