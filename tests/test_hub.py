@@ -137,11 +137,11 @@ def test_the_packaged_minilm_loads_through_keras_hubs_converter():
     assert ids[0].tolist() == [101, 7592, 2088, 999, 102, 0]
 
 
-@pytest.mark.parametrize("extra", [["train.freeze_backbone_epochs=1", "train.backbone_lr_scale=0.5"],
-                                   ["train.lora_rank=2"]], ids=["init+freeze", "init+lora"])
-def test_sigkill_then_resume_is_exact_from_a_preset(preset, tmp_path, extra):
-    """A run started from a preset (and with LoRA) resumes after SIGKILL to the weights of one never stopped:
-    the resumed run reads the vocabulary it started with from run.json, not the preset again."""
+def test_sigkill_then_resume_is_exact_from_a_preset_with_lora_and_a_frozen_start(preset, tmp_path):
+    """A run started from a preset, with LoRA, its backbone frozen for the first epoch and then at half the
+    rate, resumes after SIGKILL (in the frozen epoch) to the weights of one never stopped: the resumed run reads
+    the vocabulary it started with from run.json, not the preset again, and the freeze follows the step count."""
+    extra = ["train.lora_rank=2", "train.freeze_backbone_epochs=2", "train.backbone_lr_scale=0.5"]
     from test_resume import BIGML, kill_resume_and_compare
 
     folder, data = preset
