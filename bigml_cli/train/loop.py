@@ -212,6 +212,11 @@ class Training:
             "(train.label_smoothing) and read higher than the test loss, which does not")
         if self.init_rows:
             self.console.print(init_table(self.init_rows, self.cfg.train.init))
+            sizes = self.source.model_sizes()
+            if sizes:
+                listed = ", ".join(f"model.{k}={v}" for k, v in sizes.items())
+                self.console.print(f"note: the model's sizes are the preset's ({listed}); config.yaml records them",
+                                   markup=False, highlight=False)
         if self.lora:
             trained, total = self.lora
             self.console.print(f"LoRA rank {t.lora_rank}: {trained:,} of {total:,} parameters train "
