@@ -35,7 +35,8 @@ def is_preset(source: str) -> bool:
 
 
 class PresetSource:
-    """A keras-hub preset or Hugging Face folder that `--init` starts from."""
+    """A keras-hub preset or Hugging Face folder that `--init` starts from (the interface of
+    pretrained.RunSource: input_info, model_sizes, model, same_classes)."""
 
     def __init__(self, source: str):
         self.source = source
@@ -54,6 +55,13 @@ class PresetSource:
                 raise UserError(f"--init {self.source} is a {type(self._backbone).__name__}; bigml fine-tunes "
                                 "BERT-family encoders (BertBackbone presets and Hugging Face BERT folders)")
         return self._backbone
+
+    def model(self) -> keras.Model:
+        """What `--init` loads layers from: the backbone (a preset has no head of this run's classes)."""
+        return self.backbone()
+
+    def same_classes(self, class_names: list) -> bool:
+        return False
 
     def model_sizes(self) -> dict:
         """The `bert` model's parameters that reproduce the preset's architecture."""

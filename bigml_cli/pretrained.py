@@ -91,25 +91,6 @@ class RunSource:
         return self.run.info.class_names == class_names
 
 
-class HubSource:
-    """A keras-hub preset or Hugging Face BERT folder: its backbone's layers, never its head."""
-
-    def __init__(self, preset: Any):
-        self.preset = preset
-
-    def input_info(self) -> dict:
-        return self.preset.input_info()
-
-    def model_sizes(self) -> dict:
-        return self.preset.model_sizes()
-
-    def model(self) -> keras.Model:
-        return self.preset.backbone()
-
-    def same_classes(self, class_names: list) -> bool:
-        return False
-
-
 def open_source(path: str, task: Any, model: str) -> Any:
     """What `--init` names: an earlier run (refused when its data is of another kind than this run's), or a
     keras-hub preset / Hugging Face folder (a BERT encoder, for tasks that take one, with the `bert` model)."""
@@ -119,7 +100,7 @@ def open_source(path: str, task: Any, model: str) -> Any:
         if not task.takes_encoders or model != "bert":
             raise UserError(f"--init {path} is a pretrained text encoder; it initializes `bigml train bert` on text "
                             f"data (this run: model {model}, {task.kind} data)")
-        return HubSource(hub.PresetSource(path))
+        return hub.PresetSource(path)
     run = runs.open_run(path)
     theirs = run.info.input["kind"]
     if theirs != task.kind and theirs not in task.starts_from:

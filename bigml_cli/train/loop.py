@@ -94,10 +94,12 @@ class Training:
         self.ds = ds = load_for(cfg, self.data_root)
         self.task = task_for(ds)
         self.source = None  # the run --init starts from (a resumed run has its own weights)
+        self.preset_sizes: dict = {}  # model.* values an --init preset set
         if t.init and not self.resume:
             self.source = open_source(t.init, self.task, cfg.model["name"])
             self.ds = ds = self.task.adopt_vocabulary(ds, self.source.input_info(), cfg)  # the cheap checks first
-            cfg.model.update(self.source.model_sizes())  # a preset's architecture; config.yaml records it
+            self.preset_sizes = self.source.model_sizes()  # a preset's architecture; config.yaml records it
+            cfg.model.update(self.preset_sizes)
         elif t.init:  # resumed: the vocabulary the run started with, not one built again from this data
             self.ds = ds = self.task.adopt_vocabulary(ds, self.run_.info.input, cfg)
         if t.patience and not ds.has_validation:
@@ -212,9 +214,8 @@ class Training:
             "(train.label_smoothing) and read higher than the test loss, which does not")
         if self.init_rows:
             self.console.print(init_table(self.init_rows, self.cfg.train.init))
-            sizes = self.source.model_sizes()
-            if sizes:
-                listed = ", ".join(f"model.{k}={v}" for k, v in sizes.items())
+            if self.preset_sizes:
+                listed = ", ".join(f"model.{k}={v}" for k, v in self.preset_sizes.items())
                 self.console.print(f"note: the model's sizes are the preset's ({listed}); config.yaml records them",
                                    markup=False, highlight=False)
         if self.lora:
