@@ -36,7 +36,7 @@ data: install
 minilm: install
 	$(BIN)/python bench/minilm.py $(HOME)/.cache/bigml-pretrained
 
-test-data: install data
+test-data: install data minilm
 	BIGML_DATA_DIR=$(DATA_DIR) $(BIN)/python -m pytest -q -m data
 
 # Throughput, FLOPs, fraction of peak, and bigml vs a hand-written Keras script (about 10 minutes);
