@@ -206,10 +206,17 @@ def train(
     else:
         out.print(metrics_table(f"test metrics: {metrics['run']}", {k: v for k, v in metrics.items() if k != "run"}))
         run_path = shlex.quote(metrics["run"])  # a path with spaces pastes back as one argument
-        first = (f"bigml generate {run_path} --prompt TEXT" if "perplexity" in metrics
-                 else f"bigml predict {run_path} INPUT...")
+        first = run_task(metrics["run"]).next_step.format(run=run_path)
         out.print(f"next: {first}  |  bigml eval {run_path}  |  bigml export {run_path}", markup=False,
                   highlight=False, soft_wrap=True)
+
+
+def run_task(run_path: str) -> Any:
+    """The task of a run's kind of data."""
+    from bigml_cli import runs
+    from bigml_cli.tasks import task_for
+
+    return task_for(runs.open_run(run_path).info.input)
 
 
 @app.command("config")

@@ -89,18 +89,26 @@ def lm_report(model: Any, ids: np.ndarray, starts: np.ndarray, length: int, forw
     one (a fresh one traces again)."""
     from bigml_cli.data.pipeline import lm_eval_dataset
 
-    total, correct, count = 0.0, 0, 0
-    forward = forward or inference(model)
-    for x, y in lm_eval_dataset(ids, starts, length, 64):
-        logits = np.asarray(forward(x), np.float64)  # (batch, seq, vocab)
+    return token_report(forward or inference(model), lm_eval_dataset(ids, starts, length, 64))
+
+
+def token_report(forward: Any, batches: Any) -> dict:
+    """Loss (nats per token), perplexity and accuracy of the logits `forward` gives for batches of (inputs,
+    target ids) or (inputs, target ids, weights): a masked language model's weights pick the masked tokens.
+    `examples` counts the tokens scored."""
+    total, correct, count = 0.0, 0.0, 0.0
+    for batch in batches:
+        logits = np.asarray(forward(batch[0]), np.float64)  # (batch, seq, vocab)
         logits -= logits.max(axis=-1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-        y = np.asarray(y)
-        total -= float(np.take_along_axis(log_probs, y[..., None], axis=-1).sum())
-        correct += int((log_probs.argmax(-1) == y).sum())
-        count += y.size
-    loss = total / count
-    return {"loss": loss, "perplexity": float(np.exp(loss)), "accuracy": correct / count, "examples": count}
+        y = np.asarray(batch[1])
+        w = np.asarray(batch[2], np.float64) if len(batch) > 2 else np.ones(y.shape)
+        total -= float((np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0] * w).sum())
+        correct += float(((log_probs.argmax(-1) == y) * w).sum())
+        count += float(w.sum())
+    loss = total / max(count, 1.0)
+    return {"loss": loss, "perplexity": float(np.exp(loss)), "accuracy": correct / max(count, 1.0),
+            "examples": int(count)}
 
 
 def save_lm_report(report: dict, out_dir: Path) -> None:

@@ -106,7 +106,7 @@ def predict(run_path: Union[str, Path], files: list, top_k: int = 5, from_files:
     info = run.info
     task = task_for(info.input)
     if not task.predicts:
-        raise UserError(f"run {run_path} is a language model; use `bigml generate {run_path} --prompt TEXT`")
+        raise UserError(f"run {run_path} is {task.described}; {task.instead.format(run=run_path)}")
     names, x, notes = task.read_inputs(files, info.input, from_files)
     probs = predict_probs(load_model(run), x, progress="predicting")
     classes = info.class_names

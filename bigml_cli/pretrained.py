@@ -70,17 +70,27 @@ def load_matching(model: keras.Model, source: keras.Model, same_classes: bool) -
     return rows
 
 
+SIZES = ("dim", "heads", "num_layers", "mlp_dim")  # the model.* values that shape a backbone's weights
+
+
 class RunSource:
     """An earlier bigml run that `--init` starts from."""
 
-    def __init__(self, run: Any):
-        self.run = run
+    def __init__(self, run: Any, model: str):
+        self.run, self.new_model = run, model
 
     def input_info(self) -> dict:
         return self.run.info.input
 
     def model_sizes(self) -> dict:
-        return {}  # the new run's own model.* values
+        """A pre-training run of another family (transformer_mlm for transformer, gpt for gpt_classifier) sets the
+        new model's sizes, as a preset does; a run of the same family leaves the new run's own."""
+        from bigml_cli.models import MODELS
+
+        if self.run.info.model == self.new_model:
+            return {}
+        theirs, takes = self.run.config.model, MODELS.params(self.new_model, skip=2)
+        return {k: theirs[k] for k in SIZES if k in theirs and k in takes}
 
     def model(self) -> keras.Model:
         from bigml_cli.evaluate import load_model
@@ -106,7 +116,7 @@ def open_source(path: str, task: Any, model: str) -> Any:
     if theirs != task.kind and theirs not in task.starts_from:
         raise UserError(f"--init {path} is a model of {theirs} data, and this run's data is {task.kind}; start from a "
                         f"run trained on {task.kind} data")
-    return RunSource(run)
+    return RunSource(run, model)
 
 
 def check_loaded(rows: list, path: str) -> None:

@@ -158,6 +158,49 @@ def lm_train_dataset(ids: Any, starts: Any, length: int, batch_size: int, seed: 
     return _ready(ds), lm_steps_per_epoch(len(ids), length, batch_size)
 
 
+def mask_tokens(x: Any, seed: Any, mask_id: int, vocab_size: int, rate: float = 0.15) -> tuple:
+    """BERT's masking of token ids (batch, seq): each token is picked with probability `rate`; a picked
+    token becomes `mask_id` 80% of the time, a random token 10%, and stays itself 10%. Returns (masked ids,
+    picked as 1.0 / 0.0, the loss's weights). Stateless random ops seeded by `seed` (two int64s), so a
+    batch's masks are a function of (seed, step) and a resumed run masks as the uninterrupted one did
+    (keras-hub's MaskedLMMaskGenerator draws from unseeded random ops)."""
+    seed = tf.cast(seed, tf.int64)
+    draw = tf.random.stateless_uniform(tf.shape(x), seed)
+    picked = draw < rate
+    # the same draw splits the picked tokens 80/10/10: below 0.8 * rate masks, above 0.9 * rate keeps
+    to_mask = draw < 0.8 * rate
+    to_random = picked & ~to_mask & (draw < 0.9 * rate)
+    random_ids = tf.random.stateless_uniform(tf.shape(x), seed + [0, 1 << 32], 0, vocab_size, dtype=x.dtype)
+    masked = tf.where(to_mask, tf.cast(mask_id, x.dtype), tf.where(to_random, random_ids, x))
+    return masked, tf.cast(picked, tf.float32)
+
+
+def mlm_train_dataset(ids: Any, starts: Any, length: int, batch_size: int, seed: Any, mask_id: int, vocab_size: int, start_step: int = 0, shard: Any = None) -> tuple:
+    """Endless shuffled batches of (masked windows, original windows, weights on the masked positions) of a
+    token-id corpus; returns (dataset, steps per epoch)."""
+    ids, starts = tf.constant(ids), tf.constant(starts)
+
+    def make_batch(step, idx):
+        x = _windows(ids, tf.gather(starts, idx), length)[0]
+        masked, weights = mask_tokens(x, tf.stack([tf.constant(seed, tf.int64), step]), mask_id, vocab_size)
+        return masked, x, weights
+
+    ds = index_stream(len(starts), batch_size, seed, start_step, shard)
+    return _ready(ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)), lm_steps_per_epoch(len(ids), length, batch_size)
+
+
+def mlm_eval_dataset(ids: Any, starts: Any, length: int, batch_size: int, mask_id: int, vocab_size: int, seed: int = 0) -> Any:
+    """Every window starting at `starts`, once, in order, with the same masks every time it is read."""
+    ids = tf.constant(ids)
+
+    def make_batch(i, s):
+        x = _windows(ids, s, length)[0]
+        masked, weights = mask_tokens(x, tf.stack([tf.constant(seed, tf.int64), i]), mask_id, vocab_size)
+        return masked, x, weights
+
+    return _ready(tf.data.Dataset.from_tensor_slices(starts).batch(batch_size).enumerate().map(make_batch))
+
+
 def lm_eval_dataset(ids: Any, starts: Any, length: int, batch_size: int) -> Any:
     """Every window starting at `starts`, once, in order."""
     ids = tf.constant(ids)

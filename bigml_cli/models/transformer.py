@@ -38,6 +38,23 @@ def encoder_block(x: Any, mask: Any, dim: int, heads: int, mlp_dim: int, dropout
     return x + layers.Dropout(dropout)(h)
 
 
+def encoder(x: Any, dim: int, heads: int, num_layers: int, mlp_dim: int, dropout: float) -> tuple:
+    """Token ids (batch, seq) -> (the final norm's outputs (batch, seq, dim), 1.0 at real tokens (batch, seq));
+    the same layers, in the same order, in the classifier and in the masked language model, so that one
+    starts the other (--init)."""
+    if dim % heads:
+        from bigml_cli.errors import UserError
+
+        raise UserError(f"model.dim {dim} must be a multiple of model.heads {heads}")
+    not_pad = ops.cast(ops.not_equal(x, 0), "float32")  # (batch, seq)
+    mask = ops.cast(not_pad[:, None, :], "bool")  # (batch, 1, seq): attend to real tokens only
+    h = layers.Embedding(vocabulary_size(x), dim)(x)  # (batch, seq, dim)
+    h = layers.Dropout(dropout)(PositionEmbedding(x.shape[1], dim)(h))
+    for _ in range(num_layers):
+        h = encoder_block(h, mask, dim, heads, mlp_dim, dropout)
+    return layers.LayerNormalization(epsilon=1e-6)(h), not_pad
+
+
 @MODELS.register
 def transformer(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: int = 2, mlp_dim: int = 256, dropout: float = 0.1) -> Any:
     """Transformer encoder classifier; the padded positions are masked out of attention and pooling.
@@ -50,16 +67,24 @@ def transformer(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_la
         dropout: dropout on attention weights, residual branches and before the output.
     """
     require(x, "transformer", "text", "'cnn' or 'mlp' for images, 'mlp' for tables, 'gpt' for a corpus")
-    if dim % heads:
-        from bigml_cli.errors import UserError
-
-        raise UserError(f"model.dim {dim} must be a multiple of model.heads {heads}")
-    not_pad = ops.cast(ops.not_equal(x, 0), "float32")  # (batch, seq)
-    mask = ops.cast(not_pad[:, None, :], "bool")  # (batch, 1, seq): attend to real tokens only
-    h = layers.Embedding(vocabulary_size(x), dim)(x)  # (batch, seq, dim)
-    h = layers.Dropout(dropout)(PositionEmbedding(x.shape[1], dim)(h))
-    for _ in range(num_layers):
-        h = encoder_block(h, mask, dim, heads, mlp_dim, dropout)
-    h = layers.LayerNormalization(epsilon=1e-6)(h)
+    h, not_pad = encoder(x, dim, heads, num_layers, mlp_dim, dropout)
     pooled = ops.sum(h * not_pad[..., None], axis=1) / ops.maximum(ops.sum(not_pad, axis=1, keepdims=True), 1.0)
     return classifier_head(pooled, num_classes, dropout)  # mean over real tokens -> probabilities
+
+
+@MODELS.register(reads="masked corpus")
+def transformer_mlm(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: int = 2, mlp_dim: int = 256, dropout: float = 0.1) -> Any:
+    """transformer's encoder pre-trained as BERT is: 15% of the tokens masked, their logits (batch, seq, vocab)
+    predicted at every position. On a text dataset (imdb, a folder) it reads the training split's texts; a
+    `transformer` classifier of the same sizes starts from it (--init).
+
+    Args:
+        dim: model width (token and position embeddings).
+        heads: attention heads (dim must divide evenly).
+        num_layers: encoder blocks.
+        mlp_dim: hidden width of each block's feed-forward network.
+        dropout: dropout on attention weights and residual branches.
+    """
+    require(x, "transformer_mlm", "corpus", "'transformer' to classify texts")
+    h, _ = encoder(x, dim, heads, num_layers, mlp_dim, dropout)
+    return layers.Dense(num_classes, dtype="float32", name="logits")(h)  # (batch, seq, vocab)

@@ -39,22 +39,27 @@ def task_for(kind: Any) -> "Task":
 
 
 def load_for(cfg: Any, data_root: Any = None) -> Any:
-    """The dataset a run's model reads: a language model (a builder registered with reads="corpus") reads a
-    text dataset's training texts as its corpus."""
+    """The dataset a run's model reads: a language model (a builder registered with reads="corpus", or "masked
+    corpus") reads a text dataset's training texts as its corpus."""
     from bigml_cli.data import load_dataset
     from bigml_cli.models import MODELS
 
     ds = load_dataset(cfg.data, data_root)
-    if getattr(MODELS.get(cfg.model["name"]), "reads", "") == "corpus":
-        ds = task_for(ds).corpus(ds, cfg.data)
+    kind = CORPUS_READERS.get(getattr(MODELS.get(cfg.model["name"]), "reads", ""))
+    if kind:
+        ds = task_for(kind).from_corpus(task_for(ds).corpus(ds, cfg.data))
     return ds
+
+
+CORPUS_READERS = {"corpus": "lm", "masked corpus": "mlm"}  # what a builder reads -> the task that trains it
 
 
 @dataclass
 class Streams:
     """What training needs from the task: the loss, the metric and the score that selects the model, the steps
     in an epoch, the training stream as a function of (start step, batch size, shard), the validation batches
-    and each class's loss weight (None: unweighted)."""
+    and each class's loss weight (None: unweighted). `weighted`: the streams' batches carry weights (a third
+    element) that the metric weighs by too."""
 
     loss: Any
     metric: Any
@@ -63,6 +68,7 @@ class Streams:
     train: Callable
     val: Any
     weights: Optional[list]
+    weighted: bool = False
 
 
 class Task:
@@ -78,6 +84,9 @@ class Task:
     output_name = "probabilities"
     generates = False  # `bigml generate` continues text with it
     predicts = True  # `bigml predict` classifies a user's inputs with it
+    described = "a classifier"  # what its runs are, for the messages of commands that do not apply
+    instead = "use `bigml predict` here"  # the command that does ({run}: the run's path)
+    next_step = "bigml predict {run} INPUT..."  # the first command to try on a finished run
     takes = "inputs"  # what a user gives `predict`, for its messages
     input_suffixes: tuple = ()  # the files `predict` picks out of a folder
     example_files = "files"  # a labelled folder's examples, for `eval --dataset` messages
@@ -160,7 +169,8 @@ class Classifier(Task):
             train=lambda step=0, batch=t.batch_size, shard=None: train_dataset(
                 ds.x_train, ds.y_train, ds.num_classes, batch, t.seed, augment, d.crop_padding, step, shard,
                 weights, d.cutout, fill),
-            val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256), weights), weights=weights)
+            val=eval_dataset(ds.x_val, ds.y_val, ds.num_classes, max(t.batch_size, 256), weights), weights=weights,
+            weighted=weights is not None)
 
     def cutout_fill(self, ds: Any) -> Optional[list]:
         return None

@@ -23,6 +23,13 @@ class LanguageModel(Task):
     output_name = "logits"  # (batch, seq, vocab): the next token's, at every position
     generates = True
     predicts = False
+    described = "a language model"
+    instead = "use `bigml generate {run} --prompt TEXT`"
+    next_step = "bigml generate {run} --prompt TEXT"
+
+    def from_corpus(self, ds: Any) -> Any:
+        """A corpus as this task trains on it (as it is)."""
+        return ds
 
     def model_inputs(self, info: dict) -> tuple:
         from bigml_cli.models.base import TokenIds
@@ -73,17 +80,21 @@ class LanguageModel(Task):
         return tf.argmax(outputs, -1) == tf.cast(y, tf.int64)
 
     def validate(self, model: keras.Model, ds: Any, forward: Callable, streams: Streams) -> dict:
+        return self.report(model, ds.val_ids, ds.val_starts, ds.input_info, forward)
+
+    def report(self, model: keras.Model, ids: np.ndarray, starts: np.ndarray, info: dict, forward: Any = None) -> dict:
+        """Loss, perplexity and next-token accuracy on the windows of `ids` starting at `starts`."""
         from bigml_cli.evaluate import lm_report
 
-        return lm_report(model, ds.val_ids, ds.val_starts, ds.input_info["sequence_length"], forward)
+        return lm_report(model, ids, starts, info["sequence_length"], forward)
 
     # --- reports ----------------------------------------------------------------------------------------------
 
     def test(self, model: keras.Model, ds: Any, run: Any) -> dict:
         """A corpus has no test split: the report on the validation text, saved in RUN/eval/val/."""
-        from bigml_cli.evaluate import lm_report, save_lm_report
+        from bigml_cli.evaluate import save_lm_report
 
-        report = lm_report(model, ds.val_ids, ds.val_starts, ds.input_info["sequence_length"])
+        report = self.report(model, ds.val_ids, ds.val_starts, ds.input_info)
         save_lm_report(report, run.eval_dir("val"))
         return report
 
@@ -94,7 +105,7 @@ class LanguageModel(Task):
     def evaluate_split(self, run: Any, ds: Any, model: keras.Model, asked: Optional[str]) -> dict:
         """The validation text (the default) or the training text, in non-overlapping windows."""
         from bigml_cli.data.text import lm_eval_starts
-        from bigml_cli.evaluate import lm_report, save_lm_report
+        from bigml_cli.evaluate import save_lm_report
 
         if asked == "test":
             raise UserError(f"run {run.path} is a language model, and its corpus has no test split: the last "
@@ -104,17 +115,17 @@ class LanguageModel(Task):
         ids, starts = ds.val_ids, ds.val_starts
         if split == "train":
             ids, starts = ds.train_ids, lm_eval_starts(len(ds.train_ids), length)
-        report = lm_report(model, ids, starts, length)
+        report = self.report(model, ids, starts, ds.input_info)
         save_lm_report(report, run.eval_dir(split))
         return {"run": str(run.path), "split": split, **report}
 
     def evaluate_own(self, run: Any, path: Path, name: str) -> dict:
         """A user's own UTF-8 text, in non-overlapping windows, as the run's validation text is scored."""
-        from bigml_cli.evaluate import load_model, lm_report, save_lm_report
+        from bigml_cli.evaluate import load_model, save_lm_report
 
         info = run.info.input
         ids, starts, counts = text_windows(path, info)
-        report = {**lm_report(load_model(run), ids, starts, info["sequence_length"]), **counts}
+        report = {**self.report(load_model(run), ids, starts, info), **counts}
         save_lm_report(report, run.eval_dir(name))
         return report
 

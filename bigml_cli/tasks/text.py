@@ -20,7 +20,7 @@ class TextClassification(Classifier):
     kind = "text"
     serving_inputs = "raw strings"
     takes_encoders = True
-    starts_from = ("lm",)  # a language model pre-trained on the dataset's own training texts
+    starts_from = ("lm", "mlm")  # a (masked) language model pre-trained on the dataset's own training texts
     takes = "texts"
     input_suffixes = (".txt",)
     example_files = ".txt files"
@@ -40,7 +40,7 @@ class TextClassification(Classifier):
         check_tokens(info, cfg)
         extra = {"lowercase": info["lowercase"]} if info["tokens"] == "wordpiece" else {}
         vocab = list(info["vocab"])
-        if info["kind"] == "lm":  # ids 0 (padding) and 1 (unknown) are TextVectorization's own
+        if info["kind"] in self.starts_from:  # ids 0 (padding) and 1 (unknown) are TextVectorization's own
             if vocab[:2] != CORPUS_SPECIALS:
                 raise UserError(f"--init {cfg.train.init} is a language model of a text file, which reads tokens "
                                 "otherwise than a classifier; pre-train it on the classifier's dataset: bigml train "

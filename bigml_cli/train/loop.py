@@ -94,11 +94,11 @@ class Training:
         self.ds = ds = load_for(cfg, self.data_root)
         self.task = task_for(ds)
         self.source = None  # the run --init starts from (a resumed run has its own weights)
-        self.preset_sizes: dict = {}  # model.* values an --init preset set
+        self.preset_sizes: dict = {}  # model.* values an --init preset (or pre-training run) set
         if t.init and not self.resume:
             self.source = open_source(t.init, self.task, cfg.model["name"])
             self.ds = ds = self.task.adopt_vocabulary(ds, self.source.input_info(), cfg)  # the cheap checks first
-            self.preset_sizes = self.source.model_sizes()  # a preset's architecture; config.yaml records it
+            self.preset_sizes = self.source.model_sizes()  # its architecture; config.yaml records it
             cfg.model.update(self.preset_sizes)
         elif t.init:  # resumed: the vocabulary the run started with, not one built again from this data
             self.ds = ds = self.task.adopt_vocabulary(ds, self.run_.info.input, cfg)
@@ -129,7 +129,7 @@ class Training:
                 optimizer=make_optimizer(t, steps),
                 loss=streams.loss,
                 # with class weights, the accuracies fit shows weigh them too: the mean of the classes' recalls
-                **{"weighted_metrics" if streams.weights else "metrics": [streams.metric]},
+                **{"weighted_metrics" if streams.weighted else "metrics": [streams.metric]},
                 # XLA cannot compile string ops (tables, text), nor one step over several devices (tensorflow XLA
                 # known issues: "tf.Variable on a different device")
                 jit_compile=t.jit_compile and task.xla and place.replicas == 1,
@@ -216,7 +216,8 @@ class Training:
             self.console.print(init_table(self.init_rows, self.cfg.train.init))
             if self.preset_sizes:
                 listed = ", ".join(f"model.{k}={v}" for k, v in self.preset_sizes.items())
-                self.console.print(f"note: the model's sizes are the preset's ({listed}); config.yaml records them",
+                self.console.print(f"note: the model's sizes are those of --init's model ({listed}); config.yaml "
+                                   "records them",
                                    markup=False, highlight=False)
         if self.lora:
             trained, total = self.lora
