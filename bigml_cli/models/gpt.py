@@ -53,9 +53,9 @@ def gpt(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: in
 
 
 @MODELS.register
-def gpt_classifier(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: int = 4, mlp_dim: int = 512, dropout: float = 0.1) -> Any:
-    """gpt's decoder (causal attention) as a text classifier: its outputs averaged over the real tokens feed
-    a new head, so a gpt language model of the same sizes starts it (--init).
+def gpt_classifier(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num_layers: int = 4, mlp_dim: int = 512, dropout: float = 0.1, pool: str = "last") -> Any:
+    """gpt's decoder (causal attention) as a text classifier with a new head, so a gpt language model of the
+    same sizes starts it (--init).
 
     Args:
         dim: model width.
@@ -63,9 +63,17 @@ def gpt_classifier(x: Any, num_classes: int, dim: int = 128, heads: int = 4, num
         num_layers: decoder blocks.
         mlp_dim: hidden width of each block's MLP.
         dropout: dropout on embeddings, attention weights, residual branches and before the head.
+        pool: what feeds the head: "last", the last real token's output, which has attended to the whole
+            text (GPT's fine-tuning, Radford et al. 2018), or "mean", the outputs averaged over the real tokens.
     """
     require(x, "gpt_classifier", "text", "'gpt' for a corpus")
+    if pool not in ("last", "mean"):
+        raise UserError(f"model.pool must be 'last' or 'mean', got '{pool}'")
     h = decoder(x, dim, heads, num_layers, mlp_dim, dropout)
-    weight = ops.cast(ops.not_equal(x, 0), h.dtype)[..., None]  # (batch, seq, 1): padding is id 0, at the end
-    pooled = ops.sum(h * weight, axis=1) / ops.maximum(ops.sum(weight, axis=1), 1.0)
+    real = ops.cast(ops.not_equal(x, 0), h.dtype)  # (batch, seq): padding is id 0, at the end
+    if pool == "last":
+        weight = ops.one_hot(ops.maximum(ops.cast(ops.sum(real, axis=1), "int32") - 1, 0), x.shape[1], dtype=h.dtype)
+    else:
+        weight = real / ops.maximum(ops.sum(real, axis=1, keepdims=True), 1.0)
+    pooled = ops.sum(h * weight[..., None], axis=1)  # (batch, dim)
     return classifier_head(pooled, num_classes, dropout)
