@@ -1,11 +1,16 @@
-"""Pre-train, then fine-tune, side by side: gpt pre-trained on IMDB's training reviews (gpt_imdb_lm), then the
-gpt_classifier recipe three ways for the same steps: from scratch, from the language model with every weight
-training, and from it with LoRA. Records bench/pretrain.json and rewrites the table in docs/results.md.
+"""Pre-train, then fine-tune, side by side, for one of two pairs; records bench/pretrain.json and rewrites the
+pair's table in docs/results.md. Every run is `bigml train --recipe ...` with the overrides the table shows.
 
-    python bench/pretrain.py [--lora-rank 4] [--lora-lr 0.002]    # about 40 minutes on a 2-core CPU
-    python bench/pretrain.py --table                               # only rewrite the table
+gpt: gpt pre-trained on IMDB's training reviews (gpt_imdb_lm), then the gpt_classifier recipe three ways for
+the same steps: from scratch, from the language model with every weight training, and with LoRA.
+mlm: transformer_mlm pre-trained by masking those reviews (transformer_imdb_mlm), then the transformer recipe
+from scratch (transformer_imdb) and from it (transformer_imdb_finetune), the same settings and steps.
 
-Every run is `bigml train --recipe ...` with the overrides the table shows.
+    python bench/pretrain.py [--pair gpt] [--lm-epochs 1] [--lora-rank 4] [--lora-lr 0.002]
+    python bench/pretrain.py --pair mlm
+    python bench/pretrain.py --reuse ...   # a run whose command is unchanged and whose directory is whole
+                                           # keeps its recorded figures (resume a long comparison)
+    python bench/pretrain.py --table       # only rewrite the tables
 """
 
 import argparse
@@ -26,8 +31,12 @@ DOC = ROOT / "docs" / "results.md"
 RUNS = ROOT / "runs" / "bench"
 
 
-def train(name, recipe, overrides):
+def train(name, recipe, overrides, previous=None):
     run_dir = RUNS.relative_to(ROOT) / name
+    command = "bigml train --recipe " + recipe + "".join(f" {o}" for o in overrides)
+    if previous and previous.get("command") == command and (ROOT / run_dir / "metrics.json").exists():
+        print(f"{name:<28} kept: {json.dumps(previous)}", flush=True)
+        return previous
     cmd = [str(Path(sys.executable).with_name("bigml")), "train", "--recipe", recipe, "--run-dir", str(run_dir),
            "--overwrite", "--json", *overrides]
     start = time.perf_counter()
@@ -37,7 +46,7 @@ def train(name, recipe, overrides):
         sys.exit(f"{name}: bigml train failed:\n{proc.stderr[-3000:]}")
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     lora = re.search(r"LoRA rank \d+: ([\d,]+) of ([\d,]+) parameters train", " ".join(proc.stderr.split()))
-    entry = {"command": "bigml train --recipe " + recipe + "".join(f" {o}" for o in overrides),
+    entry = {"command": command,
              "wall_seconds": round(wall, 1), **{k: metrics[k] for k in ("accuracy", "loss", "perplexity",
                                                                          "train_seconds", "epochs") if k in metrics}}
     if lora:
@@ -60,33 +69,65 @@ def table(results):
     return "\n".join(lines)
 
 
+TITLES = {"gpt": "pretrain", "mlm": "pretrain-mlm"}  # each pair's table's markers in docs/results.md
+
+
 def write_table(results):
     text = DOC.read_text()
-    block = f"<!-- pretrain:start -->\n{table(results)}\n<!-- pretrain:end -->"
-    if "<!-- pretrain:start -->" in text:
-        text = re.sub(r"<!-- pretrain:start -->.*<!-- pretrain:end -->", block, text, flags=re.S)
-    else:
-        text += f"\n## Pre-training, then fine-tuning (`bench/pretrain.py`)\n\n{block}\n"
+    for pair, mark in TITLES.items():
+        if pair not in results:
+            continue
+        block = f"<!-- {mark}:start -->\n{table(results[pair])}\n<!-- {mark}:end -->"
+        if f"<!-- {mark}:start -->" in text:
+            text = re.sub(f"<!-- {mark}:start -->.*<!-- {mark}:end -->", lambda m: block, text, flags=re.S)
+        else:
+            text += f"\n## Pre-training, then fine-tuning: {pair} (`bench/pretrain.py --pair {pair}`)\n\n{block}\n"
     DOC.write_text(text)
+
+
+def gpt_pair(a, old):
+    lm = RUNS.relative_to(ROOT) / "gpt_imdb_lm"
+    runs = {"language model (pre-training)": train("gpt_imdb_lm", "gpt_imdb_lm", [f"train.epochs={a.lm_epochs}"],
+                                                   old.get("language model (pre-training)"))}
+    for label, name, extra in (
+            ("classifier from scratch", "gpt_imdb_scratch", ["train.init="]),
+            ("classifier from the language model", "gpt_imdb_classifier", [f"train.init={lm}"]),
+            (f"... with LoRA rank {a.lora_rank}", "gpt_imdb_lora",
+             [f"train.init={lm}", f"train.lora_rank={a.lora_rank}", f"train.learning_rate={a.lora_lr}"])):
+        runs[label] = train(name, "gpt_imdb_classifier", extra, old.get(label))
+    return runs
+
+
+def mlm_pair(a, old):
+    mlm = RUNS.relative_to(ROOT) / "transformer_imdb_mlm"
+    runs = {"masked language model (pre-training)": train(
+        "transformer_imdb_mlm", "transformer_imdb_mlm", [f"train.epochs={a.lm_epochs}"],
+        old.get("masked language model (pre-training)"))}
+    runs["classifier from scratch"] = train("transformer_imdb_scratch", "transformer_imdb", [],
+                                            old.get("classifier from scratch"))
+    runs["classifier from the masked language model"] = train(
+        "transformer_imdb_finetune", "transformer_imdb_finetune", [f"train.init={mlm}"],
+        old.get("classifier from the masked language model"))
+    return runs
 
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--pair", choices=("gpt", "mlm"), default="gpt")
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--reuse", action="store_true")
+    parser.add_argument("--lm-epochs", type=int, default=1)
     parser.add_argument("--lora-rank", type=int, default=4)
     parser.add_argument("--lora-lr", type=float, default=0.002)
     a = parser.parse_args()
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if "runs" in results:  # the file's first layout: the gpt pair alone
+        results = {"gpt": results}
     if a.table:
-        return write_table(json.loads(RESULTS.read_text()))
-    lm = RUNS.relative_to(ROOT) / "gpt_imdb_lm"
-    runs = {"language model (pre-training)": train("gpt_imdb_lm", "gpt_imdb_lm", [])}
-    runs["classifier from scratch"] = train("gpt_imdb_scratch", "gpt_imdb_classifier", ["train.init="])
-    runs["classifier from the language model"] = train("gpt_imdb_classifier", "gpt_imdb_classifier",
-                                                       [f"train.init={lm}"])
-    runs[f"... with LoRA rank {a.lora_rank}"] = train(
-        "gpt_imdb_lora", "gpt_imdb_classifier",
-        [f"train.init={lm}", f"train.lora_rank={a.lora_rank}", f"train.learning_rate={a.lora_lr}"])
-    results = {"runs": runs, "measured_on": f"{datetime.date.today().isoformat()}, {machine()}"}
+        return write_table(results)
+    old = results.get(a.pair, {}).get("runs", {}) if a.reuse else {}
+    runs = (gpt_pair if a.pair == "gpt" else mlm_pair)(a, old)
+    results[a.pair] = {"runs": runs, "measured_on": f"{datetime.date.today().isoformat()}, {machine()}"}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     write_table(results)
 
