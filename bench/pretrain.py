@@ -6,7 +6,7 @@ the same steps: from scratch, from the language model with every weight training
 mlm: transformer_mlm pre-trained by masking those reviews (transformer_imdb_mlm), then the transformer recipe
 from scratch (transformer_imdb) and from it (transformer_imdb_finetune), the same settings and steps.
 
-    python bench/pretrain.py [--pair gpt] [--lm-epochs 1] [--lora-rank 4] [--lora-lr 0.002]
+    python bench/pretrain.py [--pair gpt] [--lm-epochs N] [--lora-rank 4] [--lora-lr 0.002]
     python bench/pretrain.py --pair mlm
     python bench/pretrain.py --reuse ...   # a run whose command is unchanged and whose directory is whole
                                            # keeps its recorded figures (resume a long comparison)
@@ -85,9 +85,13 @@ def write_table(results):
     DOC.write_text(text)
 
 
+def epochs(a):
+    return [f"train.epochs={a.lm_epochs}"] if a.lm_epochs else []  # the recipe's own by default
+
+
 def gpt_pair(a, old):
     lm = RUNS.relative_to(ROOT) / "gpt_imdb_lm"
-    runs = {"language model (pre-training)": train("gpt_imdb_lm", "gpt_imdb_lm", [f"train.epochs={a.lm_epochs}"],
+    runs = {"language model (pre-training)": train("gpt_imdb_lm", "gpt_imdb_lm", epochs(a),
                                                    old.get("language model (pre-training)"))}
     for label, name, extra in (
             ("classifier from scratch", "gpt_imdb_scratch", ["train.init="]),
@@ -101,7 +105,7 @@ def gpt_pair(a, old):
 def mlm_pair(a, old):
     mlm = RUNS.relative_to(ROOT) / "transformer_imdb_mlm"
     runs = {"masked language model (pre-training)": train(
-        "transformer_imdb_mlm", "transformer_imdb_mlm", [f"train.epochs={a.lm_epochs}"],
+        "transformer_imdb_mlm", "transformer_imdb_mlm", epochs(a),
         old.get("masked language model (pre-training)"))}
     runs["classifier from scratch"] = train("transformer_imdb_scratch", "transformer_imdb", [],
                                             old.get("classifier from scratch"))
@@ -116,7 +120,7 @@ def main():
     parser.add_argument("--pair", choices=("gpt", "mlm"), default="gpt")
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--reuse", action="store_true")
-    parser.add_argument("--lm-epochs", type=int, default=1)
+    parser.add_argument("--lm-epochs", type=int, default=0, help="pre-training epochs (0: the recipe's)")
     parser.add_argument("--lora-rank", type=int, default=4)
     parser.add_argument("--lora-lr", type=float, default=0.002)
     a = parser.parse_args()
