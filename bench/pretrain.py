@@ -31,10 +31,23 @@ DOC = ROOT / "docs" / "results.md"
 RUNS = ROOT / "runs" / "bench"
 
 
+def same_config(run_dir, recipe, overrides):
+    """Whether a finished run in run_dir has the settings the command resolves to now (a recipe may have
+    changed under the same command)."""
+    import yaml
+
+    saved = ROOT / run_dir / "config.yaml"
+    if not (ROOT / run_dir / "metrics.json").exists() or not saved.exists():
+        return False
+    now = subprocess.run([str(Path(sys.executable).with_name("bigml")), "config", "--recipe", recipe, *overrides],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT).stdout
+    return yaml.safe_load(now) == yaml.safe_load(saved.read_text())
+
+
 def train(name, recipe, overrides, previous=None):
     run_dir = RUNS.relative_to(ROOT) / name
     command = "bigml train --recipe " + recipe + "".join(f" {o}" for o in overrides)
-    if previous and previous.get("command") == command and (ROOT / run_dir / "metrics.json").exists():
+    if previous and previous.get("command") == command and same_config(run_dir, recipe, overrides):
         print(f"{name:<28} kept: {json.dumps(previous)}", flush=True)
         return previous
     cmd = [str(Path(sys.executable).with_name("bigml")), "train", "--recipe", recipe, "--run-dir", str(run_dir),
