@@ -227,3 +227,23 @@ def test_the_backbone_stays_frozen_then_steps_at_its_scale():
     full.train_on_batch(x, y)
     step = full.get_layer("body").get_weights()[1] - before  # Adam's first step: about lr in size
     assert np.all(np.abs(half) > 0) and np.allclose(np.abs(half), 0.5 * np.abs(step), rtol=0.05)
+
+
+def test_gpt_classifier_pools_the_last_real_token_or_the_mean():
+    """pool=last feeds the head the final norm's output at the last real token (what has attended to the whole
+    text); pool=mean its average over the real tokens."""
+    import keras
+
+    from bigml_cli.models import build_model
+
+    info = {"kind": "text", "vocab": ["good", "bad", "film"], "sequence_length": 6, "tokens": "words"}
+    sizes = {"dim": 8, "heads": 2, "num_layers": 1, "mlp_dim": 16, "dropout": 0.0}
+    texts = np.array(["good film", "good film bad", "bad film good film"], dtype=object)
+    real = np.array([[1, 1, 0, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]], np.float32)[..., None]
+    for pool, pooled in (("last", lambda h: h[np.arange(3), [1, 2, 3]]),
+                         ("mean", lambda h: (h * real).sum(1) / real.sum(1))):
+        model = build_model({"name": "gpt_classifier", **sizes, "pool": pool}, info, 2)
+        norm = [layer for layer in model.layers if isinstance(layer, keras.layers.LayerNormalization)][-1]
+        h = np.asarray(keras.Model(model.inputs, norm.output)(texts))  # (3, 6, 8)
+        want = keras.activations.softmax(model.get_layer("logits")(pooled(h))).numpy()
+        assert np.allclose(np.asarray(model(texts)), want, atol=1e-5), pool
