@@ -37,7 +37,7 @@ def test_a_keras_hub_preset_fine_tunes_predicts_strings_and_exports_a_savedmodel
     assert result.exit_code == 0, result.text
     text = " ".join(result.stderr.split())
     assert "transformer_layer_1" in text and "loaded" in text and "the head: other classes" in text
-    assert "note: the model's sizes are the preset's (model.dim=16, model.heads=2, model.num_layers=2" in text
+    assert "note: the model's sizes are those of --init's model (model.dim=16, model.heads=2, model.num_layers=2" in text
     config = json.loads((folder / "config.json").read_text())["config"]
     saved = (run_dir / "config.yaml").read_text()
     assert f"dim: {config['hidden_dim']}" in saved and f"num_layers: {config['num_layers']}" in saved  # the preset's
