@@ -36,9 +36,10 @@ def generate(run_path: Union[str, Path], prompt: str, max_tokens: int = 200, tem
 
     run = runs.open_run(run_path)
     info = run.info.input
-    if not task_for(info).generates:
-        raise UserError(f"run {run_path} is {task_for(info).described}; `bigml generate` needs a language-model run "
-                        f"(e.g. bigml train gpt --dataset tinyshakespeare); {task_for(info).instead.format(run=run_path)}")
+    task = task_for(info)
+    if not task.generates:
+        raise UserError(f"run {run_path} is {task.described}; `bigml generate` needs a language-model run "
+                        f"(e.g. bigml train gpt --dataset tinyshakespeare); {task.instead.format(run=run_path)}")
     for bad, message in ((max_tokens < 1, f"--max-tokens must be 1 or more, got {max_tokens}"),
                          (not 0 <= temperature < np.inf, f"--temperature must be a number from 0 up (0: always the "
                           f"likeliest token; 1: the model's own probabilities), got {temperature}"),

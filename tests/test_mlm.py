@@ -31,6 +31,18 @@ def test_masking_picks_15_percent_and_splits_them_80_10_10_as_bert_does():
     assert (again.numpy() == masked).all() and (other.numpy() != masked).any()  # a function of (seed, step)
 
 
+def test_held_out_windows_are_masked_alike_whatever_the_batch_size():
+    """fit's validation batches and the report's differ in size; each window keeps its masks."""
+    from bigml_cli.data.pipeline import mlm_eval_dataset
+
+    ids = np.random.default_rng(1).integers(2, 50, 400).astype(np.int32)
+    starts = np.arange(0, 380, 19, dtype=np.int64)
+    read = [np.concatenate([b[0].numpy() for b in mlm_eval_dataset(ids, starts, 16, size, 50, 51)])
+            for size in (3, 64)]
+    assert read[0].shape == (len(starts), 16) and (read[0] == 50).any()
+    assert np.array_equal(read[0], read[1])
+
+
 def write_sentences(folder, n):
     """Reviews of fixed sentences, whose masked words the context tells."""
     for label, word in (("neg", "awful"), ("pos", "great")):

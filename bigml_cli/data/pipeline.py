@@ -161,9 +161,9 @@ def lm_train_dataset(ids: Any, starts: Any, length: int, batch_size: int, seed: 
 def mask_tokens(x: Any, seed: Any, mask_id: int, vocab_size: int, rate: float = 0.15) -> tuple:
     """BERT's masking of token ids (batch, seq): each token is picked with probability `rate`; a picked
     token becomes `mask_id` 80% of the time, a random token 10%, and stays itself 10%. Returns (masked ids,
-    picked as 1.0 / 0.0, the loss's weights). Stateless random ops seeded by `seed` (two int64s), so a
-    batch's masks are a function of (seed, step) and a resumed run masks as the uninterrupted one did
-    (keras-hub's MaskedLMMaskGenerator draws from unseeded random ops)."""
+    the loss's weights: 1.0 where picked, 0.0 elsewhere). Stateless random ops seeded by `seed` (two int64s),
+    so a training batch's masks are a function of (seed, step) and a resumed run masks as the uninterrupted
+    one did (keras-hub's MaskedLMMaskGenerator draws from unseeded random ops)."""
     seed = tf.cast(seed, tf.int64)
     draw = tf.random.stateless_uniform(tf.shape(x), seed)
     picked = draw < rate
@@ -190,15 +190,18 @@ def mlm_train_dataset(ids: Any, starts: Any, length: int, batch_size: int, seed:
 
 
 def mlm_eval_dataset(ids: Any, starts: Any, length: int, batch_size: int, mask_id: int, vocab_size: int, seed: int = 0) -> Any:
-    """Every window starting at `starts`, once, in order, with the same masks every time it is read."""
+    """Every window starting at `starts`, once, in order; a window's masks are a function of (seed, its start),
+    so it is masked alike every time it is read, whatever the batch size (fit's validation and the report's)."""
     ids = tf.constant(ids)
 
-    def make_batch(i, s):
-        x = _windows(ids, s, length)[0]
-        masked, weights = mask_tokens(x, tf.stack([tf.constant(seed, tf.int64), i]), mask_id, vocab_size)
+    def make_window(s):
+        x = _windows(ids, s[None], length)[0][0]  # (length,)
+        masked, weights = mask_tokens(x, tf.stack([tf.constant(seed, tf.int64), tf.cast(s, tf.int64)]), mask_id,
+                                      vocab_size)
         return masked, x, weights
 
-    return _ready(tf.data.Dataset.from_tensor_slices(starts).batch(batch_size).enumerate().map(make_batch))
+    ds = tf.data.Dataset.from_tensor_slices(starts).map(make_window, num_parallel_calls=tf.data.AUTOTUNE)
+    return _ready(ds.batch(batch_size))
 
 
 def lm_eval_dataset(ids: Any, starts: Any, length: int, batch_size: int) -> Any:

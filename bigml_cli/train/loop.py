@@ -94,12 +94,12 @@ class Training:
         self.ds = ds = load_for(cfg, self.data_root)
         self.task = task_for(ds)
         self.source = None  # the run --init starts from (a resumed run has its own weights)
-        self.preset_sizes: dict = {}  # model.* values an --init preset (or pre-training run) set
+        self.init_sizes: dict = {}  # model.* values --init's model set (a preset's, a pre-training run's)
         if t.init and not self.resume:
             self.source = open_source(t.init, self.task, cfg.model["name"])
             self.ds = ds = self.task.adopt_vocabulary(ds, self.source.input_info(), cfg)  # the cheap checks first
-            self.preset_sizes = self.source.model_sizes()  # its architecture; config.yaml records it
-            cfg.model.update(self.preset_sizes)
+            self.init_sizes = self.source.model_sizes()  # its architecture; config.yaml records it
+            cfg.model.update(self.init_sizes)
         elif t.init:  # resumed: the vocabulary the run started with, not one built again from this data
             self.ds = ds = self.task.adopt_vocabulary(ds, self.run_.info.input, cfg)
         if t.patience and not ds.has_validation:
@@ -214,8 +214,8 @@ class Training:
             "(train.label_smoothing) and read higher than the test loss, which does not")
         if self.init_rows:
             self.console.print(init_table(self.init_rows, self.cfg.train.init))
-            if self.preset_sizes:
-                listed = ", ".join(f"model.{k}={v}" for k, v in self.preset_sizes.items())
+            if self.init_sizes:
+                listed = ", ".join(f"model.{k}={v}" for k, v in self.init_sizes.items())
                 self.console.print(f"note: the model's sizes are those of --init's model ({listed}); config.yaml "
                                    "records them",
                                    markup=False, highlight=False)
