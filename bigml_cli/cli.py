@@ -56,6 +56,8 @@ EXIT_USER, EXIT_INTERNAL = 2, 1
 
 DataDir = typer.Option(None, "--data-dir", help="Dataset folder \\[default: $BIGML_DATA_DIR, else ~/.cache/bigml-data].")
 Json = typer.Option(False, "--json", help="Print one JSON object instead of tables.")
+Beam = typer.Option(0, "--beam", help="Translation runs: beam search with this many beams (0: greedy).")
+LengthPenalty = typer.Option(0.6, "--length-penalty", help="Beam search: GNMT's alpha; larger favours longer outputs.")
 
 
 def handle_errors(fn: Any) -> Callable:
@@ -243,16 +245,23 @@ def evaluate_cmd(
                                           "with a sub-folder per class, a CSV with the run's target column, or a "
                                           ".txt file for a language model."),
     data_dir: Optional[str] = DataDir,
+    beam: int = Beam,
+    length_penalty: float = LengthPenalty,
     as_json: bool = Json,
 ) -> None:
-    """Evaluate a run: accuracy, loss, per-class precision/recall/F1, confusion matrix (CSV and PNG)."""
+    """Evaluate a run: accuracy, loss, per-class precision/recall/F1, confusion matrix (CSV and PNG); BLEU and
+    chrF for a translation run."""
     from bigml_cli.evaluate import evaluate
+    from bigml_cli.translate import decoding
 
-    report = evaluate(run, split, data_dir, dataset)
+    report = evaluate(run, split, data_dir, dataset, decoding(beam, length_penalty))
     if as_json:
         from bigml_cli.evaluate import PER_EXAMPLE
 
-        print(json.dumps({k: v for k, v in report.items() if k not in PER_EXAMPLE}))
+        print(json.dumps({k: v for k, v in report.items() if k not in PER_EXAMPLE}, ensure_ascii=False))
+        return
+    if "bleu" in report:
+        show_translation_report(report, run)
         return
     if "perplexity" in report:
         text = report.get("dataset", f"the {'training' if report['split'] == 'train' else 'validation'} text")
@@ -285,6 +294,23 @@ def evaluate_cmd(
     out.print(f"report and confusion matrix saved in {run}/eval/{report['split']}/")
 
 
+def show_translation_report(report: dict, run: str) -> None:
+    what = report.get("dataset", f"the {report['split']} split")
+    how = report["decoding"]["method"] + (f" {report['decoding']['beams']}" if "beams" in report["decoding"] else "")
+    out.print(metrics_table(f"translation run {report['run']} on {what} ({how})",
+                            {k: report[k] for k in ("bleu", "chrf", "loss", "accuracy", "examples")}))
+    table = Table(title="the 10 worst sentences (sentence BLEU)")
+    for column in ("source", "reference", "output", "BLEU"):
+        table.add_column(column, justify="right" if column == "BLEU" else "left")
+    for w in report["worst"]:
+        table.add_row(escape(w["source"]), escape(w["reference"]), escape(w["output"]), f"{w['bleu']:.1f}")
+    out.print(table)
+    for note in report.get("notes", []):
+        out.print(note, markup=False, highlight=False, soft_wrap=True)
+    out.print(f"report and predictions.csv (source, reference, output) saved in {run}/eval/{report['split']}/",
+              markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 @handle_errors
 def predict(
@@ -294,16 +320,32 @@ def predict(
     from_files: bool = typer.Option(False, "--file", help="Text models: every input is a path of a text file (.txt files and folders are read without it)."),
     out_file: Optional[str] = typer.Option(None, "--out", "-o", help="Also write every prediction to this .csv: input, predicted class, its probability, every class's probability."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file if it exists."),
+    beam: int = Beam,
+    length_penalty: float = LengthPenalty,
+    sample: bool = typer.Option(False, "--sample", help="Translation runs: sample each token (seeded) instead of "
+                                "taking the likeliest."),
+    temperature: float = typer.Option(1.0, "--temperature", help="With --sample: below 1 safer, above 1 wilder."),
+    seed: int = typer.Option(0, "--seed", help="With --sample: the same seed, the same translations."),
     as_json: bool = Json,
 ) -> None:
-    """Predict the classes of your own inputs."""
+    """Predict the classes of your own inputs, or translate sentences with a translation run."""
     from bigml_cli.predict import predict as run_predict
+    from bigml_cli.translate import decoding
 
-    answer = run_predict(run, inputs, top_k, from_files, out_file, overwrite)
+    answer = run_predict(run, inputs, top_k, from_files, out_file, overwrite,
+                         decoding(beam, length_penalty, sample, temperature, 0, seed))
     for note in answer["notes"]:
         err.print(note, markup=False, highlight=False, soft_wrap=True)
     if as_json:
-        print(json.dumps(answer))
+        print(json.dumps(answer, ensure_ascii=False))
+        return
+    if "translations" in answer:
+        table = Table()
+        for column in ("input", "translation"):
+            table.add_column(column)
+        for t in answer["translations"][:MAX_TABLE_ROWS]:
+            table.add_row(escape(t["input"]), escape(t["translation"]))
+        out.print(table)
         return
     results = answer["predictions"]
     table = Table()

@@ -32,7 +32,12 @@ class DataConfig:
     image_size: list = field(default_factory=list)  # image folders: [height, width]; [] = the most common size, scaled to fit 256
     vocab_size: int = 20000  # text: most frequent tokens of the training split (plus padding and unknown)
     sequence_length: int = 256  # text: tokens per example (longer texts are cut, shorter padded)
-    tokens: str = "words"  # text: words | characters | wordpiece (the tokenizer of the --init preset)
+    tokens: str = "words"  # text: words | characters | wordpiece (the tokenizer of the --init preset) | subwords
+    # (sentence pairs: a WordPiece vocabulary of about vocab_size pieces learned from the training split)
+    target_length: int = 0  # sentence pairs: target tokens (0: sequence_length, which counts the source's)
+    reverse: bool = False  # sentence pairs: translate the second column into the first
+    source_lang: str = ""  # a folder of parallel files: the source's suffix (train.en -> en)
+    target_lang: str = ""  # ... and the target's
 
 
 @dataclass
@@ -48,7 +53,8 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4  # decoupled
     warmup_epochs: float = 1.0
-    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    schedule: str = "cosine"  # cosine | linear | constant | rsqrt (after warmup; rsqrt: the inverse square root
+    # of the step, as in "Attention Is All You Need")
     lr_start: float = 0.0  # learning rate at step 0, as a fraction of learning_rate (warmup rises from it)
     lr_end: float = 0.0  # cosine and linear: the fraction of learning_rate the decay ends at
     muon_learning_rate: float = 0.24  # muon: the kernels' peak step, on the same schedule (airbench: 0.24)
@@ -87,16 +93,16 @@ class TrainConfig:
 
 CHOICES = {
     "data.augment": ("auto", "none", "crop_flip", "crop_altflip", "shift"),
-    "data.tokens": ("words", "characters", "wordpiece"),
+    "data.tokens": ("words", "characters", "wordpiece", "subwords"),
     "train.optimizer": ("adamw", "sgd", "muon"),
     "train.class_weight": ("none", "balanced"),
-    "train.schedule": ("cosine", "linear", "constant"),
+    "train.schedule": ("cosine", "linear", "constant", "rsqrt"),
     "train.precision": ("float32", "mixed_float16", "mixed_bfloat16", "auto"),
     "train.strategy": ("auto", "cpu", "gpu", "mirrored", "tpu", "multi-worker"),
 }
 POSITIVE = ("data.vocab_size", "data.sequence_length", "train.epochs", "train.batch_size", "train.learning_rate",
             "train.steps_per_execution", "train.lookahead_every", "train.muon_learning_rate")
-NON_NEGATIVE = ("data.crop_padding", "data.cutout", "train.lora_rank", "train.freeze_backbone_epochs",
+NON_NEGATIVE = ("data.target_length", "data.crop_padding", "data.cutout", "train.lora_rank", "train.freeze_backbone_epochs",
                 "train.backbone_lr_scale", "train.steps_per_epoch", "train.weight_decay",
                 "train.warmup_epochs", "train.lr_start", "train.lr_end", "train.bias_lr_scale",
                 "train.lookahead_start_epoch", "train.whiten_bias_epochs", "train.patience",

@@ -243,7 +243,8 @@ def changed_split_notes(run: runs.Run, ds: Any, split: str) -> list:
             f"are not comparable with the run's own{' and may include examples it trained on' if split != 'train' else ''}"]
 
 
-def evaluate(run_path: Union[str, Path], split: Optional[str] = None, data_root: Optional[Union[str, Path]] = None, dataset: Optional[str] = None) -> dict:
+def evaluate(run_path: Union[str, Path], split: Optional[str] = None, data_root: Optional[Union[str, Path]] = None, dataset: Optional[str] = None,
+             decoding: Optional[dict] = None) -> dict:
     """`bigml eval`: evaluate a finished run on one split, or on the user's own labelled `dataset`;
     saves RUN/eval/SPLIT/ (RUN/eval/dataset-NAME/)."""
     if split is not None and dataset is not None:
@@ -256,15 +257,19 @@ def evaluate(run_path: Union[str, Path], split: Optional[str] = None, data_root:
         raise unknown("split", split, SPLITS)
     from bigml_cli.tasks import load_for, task_for
 
+    from bigml_cli.predict import check_decoding
+
     run = runs.open_run(run_path)
     task = task_for(run.info.input)
+    check_decoding(task, decoding)
+    options = {**decoding} if decoding and task.decodes else {}  # how a translation run decodes
     if dataset is not None:
         name = f"dataset-{runs.slug(dataset)}"
-        report = task.evaluate_own(run, Path(dataset), name)
+        report = task.evaluate_own(run, Path(dataset), name, **options)
         return {"run": str(run.path), "split": name, "dataset": str(dataset), **report}
     cfg = run.config
     if cfg.data.name not in DATASETS.names() and not Path(cfg.data.name).expanduser().exists():
         raise UserError(f"this run's dataset {cfg.data.name} is not here (moved, or the run was copied); score the "
                         f"run on a copy: bigml eval {run_path} --dataset PATH")
     ds = load_for(cfg, data_root)
-    return task.evaluate_split(run, ds, load_model(run), asked)
+    return task.evaluate_split(run, ds, load_model(run), asked, **options)

@@ -26,6 +26,24 @@ class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
 
 
 @keras.saving.register_keras_serializable(package="bigml")
+class WarmupRsqrt(keras.optimizers.schedules.LearningRateSchedule):
+    """"Attention Is All You Need": linear from `start` to `peak` over `warmup` steps, then peak x
+    sqrt(warmup / step), the inverse square root of the step."""
+
+    def __init__(self, start, peak, warmup):
+        self.start, self.peak, self.warmup = start, peak, warmup
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warmup = max(self.warmup, 1)
+        up = self.start + (self.peak - self.start) * step / warmup
+        return keras.ops.where(step < warmup, up, self.peak * keras.ops.sqrt(warmup / keras.ops.maximum(step, 1.0)))
+
+    def get_config(self) -> dict:
+        return {"start": self.start, "peak": self.peak, "warmup": self.warmup}
+
+
+@keras.saving.register_keras_serializable(package="bigml")
 class ScaledSGD(keras.optimizers.SGD):
     """SGD whose normalization offsets (variables named `beta`: BatchNorm's, and LayerNorm's where a model
     has them) take `bias_scale` times the learning rate (airbench's bias scaler, for BatchNorm). For SGD,
@@ -137,10 +155,13 @@ class FineTuneAdamW(keras.optimizers.AdamW):
 
 
 def make_optimizer(t: Any, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Optimizer with linear warmup then cosine or linear decay (or constant) from the TrainConfig."""
+    """Optimizer with linear warmup then cosine, linear or inverse-square-root decay (or constant) from the
+    TrainConfig."""
     total = t.epochs * steps_per_epoch
     warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), total - 1)
-    if t.schedule == "linear":
+    if t.schedule == "rsqrt":
+        schedule = WarmupRsqrt(t.lr_start * t.learning_rate, t.learning_rate, warmup)
+    elif t.schedule == "linear":
         schedule = WarmupLinear(t.lr_start * t.learning_rate, t.learning_rate, t.lr_end * t.learning_rate,
                                 warmup, total)
     else:

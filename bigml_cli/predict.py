@@ -1,11 +1,13 @@
 """Prediction on the user's own inputs; the run's task reads them (images, .npy arrays, CSV rows, texts)."""
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from bigml_cli import files, runs
+
+files_module = files  # `predict` takes a list named files
 from bigml_cli.data.base import files_in
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
@@ -90,10 +92,18 @@ def write_predictions(out: Path, names: list, probs: np.ndarray, classes: list) 
     files.write_csv(out, [["input", "predicted", "probability", *[f"p_{c}" for c in classes]], *rows])
 
 
+def check_decoding(task: Any, decoding: Optional[dict]) -> None:
+    """--beam and --sample decode text: refused for a run that does not write any."""
+    if decoding and decoding.get("method", "greedy") != "greedy" and not task.decodes:
+        raise UserError(f"--beam and --sample choose how a translation run writes its sentences; this run is "
+                        f"{task.described}: leave them out")
+
+
 def predict(run_path: Union[str, Path], files: list, top_k: int = 5, from_files: bool = False, out: Optional[Union[str, Path]] = None,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, decoding: Optional[dict] = None) -> dict:
     """`bigml predict`: {"predictions": the top-k classes and probabilities of each input, "notes": what was
-    left out}; with `out`, also every class's probability in a CSV file."""
+    left out}; with `out`, also every class's probability in a CSV file. A run that writes text (a translation)
+    answers {"translations": ..., "notes": ...}, decoded as `decoding` says (greedy by default)."""
     if not files:
         raise UserError("give at least one input file to predict on")
     if top_k < 1:
@@ -107,6 +117,15 @@ def predict(run_path: Union[str, Path], files: list, top_k: int = 5, from_files:
     task = task_for(info.input)
     if not task.predicts:
         raise UserError(f"run {run_path} is {task.described}; {task.instead.format(run=run_path)}")
+    check_decoding(task, decoding)
+    if task.decodes:
+        from bigml_cli.translate import decoding as default_decoding
+
+        answer = task.predict(run, files, from_files, decoding or default_decoding())
+        if out is not None:
+            files_module.write_csv(out, [["input", "source", "translation"], *(
+                [t["input"], t["source"], t["translation"]] for t in answer["translations"])])
+        return answer
     names, x, notes = task.read_inputs(files, info.input, from_files)
     probs = predict_probs(load_model(run), x, progress="predicting")
     classes = info.class_names

@@ -223,3 +223,26 @@ def eval_dataset(x: Any, y: Any, num_classes: int, batch_size: int, class_weight
 
 def inputs_dataset(x: Any, batch_size: int) -> Any:
     return _ready(tf.data.Dataset.from_tensor_slices(_to_tensors(x)).batch(batch_size))
+
+
+def _pair_batch(source, target, idx):
+    """({source ids, target ids shifted right: [START] ...}, target ids, 1.0 at real target tokens)."""
+    t = tf.gather(target, idx)
+    return {"source": tf.gather(source, idx), "target": t[:, :-1]}, t[:, 1:], tf.cast(t[:, 1:] > 0, tf.float32)
+
+
+def pairs_train_dataset(source: Any, target: Any, batch_size: int, seed: Any, start_step: int = 0,
+                        shard: Any = None) -> tuple:
+    """Endless shuffled batches of sentence pairs for teacher forcing; `target` rows hold [START] ... [END]."""
+    source, target = tf.constant(source), tf.constant(target)
+    batch_size = min(batch_size, len(source))
+    ds = index_stream(len(source), batch_size, seed, start_step, shard)
+    ds = ds.map(lambda step, idx: _pair_batch(source, target, idx), num_parallel_calls=tf.data.AUTOTUNE)
+    return _ready(ds), steps_per_epoch(len(source), batch_size)
+
+
+def pairs_eval_dataset(source: Any, target: Any, batch_size: int) -> Any:
+    """Every pair once, in order, as pairs_train_dataset's batches."""
+    source, target = tf.constant(source), tf.constant(target)
+    ds = tf.data.Dataset.range(len(source)).batch(batch_size)
+    return _ready(ds.map(lambda idx: _pair_batch(source, target, idx)))

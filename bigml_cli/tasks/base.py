@@ -44,6 +44,12 @@ def load_for(cfg: Any, data_root: Any = None) -> Any:
     from bigml_cli.data import load_dataset
     from bigml_cli.models import MODELS
 
+    if getattr(MODELS.get(cfg.model["name"]), "reads", "") == "pairs":  # sentence pairs: files of their own
+        from bigml_cli.data.pairs import load_pairs
+
+        ds = load_pairs(cfg.data, data_root)
+        ds.check_splits(cfg.data)
+        return ds
     ds = load_dataset(cfg.data, data_root)
     kind = CORPUS_READERS.get(getattr(MODELS.get(cfg.model["name"]), "reads", ""))
     if kind:
@@ -116,6 +122,21 @@ class Task:
 
     def write_extras(self, info: dict, folder: Path, fmt: str) -> None:
         """Files an export needs besides the model (none by default)."""
+
+    decodes = False  # predict and eval take decoding options (--beam, --sample): it writes text
+
+    def serving_module(self, model: keras.Model, info: dict) -> Any:
+        """A tf.Module whose `serve` function is the SavedModel's serving_default, when the export serves more
+        than the model's forward pass (a translation's decoding loop); None: the forward pass."""
+        return None
+
+    def compare(self, got: np.ndarray, expected: np.ndarray) -> tuple:
+        """(agrees, figures, what differs) of a reloaded export's outputs against the Keras model's."""
+        diff = float(np.abs(got - expected).max())
+        agree = float((got.argmax(-1) == expected.argmax(-1)).mean())
+        ok = diff <= 1e-4 * self.output_scale(expected) and agree == 1.0
+        return ok, {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(expected))}, \
+            self.differences.format(diff=diff, agree=agree)
 
     def output_scale(self, expected: np.ndarray) -> float:
         """What an export's tolerance is relative to: probabilities are compared absolutely."""
@@ -272,7 +293,7 @@ class Classifier(Task):
     def input_signature(self, info: dict) -> list:
         raise NotImplementedError
 
-    def expected_outputs(self, model: keras.Model, x: Any) -> np.ndarray:
+    def expected_outputs(self, model: keras.Model, x: Any, info: Optional[dict] = None) -> np.ndarray:
         from bigml_cli.evaluate import predict_probs
 
         return predict_probs(model, x)

@@ -157,7 +157,7 @@ class LanguageModel(Task):
         (folder / "vocab.json").write_text(json.dumps(
             {"vocab": info["vocab"], "tokens": info["tokens"], "sequence_length": info["sequence_length"]}))
 
-    def expected_outputs(self, model: keras.Model, x: Any) -> np.ndarray:
+    def expected_outputs(self, model: keras.Model, x: Any, info: Optional[dict] = None) -> np.ndarray:
         from bigml_cli.models import inference
 
         return np.asarray(inference(model)(x))

@@ -1,0 +1,93 @@
+"""Sentence tokenizers for sequence-to-sequence models, in TensorFlow ops so that an exported model reads and
+writes raw strings: words (punctuation split off, case kept) or WordPiece subwords (keras-hub's tokenizer and
+tensorflow-text's vocabulary learner). The same code encodes the training pairs and serves the export."""
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+PAD, UNK, START, END = "[PAD]", "[UNK]", "[START]", "[END]"
+SPECIALS = [PAD, UNK, START, END]  # ids 0..3 in every vocabulary
+PUNCTUATION = r'([¿¡?!.,;:"()«»…])'  # split off as tokens of their own (words)
+NO_SPACE_BEFORE = r' ([?!.,;:)»…%])'
+NO_SPACE_AFTER = r'([¿¡(«]) '
+
+
+def split_words(strings: Any) -> Any:
+    """Strings -> ragged word tokens: punctuation split off, case kept."""
+    spaced = tf.strings.regex_replace(tf.convert_to_tensor(strings, tf.string), PUNCTUATION, r" \1 ")
+    return tf.strings.split(tf.strings.strip(spaced))
+
+
+def join_tokens(text: Any) -> Any:
+    """Tokens joined by spaces -> text: no space before closing punctuation nor after opening marks."""
+    text = tf.strings.regex_replace(text, NO_SPACE_BEFORE, r"\1")
+    return tf.strings.strip(tf.strings.regex_replace(text, NO_SPACE_AFTER, r"\1"))
+
+
+def learn_vocabulary(texts: list, tokens: str, size: int) -> list:
+    """The vocabulary of the training texts, special tokens first: the `size` most frequent words, or a
+    WordPiece vocabulary of about `size` pieces."""
+    if tokens == "subwords":
+        import keras_hub
+
+        data = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str)).batch(1024)
+        vocab = keras_hub.tokenizers.compute_word_piece_vocabulary(
+            data, size, lowercase=False, strip_accents=False, reserved_tokens=SPECIALS)
+        return list(vocab)
+    counts: dict = {}
+    for row in split_words(list(texts)).to_list():
+        for w in row:
+            counts[w] = counts.get(w, 0) + 1
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))[:max(0, size - len(SPECIALS))]
+    return SPECIALS + [w.decode("utf-8") for w in ranked]
+
+
+class Codec(tf.Module):
+    """Strings <-> token ids in one vocabulary. `encode(strings, length, ends)` gives (batch, length) int32
+    ids padded with 0 and cut at `length` ([START] ... [END] around them when `ends`); `decode(ids)` reads
+    ids up to the first [END] (or padding) back into strings."""
+
+    def __init__(self, vocab: list, tokens: str):
+        super().__init__()
+        self.tokens, self.size = tokens, len(vocab)
+        if tokens == "subwords":
+            import keras_hub
+
+            self.wordpiece = keras_hub.tokenizers.WordPieceTokenizer(
+                vocabulary=list(vocab), lowercase=False, strip_accents=False, oov_token=UNK, dtype="int32")
+        else:
+            init = tf.lookup.KeyValueTensorInitializer(tf.constant(vocab), tf.range(len(vocab), dtype=tf.int64))
+            self.table = tf.lookup.StaticHashTable(init, default_value=SPECIALS.index(UNK))
+        self.vocab = tf.constant(vocab)
+
+    def pieces(self, strings: Any) -> Any:
+        """Ragged (batch, None) int32 ids, without start and end."""
+        if self.tokens == "subwords":
+            return tf.cast(self.wordpiece.tokenize(tf.convert_to_tensor(strings, tf.string)), tf.int32)
+        return tf.cast(self.table.lookup(split_words(strings)), tf.int32)
+
+    def encode(self, strings: Any, length: int, ends: bool = False) -> tuple:
+        """((batch, length) ids, (batch,) how many pieces each string had before the cut)."""
+        ids = self.pieces(strings)
+        counts = ids.row_lengths()
+        if ends:
+            batch = tf.shape(counts)[0]
+            start = tf.fill([batch, 1], SPECIALS.index(START))
+            end = tf.fill([batch, 1], SPECIALS.index(END))
+            ids = tf.concat([start, ids[:, :length - 2], end], axis=1)
+        return ids.to_tensor(0, shape=[None, length]), counts
+
+    def decode(self, ids: Any) -> Any:
+        """(batch, length) ids -> (batch,) strings: the tokens before the first [END] or padding, [START] and
+        [UNK] left out."""
+        ids = tf.cast(ids, tf.int32)
+        stop = tf.logical_or(tf.equal(ids, SPECIALS.index(END)), tf.equal(ids, 0))
+        keep = tf.logical_and(tf.equal(tf.cumsum(tf.cast(stop, tf.int32), axis=1), 0), ids > SPECIALS.index(START))
+        ragged = tf.ragged.boolean_mask(ids, keep)
+        if self.tokens == "subwords":
+            text = self.wordpiece.detokenize(ragged)
+        else:
+            text = tf.strings.reduce_join(tf.gather(self.vocab, ragged), axis=1, separator=" ")
+        return join_tokens(text)
