@@ -25,6 +25,13 @@ def sampler(method: str, temperature: float = 1.0, top_k: int = 0, seed: int = 0
     return keras_hub.samplers.RandomSampler(seed=seed, temperature=temperature)
 
 
+def any_rows(x: tf.Tensor) -> tf.TensorShape:
+    """The shape of a loop variable with its first dimension (rows) left open: a static batch of 1 becomes None
+    once beams are gathered."""
+    shape = x.shape
+    return shape if shape.rank == 0 else tf.TensorShape([None, *shape[1:]])
+
+
 def beam_search(next: Callable, prompt: tf.Tensor, cache: Any, index: int, end_id: int, beams: int = 4,
                 alpha: float = 0.6) -> tf.Tensor:
     """The `beams` likeliest continuations of each prompt kept at every step; a beam that has written `end_id`
@@ -56,7 +63,8 @@ def beam_search(next: Callable, prompt: tf.Tensor, cache: Any, index: int, end_i
 
     _, prompt, _, scores, done = tf.while_loop(
         lambda i, prompt, cache, scores, done: tf.logical_and(i < length, tf.logical_not(tf.reduce_all(done))),
-        body, (tf.constant(index), prompt, cache, scores, done))
+        body, (tf.constant(index), prompt, cache, scores, done),
+        shape_invariants=tf.nest.map_structure(any_rows, (tf.constant(index), prompt, cache, scores, done)))
     written = tf.reduce_sum(tf.cast(tf.not_equal(prompt[:, index:], 0), tf.float32), axis=1)  # with the end token
     penalty = tf.pow((5.0 + written) / 6.0, alpha)
     best = tf.argmax(tf.reshape(tf.reshape(scores, [-1]) / penalty, [batch, beams]), axis=1, output_type=tf.int32)

@@ -64,6 +64,10 @@ class Codec(tf.Module):
 
     def pieces(self, strings: Any) -> Any:
         """Ragged (batch, None) int32 ids, without start and end."""
+        if self.tokens == "subwords" and tf.executing_eagerly():  # keras-hub's tokenizer gives eager callers lists
+            self.eager_pieces = getattr(self, "eager_pieces", None) or tf.function(
+                self.pieces, input_signature=[tf.TensorSpec([None], tf.string)])
+            return self.eager_pieces(tf.convert_to_tensor(strings, tf.string))
         if self.tokens == "subwords":
             return tf.cast(self.wordpiece.tokenize(tf.convert_to_tensor(strings, tf.string)), tf.int32)
         return tf.cast(self.table.lookup(split_words(strings)), tf.int32)
@@ -82,6 +86,10 @@ class Codec(tf.Module):
     def decode(self, ids: Any) -> Any:
         """(batch, length) ids -> (batch,) strings: the tokens before the first [END] or padding, [START] and
         [UNK] left out."""
+        if self.tokens == "subwords" and tf.executing_eagerly():
+            self.eager_decode = getattr(self, "eager_decode", None) or tf.function(
+                self.decode, input_signature=[tf.TensorSpec([None, None], tf.int32)])
+            return self.eager_decode(tf.cast(ids, tf.int32))
         ids = tf.cast(ids, tf.int32)
         stop = tf.logical_or(tf.equal(ids, SPECIALS.index(END)), tf.equal(ids, 0))
         keep = tf.logical_and(tf.equal(tf.cumsum(tf.cast(stop, tf.int32), axis=1), 0), ids > SPECIALS.index(START))

@@ -34,7 +34,11 @@ def translate_all(translator: Any, sources: Any, options: Optional[dict] = None,
     sentences, each decoded in one compiled graph."""
     from rich.progress import track
 
+    from bigml_cli.decode import sampler
+
     options = {**DEFAULT_DECODING, **(options or {})}
+    options["chosen"] = None if options["method"] == "beam" else sampler(
+        options["method"], options["temperature"], options["top_k"], options["seed"])
     run = tf.function(lambda ids: translator.target.decode(translator.translate_ids(ids, **options)),
                       reduce_retracing=True)
     outputs, cut = [], 0

@@ -150,9 +150,11 @@ def encode_splits(ds: Pairs) -> tuple:
 
 def batched(codec: Any, texts: Any, length: int, ends: bool = False) -> tuple:
     """codec.encode over `texts` in batches: ((n, length) int32 ids, (n,) piece counts)."""
+    import tensorflow as tf
+
     ids, counts = [np.zeros((0, length), np.int32)], [np.zeros((0,), np.int64)]
     for i in range(0, len(texts), 4096):
-        a, c = codec.encode(list(texts[i:i + 4096]), length, ends)
+        a, c = codec.encode(tf.constant([str(t) for t in texts[i:i + 4096]], tf.string), length, ends)
         ids.append(a.numpy())
         counts.append(c.numpy())
     return np.concatenate(ids), np.concatenate(counts)

@@ -226,18 +226,35 @@ def inputs_dataset(x: Any, batch_size: int) -> Any:
 
 
 def _pair_batch(source, target, idx):
-    """({source ids, target ids shifted right: [START] ...}, target ids, 1.0 at real target tokens)."""
-    t = tf.gather(target, idx)
-    return {"source": tf.gather(source, idx), "target": t[:, :-1]}, t[:, 1:], tf.cast(t[:, 1:] > 0, tf.float32)
+    """({source ids, target ids shifted right: [START] ...}, target ids, 1.0 at real target tokens), each cut
+    after the batch's longest sentence: padding costs as much as words, and most sentences are short."""
+    s, t = tf.gather(source, idx), tf.gather(target, idx)
+    s = s[:, :tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(s > 0, tf.int32), axis=1)), 1)]
+    t = t[:, :tf.reduce_max(tf.reduce_sum(tf.cast(t > 0, tf.int32), axis=1))]  # [START] ... [END]: 2 or more
+    return {"source": s, "target": t[:, :-1]}, t[:, 1:], tf.cast(t[:, 1:] > 0, tf.float32)
 
 
 def pairs_train_dataset(source: Any, target: Any, batch_size: int, seed: Any, start_step: int = 0,
-                        shard: Any = None) -> tuple:
-    """Endless shuffled batches of sentence pairs for teacher forcing; `target` rows hold [START] ... [END]."""
+                        shard: Any = None, pool: int = 32) -> tuple:
+    """Endless shuffled batches of sentence pairs for teacher forcing; `target` rows hold [START] ... [END].
+
+    Batches of sentences of about one length: the shuffled stream is read `pool` batches at a time, sorted by
+    length, cut into batches, and those are taken in a shuffled order (as fairseq and tensor2tensor bucket by
+    length), so each batch pads little. A pure function of (seed, step), like `index_stream`: `start_step`
+    resumes it exactly.
+    """
+    lengths = tf.constant(np.maximum((source > 0).sum(1), (target > 0).sum(1)).astype(np.int32))
     source, target = tf.constant(source), tf.constant(target)
     batch_size = min(batch_size, len(source))
-    ds = index_stream(len(source), batch_size, seed, start_step, shard)
-    ds = ds.map(lambda step, idx: _pair_batch(source, target, idx), num_parallel_calls=tf.data.AUTOTUNE)
+    pool = max(1, min(pool, len(lengths) // batch_size))
+
+    def batches(group, idx):
+        order = tf.gather(idx, tf.argsort(tf.gather(lengths, idx), stable=True))
+        shuffled = tf.argsort(tf.random.stateless_uniform([pool], tf.stack([tf.constant(seed, tf.int64), group])))
+        return tf.data.Dataset.from_tensor_slices(tf.gather(tf.reshape(order, [pool, batch_size]), shuffled))
+
+    ds = index_stream(len(lengths), batch_size * pool, seed, 0, shard).flat_map(batches).skip(start_step)
+    ds = ds.map(lambda idx: _pair_batch(source, target, idx), num_parallel_calls=tf.data.AUTOTUNE)
     return _ready(ds), steps_per_epoch(len(source), batch_size)
 
 

@@ -160,11 +160,12 @@ def with_test_time_augmentation(model: Any, flip: bool = True, translate: bool =
 
 @keras.saving.register_keras_serializable(package="bigml")
 class TokenIds(layers.Layer):
-    """Language-model input: token ids pass through unchanged; the layer records the vocabulary size."""
+    """Language-model input: token ids pass through unchanged; the layer records the vocabulary size (and, for
+    inputs of varying length, the most tokens they hold)."""
 
-    def __init__(self, vocab_size, **kwargs):
+    def __init__(self, vocab_size, max_length=None, **kwargs):
         super().__init__(**kwargs)
-        self.vocab_size = vocab_size
+        self.vocab_size, self.max_length = vocab_size, max_length
 
     def call(self, ids: Any) -> Any:
         return ids
@@ -173,7 +174,7 @@ class TokenIds(layers.Layer):
         return self.vocab_size
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "vocab_size": self.vocab_size}
+        return {**super().get_config(), "vocab_size": self.vocab_size, "max_length": self.max_length}
 
 
 def vocabulary_size(ids: Any) -> int:

@@ -39,14 +39,15 @@ def seq2seq(x: Any, num_classes: int, dim: int = 256, heads: int = 4, num_layers
     source, target = x["source"], x["target"]
     source_mask, target_mask = ops.not_equal(source, 0), ops.not_equal(target, 0)
     embed = keras_hub.layers.TokenAndPositionEmbedding
-    h = embed(vocabulary_size(source), source.shape[1], dim, name="source_embedding")(source)
+    h = embed(vocabulary_size(source), longest(source), dim, name="source_embedding")(source)
     h = layers.Dropout(dropout)(h)
     for i in range(num_layers):
         h = keras_hub.layers.TransformerEncoder(mlp_dim, heads, dropout=dropout, normalize_first=True,
                                                 name=f"encoder_{i}")(h, padding_mask=source_mask)
     encoded = layers.LayerNormalization(epsilon=1e-6, name="encoder_norm")(h)
-    target_embedding = embed(vocabulary_size(target), target.shape[1], dim, tie_weights=shared_embeddings,
-                             name="target_embedding")
+    # tied (keras-hub's default): no separate output matrix in the layer, which the Dense head replaces unless
+    # shared_embeddings
+    target_embedding = embed(vocabulary_size(target), longest(target), dim, name="target_embedding")
     h = layers.Dropout(dropout)(target_embedding(target))
     for i in range(num_layers):
         h = keras_hub.layers.TransformerDecoder(mlp_dim, heads, dropout=dropout, normalize_first=True,
@@ -57,6 +58,11 @@ def seq2seq(x: Any, num_classes: int, dim: int = 256, heads: int = 4, num_layers
         return layers.Activation("linear", dtype="float32", name="logits")(
             target_embedding.token_embedding(h, reverse=True))
     return layers.Dense(num_classes, dtype="float32", name="logits")(h)  # (batch, target length, vocab)
+
+
+def longest(ids: Any) -> int:
+    """The most tokens a pair's side holds (its positions' embeddings): the TokenIds layer records it."""
+    return ids._keras_history[0].max_length
 
 
 class Translator(tf.Module):
@@ -120,13 +126,15 @@ class Translator(tf.Module):
         return self.logits(h)[:, 0, :], h, (self_cache, *cache[1:])
 
     def translate_ids(self, source_ids: Any, method: str = "greedy", beams: int = 4, alpha: float = 0.6,
-                      temperature: float = 1.0, top_k: int = 0, seed: int = 0) -> Any:
-        """(batch, source length) ids -> (batch, target length) ids: [START], the translation, [END], padding."""
+                      temperature: float = 1.0, top_k: int = 0, seed: int = 0, chosen: Any = None) -> Any:
+        """(batch, source length) ids -> (batch, target length) ids: [START], the translation, [END], padding.
+        `chosen`: the keras-hub sampler to use, made outside any tf.function (a seeded one holds a variable)."""
         prompt, cache = self.start(source_ids)
         end = SPECIALS.index(END)
         if method == "beam":
             return beam_search(self.next, prompt, cache, 1, end, beams, alpha)
-        out = sampler(method, temperature, top_k, seed)(self.next, prompt, cache, index=1, stop_token_ids=[end])
+        chosen = chosen or sampler(method, temperature, top_k, seed)
+        out = chosen(self.next, prompt, cache, index=1, stop_token_ids=[end])
         return self.after_end_padded(out)
 
     def after_end_padded(self, ids: Any) -> Any:

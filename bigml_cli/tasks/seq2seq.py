@@ -35,7 +35,7 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 class Translation(Task):
     kind = "pairs"
     monitor = "val_loss"
-    xla = True
+    xla = False  # batches are cut to their longest sentence: shapes vary (XLA would compile each; no faster here)
     output_name = "translation"
     serving_inputs = ("raw source strings and decodes them in a loop of string and lookup ops, which ONNX and "
                       "LiteRT do not convert")
@@ -48,11 +48,11 @@ class Translation(Task):
     def model_inputs(self, info: dict) -> tuple:
         from bigml_cli.models.base import TokenIds
 
-        source = keras.Input(shape=(info["source_length"],), dtype="int32", name="source")
-        target = keras.Input(shape=(info["target_length"],), dtype="int32", name="target")
+        source = keras.Input(shape=(None,), dtype="int32", name="source")  # up to source_length tokens
+        target = keras.Input(shape=(None,), dtype="int32", name="target")
         return {"source": source, "target": target}, {
-            "source": TokenIds(len(info["source_vocab"]), name="source_ids")(source),
-            "target": TokenIds(len(info["target_vocab"]), name="target_ids")(target)}
+            "source": TokenIds(len(info["source_vocab"]), info["source_length"], name="source_ids")(source),
+            "target": TokenIds(len(info["target_vocab"]), info["target_length"], name="target_ids")(target)}
 
     # --- training ---------------------------------------------------------------------------------------------
 
