@@ -22,6 +22,7 @@ FORMATS = ("savedmodel", "onnx", "litert")
 NEEDS = {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai_edge_litert",)}  # modules each format imports
 PACKAGES = {"onnx": "tf2onnx onnx onnxruntime", "litert": "ai-edge-litert"}  # what pip installs them from
 NAMES = {"savedmodel": "SavedModel", "onnx": "ONNX model", "litert": "LiteRT model"}  # for messages
+TOLERANCE = 1e-4  # max |probability difference| between the export and the Keras model
 
 
 class ExportMismatch(RuntimeError):

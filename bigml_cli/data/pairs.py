@@ -192,7 +192,7 @@ def spa_eng(cfg: Any, root: Union[str, Path]) -> Pairs:
 
 
 spa_eng.__name__ = "spa-eng"  # the name the Keras example and Anki use
-DATASETS.register(spa_eng, layout="spa-eng/spa.txt", tiny_copy=tiny_spa_eng, kind="pairs")
+DATASETS.register(spa_eng, layout="spa-eng/spa.txt", tiny_copy=tiny_spa_eng, sentence_pairs=True)
 
 
 def parallel_files(folder: Path, cfg: Any) -> Pairs:
@@ -279,7 +279,7 @@ def load_pairs(cfg: Any, root: Any) -> Pairs:
 
     name = cfg.name
     if name in DATASETS.names():
-        if getattr(DATASETS.get(name), "kind", "") != "pairs":
+        if not getattr(DATASETS.get(name), "sentence_pairs", False):
             raise UserError(f"dataset {name} is not sentence pairs; a seq2seq model translates spa-eng, a pairs "
                             "file (FILE.tsv of 'source<TAB>target'), a CSV of two text columns, or a folder of "
                             "parallel files")

@@ -132,9 +132,11 @@ class Task:
 
     def compare(self, got: np.ndarray, expected: np.ndarray) -> tuple:
         """(agrees, figures, what differs) of a reloaded export's outputs against the Keras model's."""
+        from bigml_cli.export import TOLERANCE
+
         diff = float(np.abs(got - expected).max())
         agree = float((got.argmax(-1) == expected.argmax(-1)).mean())
-        ok = diff <= 1e-4 * self.output_scale(expected) and agree == 1.0
+        ok = diff <= TOLERANCE * self.output_scale(expected) and agree == 1.0
         return ok, {"max_abs_diff": diff, "top1_agreement": agree, "checked_examples": int(len(expected))}, \
             self.differences.format(diff=diff, agree=agree)
 
