@@ -1,14 +1,13 @@
 """Text generation from a language-model run: temperature and top-k sampling, seeded."""
 
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
 from bigml_cli import runs
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model
-from bigml_cli.models import inference
 
 
 def unknown_words(prompt: str, info: dict) -> list:
@@ -27,6 +26,29 @@ def encode(prompt: str, info: dict) -> list:
                             f"use only these: {''.join(vocab)!r}")
         return [index[c] for c in prompt]
     return [index.get(w, index["<unk>"]) for w in prompt.split()]
+
+
+def continue_tokens(model: Any, ids: list, length: int, max_tokens: int, temperature: float, top_k: int,
+                    seed: int) -> list:
+    """`ids` and `max_tokens` more, written by keras-hub's samplers in one compiled loop (bigml_cli.decode, as
+    translations are): greedy at temperature 0, else seeded sampling (among the `top_k` likeliest when set). The
+    model reads the last `length` tokens before each position (its window slides over a long text)."""
+    import tensorflow as tf
+
+    from bigml_cli.decode import sampler
+
+    prompt = np.zeros((1, max(len(ids) + max_tokens, length)), np.int32)
+    prompt[0, :len(ids)] = ids
+
+    def next(prompt, cache, index):
+        start = tf.maximum(0, index - length)  # padding after the context: the causal mask hides it
+        logits = model(tf.slice(prompt, [0, start], [-1, length]), training=False)
+        return tf.gather(logits, index - 1 - start, axis=1), None, cache
+
+    # a temperature this small picks the likeliest token anyway, and dividing by it would overflow
+    chosen = sampler("greedy" if temperature < 1e-4 else "sample", temperature, top_k, seed)
+    out = tf.function(lambda p: chosen(next, p, index=len(ids)))(tf.constant(prompt))
+    return [int(t) for t in out.numpy()[0, :len(ids) + max_tokens]]
 
 
 def generate(run_path: Union[str, Path], prompt: str, max_tokens: int = 200, temperature: float = 1.0, top_k: int = 0,
@@ -51,22 +73,8 @@ def generate(run_path: Union[str, Path], prompt: str, max_tokens: int = 200, tem
     if not ids:  # an empty prompt, or only spaces for a word-level model
         raise UserError("give a --prompt to continue (it has no tokens: "
                         f"{'it is empty' if not prompt else 'a word-level model reads words, and it has none'})")
-    length, vocab = info["sequence_length"], info["vocab"]
-    forward = inference(load_model(run))
-    rng = np.random.default_rng(seed)
-    for _ in range(max_tokens):
-        context = ids[-length:]
-        window = np.zeros((1, length), np.int32)
-        window[0, :len(context)] = context  # padding after the context: the causal mask hides it
-        logits = np.asarray(forward(window))[0, len(context) - 1].astype(np.float64)
-        if temperature == 0:  # greedy: the same text whatever the seed
-            ids.append(int(np.argmax(logits)))
-            continue
-        if top_k:
-            logits[np.argsort(logits)[:-top_k]] = -np.inf
-        probs = np.exp((logits - logits.max()) / temperature)  # the likeliest at exp(0): a tiny temperature
-        # cannot overflow
-        ids.append(int(rng.choice(len(vocab), p=probs / probs.sum())))
+    tokens = continue_tokens(load_model(run), ids, info["sequence_length"], max_tokens, temperature, top_k, seed)
     sep = "" if info["tokens"] == "characters" else " "
-    return {"prompt": prompt, "text": sep.join(vocab[i] for i in ids), "tokens": max_tokens, "seed": seed,
+    vocab = info["vocab"]
+    return {"prompt": prompt, "text": sep.join(vocab[i] for i in tokens), "tokens": max_tokens, "seed": seed,
             "unknown_words": unknown_words(prompt, info)}
