@@ -1,8 +1,8 @@
 """Sentence tokenizers for sequence-to-sequence models, in TensorFlow ops so that an exported model reads and
-writes raw strings: words (punctuation split off, case kept) or WordPiece subwords (keras-hub's tokenizer and
+writes raw strings: words (Keras' TextVectorization, punctuation spaced off, case kept) or WordPiece subwords (keras-hub's tokenizer and
 tensorflow-text's vocabulary learner). The same code encodes the training pairs and serves the export."""
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -14,10 +14,19 @@ NO_SPACE_BEFORE = r' ([?!.,;:)»…%])'
 NO_SPACE_AFTER = r'([¿¡(«]) '
 
 
-def split_words(strings: Any) -> Any:
-    """Strings -> ragged word tokens: punctuation split off, case kept."""
-    spaced = tf.strings.regex_replace(tf.convert_to_tensor(strings, tf.string), PUNCTUATION, r" \1 ")
-    return tf.strings.split(tf.strings.strip(spaced))
+def space_punctuation(strings: Any) -> Any:
+    """TextVectorization's standardize for translation: punctuation (Spanish's opening marks too) spaced off
+    as words of its own, case kept (the references are cased)."""
+    return tf.strings.regex_replace(tf.convert_to_tensor(strings, tf.string), PUNCTUATION, r" \1 ")
+
+
+def words_layer(vocab: Optional[list] = None, size: int = 0) -> Any:
+    """A TextVectorization layer of words that gives ragged ids in bigml's layout (0 padding, 1 unknown, then
+    [START], [END] and the words), from a vocabulary, or to be adapted to at most `size` entries."""
+    from keras import layers
+
+    return layers.TextVectorization(max_tokens=size or None, standardize=space_punctuation, split="whitespace",
+                                    ragged=True, vocabulary=vocab[2:] if vocab else None)
 
 
 def join_tokens(text: Any) -> Any:
@@ -36,12 +45,9 @@ def learn_vocabulary(texts: list, tokens: str, size: int) -> list:
         vocab = keras_hub.tokenizers.compute_word_piece_vocabulary(
             data, size, lowercase=False, strip_accents=False, reserved_tokens=SPECIALS)
         return list(vocab)
-    counts: dict = {}
-    for row in split_words(list(texts)).to_list():
-        for w in row:
-            counts[w] = counts.get(w, 0) + 1
-    ranked = sorted(counts, key=lambda w: (-counts[w], w))[:max(0, size - len(SPECIALS))]
-    return SPECIALS + [w.decode("utf-8") for w in ranked]
+    layer = words_layer(size=max(size - 2, 1))  # [START] and [END] take two of the places
+    layer.adapt(tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str)).batch(1024))
+    return SPECIALS + [w for w in layer.get_vocabulary()[2:]]
 
 
 class Codec(tf.Module):
@@ -58,8 +64,7 @@ class Codec(tf.Module):
             self.wordpiece = keras_hub.tokenizers.WordPieceTokenizer(
                 vocabulary=list(vocab), lowercase=False, strip_accents=False, oov_token=UNK, dtype="int32")
         else:
-            init = tf.lookup.KeyValueTensorInitializer(tf.constant(vocab), tf.range(len(vocab), dtype=tf.int64))
-            self.table = tf.lookup.StaticHashTable(init, default_value=SPECIALS.index(UNK))
+            self.words = words_layer(list(vocab))
         self.vocab = tf.constant(vocab)
 
     def pieces(self, strings: Any) -> Any:
@@ -70,7 +75,7 @@ class Codec(tf.Module):
             return self.eager_pieces(tf.convert_to_tensor(strings, tf.string))
         if self.tokens == "subwords":
             return tf.cast(self.wordpiece.tokenize(tf.convert_to_tensor(strings, tf.string)), tf.int32)
-        return tf.cast(self.table.lookup(split_words(strings)), tf.int32)
+        return tf.cast(self.words(tf.convert_to_tensor(strings, tf.string)), tf.int32)
 
     def encode(self, strings: Any, length: int, ends: bool = False) -> tuple:
         """((batch, length) ids, (batch,) how many pieces each string had before the cut)."""

@@ -62,10 +62,10 @@ def test_pairs_are_split_by_source_sentence_so_no_test_source_was_trained_on():
 
 
 @pytest.mark.parametrize("line, fragment", [("no tab here", "has no tab"), ("\tuna frase", "empty source"),
-                                            ("a sentence\t ", "empty target")])
+                                            ("a sentence\t ", "empty target"), ("\nI go.\tVoy.", "is empty")])
 def test_a_bad_pairs_file_is_refused_in_one_line(cli, tmp_path, line, fragment):
     data = tmp_path / "pairs.tsv"
-    data.write_text("I see.\tVeo.\n" + line + "\n", encoding="utf-8")
+    data.write_text("I see.\tVeo.\n" + line + "\n\n", encoding="utf-8")  # a blank last line is no mistake
     result = cli("train", "seq2seq", "--dataset", data, *SMALL)
     assert_user_error(result, f"{data}:2", fragment)
     assert not (tmp_path / "runs").exists()

@@ -64,9 +64,13 @@ def read_pairs_file(path: Path, reverse: bool = False) -> tuple:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text; convert it to UTF-8") from None
-    for number, line in enumerate(text.splitlines(), 1):
+    lines_of_file = text.splitlines()
+    while lines_of_file and not lines_of_file[-1].strip():  # blank lines at the end are no pairs, nor mistakes
+        lines_of_file.pop()
+    for number, line in enumerate(lines_of_file, 1):
         if not line.strip():
-            continue
+            raise UserError(f"{path}:{number} is empty; each line must be 'source<TAB>target': remove the empty "
+                            "line")
         cells = line.split("\t")
         if len(cells) < 2:
             raise UserError(f"{path}:{number} has no tab: each line must be 'source<TAB>target' (a pair of "
