@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bigml_cli.errors import Interrupted, UserError
+from bigml_cli.errors import Interrupted, UserError, WorkerLost
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate, run and export deep-learning models (TensorFlow + Keras 3).")
@@ -72,6 +72,9 @@ def handle_errors(fn: Any) -> Callable:
             raise typer.Exit(EXIT_USER)
         except Interrupted as e:
             err.print(f"[bold yellow]interrupted:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code)
+        except WorkerLost as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code)
         except (typer.Exit, typer.Abort):
             raise

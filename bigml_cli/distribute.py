@@ -84,6 +84,8 @@ class Placement:
     replicas: int
     is_chief: bool = True  # only the chief writes the run directory
     multi_worker: bool = False  # Keras' fit cannot run here: train.py uses its own loop
+    workers: tuple = ()  # multi-worker: every worker's HOST:PORT
+    worker_index: int = 0
 
 
 def build_from_one_replica(model: Any) -> Any:
@@ -188,7 +190,8 @@ def multi_worker() -> bool:
     task = cluster["task"]
     return Placement(strategy, f"multi-worker ({len(cluster['cluster']['worker'])} workers, this is "
                                f"worker {task['index']})", strategy.num_replicas_in_sync,
-                     is_chief=task["index"] == 0, multi_worker=True)
+                     is_chief=task["index"] == 0, multi_worker=True, workers=tuple(cluster["cluster"]["worker"]),
+                     worker_index=task["index"])
 
 
 def free_local_ports(n: int) -> list:
@@ -218,6 +221,14 @@ def workers_tf_config(workers: str, index: int) -> str:
         raise UserError(f"--worker-index must be between 0 and {len(hosts) - 1} for {len(hosts)} workers, "
                         f"got {index}")
     return json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+
+
+def tf_config_index() -> int:
+    """This process's worker index in TF_CONFIG (0 without one: the chief, or a single process)."""
+    try:
+        return int(json.loads(os.environ.get("TF_CONFIG", "") or "{}").get("task", {}).get("index", 0))
+    except (ValueError, TypeError, AttributeError):
+        return 0  # malformed: read_tf_config says how, when the strategy is placed
 
 
 def read_tf_config() -> dict:

@@ -20,6 +20,13 @@ def unknown(what: str, word: str, choices: list) -> UserError:
     return UserError(f"unknown {what} '{word}'{did_you_mean(word, choices)}; choose one of: {listed}")
 
 
+class WorkerLost(Exception):
+    """Another worker of a multi-worker run died (its process killed, its machine gone): this one stopped
+    rather than wait for it; exits 75 (EX_TEMPFAIL: relaunching the workers continues the run)."""
+
+    exit_code = 75
+
+
 class Interrupted(Exception):
     """Training stopped by SIGTERM/SIGINT after saving a checkpoint; exits 128 + the signal number.
     `step` None: training had finished, and the test pass after it was stopped. `then` replaces the

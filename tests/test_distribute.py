@@ -357,6 +357,30 @@ def test_a_language_model_trains_on_two_workers_as_on_one_process(tmp_path, cli)
     assert first[1] == pytest.approx(first[0], rel=1e-3), first  # epoch 1's training loss: per token in both
 
 
+@pytest.mark.parametrize("kind", ["mlm", "pairs"])
+def test_a_masked_language_model_and_a_translation_train_on_two_workers_as_on_one_process(tmp_path, cli, kind):
+    """Their losses are means over a count of tokens that varies by batch (masked ones, real target ones): the
+    workers sum those counts before dividing, so the global batch's loss is the one process's."""
+    from test_mlm import SMALL as MLM
+    from test_seq2seq import SMALL as PAIRS, write_pairs
+    from test_text import write_reviews
+
+    if kind == "mlm":
+        data = tmp_path / "reviews"
+        write_reviews(data, 20, seed=2)
+        tiny = ["transformer_mlm", "--dataset", data, *MLM, "train.epochs=2", "train.steps_per_epoch=6"]
+    else:
+        data = write_pairs(tmp_path / "pairs.tsv")
+        tiny = ["seq2seq", "--dataset", data, *PAIRS, "train.epochs=3"]
+    single = cli("train", *tiny, "--run-dir", tmp_path / "one", "--json")
+    assert single.exit_code == 0, single.text
+    errs = _finish(_two_workers([*tiny, "--run-dir", tmp_path / "two"], [*tiny, "--run-dir", tmp_path / "w1"]), 300)
+    assert "Traceback" not in errs[0] + errs[1] and (tmp_path / "two" / "metrics.json").exists(), errs[0][-2000:]
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert two["loss"] == pytest.approx(one["loss"], rel=0.1), (one, two)  # other batches (each worker's own
+    # masks, its own length-sorted batches), the same steps and learning rates
+
+
 def test_the_precision_policy_is_restored_however_the_block_ends():
     import keras
 
@@ -368,3 +392,91 @@ def test_the_precision_policy_is_restored_however_the_block_ends():
             assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
             raise RuntimeError("a failed run")
     assert keras.mixed_precision.global_policy().name == before
+
+
+FAULTS = ["mlp", "--dataset", "digits", "train.epochs=2", "train.batch_size=32", "model.hidden_units=[32]",
+          "model.dropout=0.2", "train.deterministic=true", "train.checkpoint_every=5"]  # 39 steps an epoch
+
+
+def h5_weights(path):
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_worker_reference(tmp_path_factory):
+    """FAULTS trained on two workers, never stopped."""
+    folder = tmp_path_factory.mktemp("reference")
+    errs = _finish(_two_workers([*FAULTS, "--run-dir", folder / "ref"], [*FAULTS, "--run-dir", folder / "ref1"]))
+    assert (folder / "ref" / "metrics.json").exists(), errs[0][-2000:]
+    return folder / "ref"
+
+
+def wait_for_checkpoint(procs, run, at_least):
+    import time
+
+    state, deadline = run / "checkpoints" / "state" / "checkpoint", time.time() + 180
+    while not (state.exists() and int(re.search(r'"ckpt-(\d+)"', state.read_text()).group(1)) >= at_least):
+        if not all(p.poll() is None for p in procs) or time.time() > deadline:
+            pytest.fail(_finish(procs)[0][-2000:])
+        time.sleep(0.02)
+
+
+def resume_both_and_compare(run, reference, tmp_path):
+    """Every worker relaunched with --resume RUN (the chief's run directory, shared here); the final weights
+    are the uninterrupted run's, to the bit."""
+    errs = _finish(_two_workers(["--resume", run], ["--resume", run]), 180)
+    assert "Traceback" not in errs[0] + errs[1] and (run / "metrics.json").exists(), errs
+    assert "resuming at step" in errs[0] and "resuming at step" in errs[1], errs
+    want, got = h5_weights(reference / "checkpoints/last.weights.h5"), h5_weights(run / "checkpoints/last.weights.h5")
+    assert want.keys() == got.keys() and len(want) > 0
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name
+
+
+def test_a_lost_worker_stops_the_other_in_one_line_and_both_resume_exactly(tmp_path, two_worker_reference):
+    """Worker 1 SIGKILLed at a random step after the first step checkpoint: worker 0 does not wait for it, says
+    who was lost and how to resume; relaunched with --resume, both end with an uninterrupted run's weights."""
+    import random
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    procs = _two_workers([*FAULTS, "--run-dir", run], [*FAULTS, "--run-dir", tmp_path / "run1"])
+    wait_for_checkpoint(procs, run, 5)
+    time.sleep(random.Random().uniform(0, 0.5))
+    procs[1].send_signal(signal.SIGKILL)
+    killed = time.time()
+    try:
+        err = " ".join(procs[0].communicate(timeout=120)[1].split())
+    finally:
+        for p in procs:
+            p.kill()
+    assert time.time() - killed < 120 and procs[0].returncode == 75, err[-2000:]
+    assert re.search(r"error: worker 1 \(localhost:\d+\) was lost", err), err[-2000:]
+    assert f"bigml train --resume {run} --workers localhost:" in err and "Traceback" not in err
+    assert not (run / "metrics.json").exists()
+    resume_both_and_compare(run, two_worker_reference, tmp_path)
+
+
+def test_sigterm_to_the_chief_saves_every_worker_at_one_step_and_both_resume_there(tmp_path, cli,
+                                                                                  two_worker_reference):
+    import signal
+
+    run = tmp_path / "run"
+    procs = _two_workers([*FAULTS, "--run-dir", run], [*FAULTS, "--run-dir", tmp_path / "run1"])
+    wait_for_checkpoint(procs, run, 10)
+    procs[0].send_signal(signal.SIGTERM)
+    errs = _finish(procs, 60)
+    assert [p.returncode for p in procs] == [143, 143], errs
+    steps = [re.search(r"stopped by SIGTERM \(signal 15\) at step (\d+)", e).group(1) for e in errs]
+    assert steps[0] == steps[1] and 10 <= int(steps[0]) < 78, errs
+    assert f'"ckpt-{steps[0]}"' in (run / "checkpoints" / "state" / "checkpoint").read_text()
+    assert f"--resume {run} --workers localhost:" in errs[1]
+    # resumed by one process, not the two workers it trained on: each one's share of the batch would change
+    assert_user_error(cli("train", "--resume", run), "trained on 2 replica(s)", "resume it on as many")
+    resume_both_and_compare(run, two_worker_reference, tmp_path)

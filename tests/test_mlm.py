@@ -82,9 +82,6 @@ def test_an_encoder_pretrained_by_masking_starts_a_classifier_on_the_same_ids_an
 
 
 def test_a_masked_language_model_is_refused_where_it_does_not_apply(cli, tmp_path):
-    from bigml_cli.distribute import free_local_ports
-    from test_resume import BIGML
-
     data = tmp_path / "reviews"
     write_reviews(data, 10, seed=4)
     mlm = tmp_path / "mlm"
@@ -97,12 +94,7 @@ def test_a_masked_language_model_is_refused_where_it_does_not_apply(cli, tmp_pat
     corpus.write_text("to be or not to be, that is the question.\n" * 60)
     assert_user_error(cli("train", "transformer_mlm", "--dataset", corpus, "--run-dir", tmp_path / "x", *SMALL),
                       "play.txt is a corpus", "use gpt")
-    worker = subprocess.run([BIGML, "train", "transformer_mlm", "--dataset", str(data), "--run-dir", str(tmp_path / "y"),
-                             *SMALL, "--workers", f"localhost:{free_local_ports(1)[0]}", "--worker-index", "0"],
-                            capture_output=True, text=True, timeout=300)  # collectives are set up at a process's start
-    assert worker.returncode == 2 and "trains in one process" in worker.stderr, worker.stderr[-2000:]
-    assert "Traceback" not in worker.stderr
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not (tmp_path / "x").exists()
 
 
 def test_sigkill_then_resume_of_a_masked_language_model_is_exact(tmp_path):

@@ -43,12 +43,9 @@ class MaskedLanguageModel(LanguageModel):
     def adopt_vocabulary(self, ds: Any, info: dict, cfg: Any) -> Any:
         return self.from_corpus(super().adopt_vocabulary(ds, info, cfg))
 
-    def check(self, ds: Any, cfg: Any) -> None:
-        super().check(ds, cfg)
-        if cfg.train.strategy == "multi-worker":
-            raise UserError("a masked language model trains in one process (its loss is a mean over a varying "
-                            "number of masked tokens, which the multi-worker loop does not weigh yet); drop "
-                            "--workers, or use --strategy mirrored for the devices of one machine")
+    def loop_loss(self, ds: Any, t: Any) -> tuple:
+        """The multi-worker loop's loss: a mean over the masked tokens of every worker's batch."""
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None), "weights"
 
     def streams(self, ds: Any, cfg: Any) -> Streams:
         t, info = cfg.train, ds.input_info

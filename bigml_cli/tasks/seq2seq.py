@@ -65,9 +65,6 @@ class Translation(Task):
                             "read; use seq2seq (e.g. bigml train --recipe seq2seq_spa_eng)")
         if cfg.train.class_weight != "none":
             raise UserError("train.class_weight applies to classifiers; set it to none for translation")
-        if cfg.train.strategy == "multi-worker":
-            raise UserError("a translation model trains in one process for now; drop --workers, or use --strategy "
-                            "mirrored for the devices of one machine")
 
     def examples(self, ds: Any) -> int:
         return len(ds.source["train"])
@@ -91,6 +88,19 @@ class Translation(Task):
 
     def legacy_steps(self, ds: Any, t: Any, steps: int) -> int:
         return steps
+
+    def loop_loss(self, ds: Any, t: Any) -> tuple:
+        """The multi-worker loop's loss: a mean over the real target tokens of every worker's batch."""
+        return SmoothedSparseCrossentropy(t.label_smoothing, reduction=None), "weights"
+
+    def hits(self, outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.argmax(outputs, -1) == tf.cast(y, tf.int64)
+
+    def validate(self, model: keras.Model, ds: Any, forward: Callable, streams: Streams) -> dict:
+        """The multi-worker loop's validation: teacher-forced loss (without smoothing) and token accuracy."""
+        from bigml_cli.evaluate import token_report
+
+        return token_report(forward, pairs_eval_dataset(*ds.ids["val"], 64))
 
     def notes(self, ds: Any, cfg: Any, steps: int) -> list:
         return []

@@ -17,7 +17,7 @@ from rich.table import Table
 from bigml_cli import distribute, files, runs
 
 from bigml_cli.data.base import fingerprint
-from bigml_cli.errors import Interrupted, UserError
+from bigml_cli.errors import Interrupted, UserError, WorkerLost
 from bigml_cli.evaluate import plot_history
 from bigml_cli.models import in_float32, whitening_biases
 from bigml_cli.optim import make_optimizer
@@ -25,7 +25,7 @@ from bigml_cli.pretrained import check_loaded, enable_lora, load_matching, merge
 from bigml_cli.tasks import load_for, task_for
 from bigml_cli.train.callbacks import (BestCheckpoint, FreezeAfter, HistoryLogger, Lookahead, RichProgress,
                                        SaveWeights, StepCheckpoints, StepTimer)
-from bigml_cli.train.multiworker import (build_model_on, check_same_config, check_workers_same_data, custom_loop,
+from bigml_cli.train.multiworker import (LOST, build_model_on, lost_worker, check_same_config, check_workers_same_data, custom_loop,
                                          scratch_state_dir, sync_from_chief)
 from bigml_cli.train.resume import check_same_data, config_hash, open_for_resume, save_state
 
@@ -59,6 +59,14 @@ class Training:
 
     def run(self) -> dict:
         self.place()
+        try:
+            return self.stages()
+        except LOST as e:
+            if not self.place_.multi_worker:
+                raise
+            raise self.lost(e) from None
+
+    def stages(self) -> dict:
         self.load_data()
         with distribute.precision_policy(self.precision):
             self.build_model()
@@ -74,12 +82,18 @@ class Training:
         return self.test()
 
     def place(self) -> None:
-        """Devices and precision first (device set-up must precede any TensorFlow op), then the seeds."""
-        if self.resume:
+        """Devices and precision first (device set-up must precede any TensorFlow op), then the seeds. A resumed
+        multi-worker run: the chief opens the run directory; another worker reads its config (the chief's state
+        reaches it through the collectives)."""
+        if self.resume and distribute.tf_config_index() > 0:
+            self.run_, self.cfg = None, worker_config(self.run_dir)
+        elif self.resume:
             self.run_, self.cfg = open_for_resume(self.run_dir, self.lock)
         t = self.cfg.train
         absolute_dataset(self.cfg)
         self.place_ = distribute.placement(t.strategy)
+        if self.resume and self.run_:
+            check_same_replicas(self.run_, self.place_)
         self.precision = distribute.pick_precision(t.precision, self.place_.name)
         if t.batch_size % self.place_.replicas:
             raise UserError(f"train.batch_size {t.batch_size} is global and must divide evenly over "
@@ -101,13 +115,14 @@ class Training:
             self.init_sizes = self.source.model_sizes()  # its architecture; config.yaml records it
             cfg.model.update(self.init_sizes)
         elif t.init:  # resumed: the vocabulary the run started with, not one built again from this data
-            self.ds = ds = self.task.adopt_vocabulary(ds, self.run_.info.input, cfg)
+            info = runs.Run(Path(self.run_dir)).info  # (another worker reads the chief's run directory too)
+            self.ds = ds = self.task.adopt_vocabulary(ds, info.input, cfg)
         if t.patience and not ds.has_validation:
             raise UserError(f"train.patience={t.patience} stops training when the validation score stops improving, "
                             "but this run holds out no validation split (data.val_fraction is 0); set "
                             "data.val_fraction=0.1, or train.patience=0")
         self.data = fingerprint(ds)  # recorded in run.json; a resume and the workers compare it
-        if self.resume:
+        if self.resume and self.run_:
             check_same_data(self.run_, cfg, self.data)
         self.augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
         self.task.check(ds, cfg)
@@ -159,7 +174,7 @@ class Training:
         """A new run directory with config.yaml and run.json (the chief alone writes one), or the resumed one."""
         cfg, t, place, ds = self.cfg, self.cfg.train, self.place_, self.ds
         if self.resume:
-            self.run_ = runs.Run(Path(self.run_dir))
+            self.run_ = runs.Run(Path(self.run_dir)) if place.is_chief else None
             return
         if not place.is_chief:
             return
@@ -185,7 +200,7 @@ class Training:
                                     non_trainable=[v.value for v in model.non_trainable_variables],
                                     **({"lookahead": averages} if lookahead else {}))
         self.manager = manager = self.run_ and tf.train.CheckpointManager(state, str(self.run_.state), max_to_keep=2)
-        if self.resume:
+        if self.resume and manager:
             try:
                 state.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             except Exception as e:
@@ -285,16 +300,27 @@ class Training:
         self.train_seconds = time.perf_counter() - start
         self.epochs_run = int(model.optimizer.iterations.numpy()) // steps
 
+    def lost(self, error: Exception) -> WorkerLost:
+        """One line for a worker that died without warning: who, where the run can go on from, and how."""
+        place, run_ = self.place_, self.run_
+        last = run_ and tf.train.latest_checkpoint(str(run_.state))
+        where = f"its last checkpoint, step {last.rsplit('-', 1)[1]}" if last else "its last checkpoint"
+        run_path = run_.path if run_ else (self.run_dir or "RUN (the chief's run directory)")
+        return WorkerLost(
+            f"{lost_worker(error, place)} was lost (the collective with it failed: its process ended or its machine "
+            f"is gone), and worker {place.worker_index} stopped rather than wait; the run keeps {where}: relaunch "
+            f"every worker with `bigml train --resume {run_path} --workers {','.join(place.workers)} "
+            "--worker-index I` (I: each worker's own index)")
+
     def interrupted_workers(self, signum: int, step: int) -> None:
         """Every worker stopped after the same step, and saved it: say how to resume them all."""
         run_ = self.run_
         raise Interrupted(signum, step, None, self.steps, self.cfg.train.epochs, then=(
             ("every worker stopped there" if self.checkpoints.signal is not None else "another worker got it, and "
-             "every worker stopped there") + "; checkpoint saved: resume with " +
-            (f"`bigml train --resume {run_.path}` and the same --workers and --worker-index (or TF_CONFIG) on "
-             "the chief, and each other worker's own command again" if run_ else
-             "this worker's command again, and `bigml train --resume RUN` on the chief (worker 0), which keeps "
-             "the run directory")))
+             "every worker stopped there") + "; checkpoint saved: resume every worker with " +
+            f"`bigml train --resume {run_.path if run_ else self.run_dir or 'RUN'} --workers "
+            f"{','.join(self.place_.workers)} --worker-index I` (I: its own index; a worker without the run "
+            "directory on its machine: its own original command again)"))
 
     def save_model(self) -> None:
         """The selected weights (the best validation score's; without a validation split, the last), saved
@@ -330,6 +356,26 @@ class Training:
         files.write_text(run_.metrics_file, json.dumps(metrics, indent=2))
         plot_history(run_.history_file, run_.history_plot)
         return metrics
+
+
+def worker_config(run_dir: Any) -> Any:
+    """The config of the run a worker other than the chief resumes: read from the run directory (shared
+    storage), never locked or written (the chief does that)."""
+    run_ = runs.Run(Path(run_dir))
+    if not run_.config_file.exists():
+        raise UserError(f"this worker resumes run {run_dir}, whose config.yaml is not on this machine: give the "
+                        "workers shared storage for the run directory, or run this worker's original `bigml train` "
+                        "command again (the chief's checkpoint reaches every worker)")
+    return run_.config
+
+
+def check_same_replicas(run_: Any, place: Any) -> None:
+    """A run resumes on the workers (replicas) it started on: each one's share of the batch, and of the data
+    stream, follows from their number."""
+    if run_.info.replicas and run_.info.replicas != place.replicas:
+        raise UserError(f"run {run_.path} trained on {run_.info.replicas} replica(s) ({run_.info.strategy}) and this "
+                        f"resume has {place.replicas} ({place.name}); resume it on as many: the same --workers list, "
+                        "one process per worker")
 
 
 def init_table(rows: list, source: str) -> Table:

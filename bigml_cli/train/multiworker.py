@@ -37,7 +37,8 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
 
     iterator = iter(place.strategy.distribute_datasets_from_function(per_worker))
     loss_fn, per_example = task.loop_loss(ds, t)
-    train_step = distributed_step(model, place.strategy, task, loss_fn, t.batch_size * per_example)
+    train_step = distributed_step(model, place.strategy, task, loss_fn,
+                                  per_example if per_example == "weights" else t.batch_size * per_example)
     hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=t.epochs, steps=steps)
     hooks.on_train_begin()
     forward = inference(model)
@@ -47,11 +48,11 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
     for epoch in range(first_epoch, t.epochs):
         callbacks[0].steps = steps - offset  # the progress bar's length
         hooks.on_epoch_begin(epoch)
-        total_loss = total_correct = 0.0
+        total_loss = total_correct = total_counted = 0.0
         for n, i in enumerate(range(offset, steps), start=1):
             hooks.on_train_batch_begin(n - 1)
             stop = [signals.signal == signal.SIGINT, signals.signal == signal.SIGTERM]
-            loss, correct, stop = train_step(iterator, tf.constant(stop, tf.float32))
+            loss, correct, counted, stop = train_step(iterator, tf.constant(stop, tf.float32))
             step = epoch * steps + i + 1
             if stop.numpy().any():  # the same step on every worker; SIGTERM wins over SIGINT
                 save(step)
@@ -60,7 +61,8 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
                 save(step)
             total_loss += float(loss)
             total_correct += float(correct)
-            logs = {"loss": total_loss / n, "accuracy": total_correct / (n * t.batch_size * per_example)}
+            total_counted += float(counted)
+            logs = {"loss": total_loss / n, "accuracy": total_correct / max(total_counted, 1.0)}
             hooks.on_train_batch_end(n - 1, logs)
         offset = 0
         if validate:  # the chief alone: workers wait at the next step's all-reduce
@@ -74,24 +76,52 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
     return None
 
 
+LOST = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.InternalError,
+        tf.errors.UnknownError, tf.errors.DeadlineExceededError)  # what a collective raises when a peer is gone
+
+
+def lost_worker(error: Exception, place: Any) -> str:
+    """Which worker an error of a collective names as gone ("worker 1 (host:port)"), or "another worker"."""
+    import re
+
+    found = re.search(r"/job:(?:worker|chief)/replica:\d+/task:(\d+)", str(error))
+    index = int(found.group(1)) if found else None
+    if index is None or index == place.worker_index:
+        return "another worker"
+    hosts = place.workers
+    return f"worker {index}" + (f" ({hosts[index]})" if index < len(hosts) else "")
+
+
 def distributed_step(model: Any, strategy: str, task: Any, loss_fn: Any, global_values: Any) -> Any:
     """One training step on every replica: the loss is summed over the replicas' values and divided by
-    `global_values` (the global batch's examples, or tokens), so it is the global batch's mean. Returns
-    (loss, correct predictions, stop flags), each summed over the replicas."""
+    `global_values` (the global batch's examples, or tokens), so it is the global batch's mean; or, when
+    `global_values` is "weights", by the sum of every replica's weights (the masked tokens of a masked language
+    model, the real target tokens of a translation: a count that varies by step), and accuracy counts those
+    alone. Returns (loss, correct predictions, predictions counted, stop flags), each summed over the
+    replicas."""
+    by_weights = global_values == "weights"
+
     @tf.function
     def train_step(iterator, stop):
-        def step(x, y, weights=None):  # weights: train.class_weight's, per example
+        def step(x, y, weights=None):  # weights: train.class_weight's per example, or which tokens count
             with tf.GradientTape() as tape:
                 out = model(x, training=True)
-                losses = loss_fn(y, out) if weights is None else loss_fn(y, out) * weights
-                loss = tf.reduce_sum(losses) / global_values  # mean over the global batch
+                losses = loss_fn(y, out)
+                if by_weights:
+                    counted = tf.distribute.get_replica_context().all_reduce(
+                        tf.distribute.ReduceOp.SUM, tf.reduce_sum(weights))
+                    loss = tf.reduce_sum(losses * weights) / tf.maximum(counted, 1.0)
+                else:
+                    losses = losses if weights is None else losses * weights
+                    loss = tf.reduce_sum(losses) / global_values  # mean over the global batch
             grads = tape.gradient(model.optimizer.scale_loss(loss), model.trainable_variables)
             model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            hits = task.hits(out, y)
-            return loss, tf.reduce_sum(tf.cast(hits, tf.float32)), tf.identity(stop)
+            hits = tf.cast(task.hits(out, y), tf.float32)
+            scored = weights if by_weights else tf.ones_like(hits)
+            return loss, tf.reduce_sum(hits * scored), tf.reduce_sum(scored), tf.identity(stop)
 
-        loss, correct, stop = strategy.run(step, args=next(iterator))
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in (loss, correct, stop)]
+        values = strategy.run(step, args=next(iterator))
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in values]
     return train_step
 
 
