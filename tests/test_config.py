@@ -119,6 +119,8 @@ def test_every_recipe_builds_its_model_at_full_size(name, tmp_path):
     x = ds.arrays("test")[0]
     if ds.kind in ("lm", "mlm"):  # token windows of the recipe's length
         x = np.zeros((2, cfg.data.sequence_length), np.int32)
+    elif ds.kind == "pairs":  # source ids, and target ids shifted right (teacher forcing), of full length
+        x = {"source": ds.ids["test"][0][:2], "target": ds.ids["test"][1][:2, :-1]}
     else:
         x = take(x, np.arange(2))
     out = np.asarray(build_model(cfg.model, ds.input_info, ds.num_classes)(x, training=False))

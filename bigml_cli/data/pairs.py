@@ -174,9 +174,10 @@ def from_rows(name: str, sources: list, targets: list, cfg: Any, where: list) ->
 def tiny_spa_eng(root: Path) -> None:
     folder = Path(root) / "spa-eng"
     folder.mkdir(parents=True, exist_ok=True)
-    words = [("I see the cat.", "Veo el gato."), ("I see the dog.", "Veo el perro."),
-             ("You see the cat.", "Ves el gato."), ("You see the dog.", "Ves el perro.")]
-    lines = [f"{e}\t{s}\tCC-BY 2.0 (France)" for e, s in words * 10]
+    people = [("I see", "Veo"), ("You see", "Ves"), ("We see", "Vemos"), ("They see", "Ven")]
+    things = [("cat", "gato"), ("dog", "perro"), ("bird", "pájaro"), ("fish", "pez"), ("horse", "caballo")]
+    pairs = [(f"{p} the {t}.", f"{q} el {u}.") for p, q in people for t, u in things]
+    lines = [f"{e}\t{s}\tCC-BY 2.0 (France)" for e, s in pairs * 2]  # Anki repeats sources: two each
     (folder / "spa.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
