@@ -164,11 +164,11 @@ def batched(codec: Any, texts: Any, length: int, ends: bool = False) -> tuple:
     return np.concatenate(ids), np.concatenate(counts)
 
 
-def from_rows(name: str, sources: list, targets: list, cfg: Any, where: list) -> Pairs:
+def from_rows(name: str, sources: list, targets: list, cfg: Any, where: list, vocabs: Optional[tuple] = None) -> Pairs:
     """A dataset of pairs without splits of their own: split by source sentence."""
     idx = split_by_source(sources, cfg.test_fraction, cfg.val_fraction)
     splits = {k: ([sources[i] for i in v], [targets[i] for i in v]) for k, v in idx.items()}
-    return make_pairs_dataset(name, splits, cfg, {k: [where[i] for i in v] for k, v in idx.items()})
+    return make_pairs_dataset(name, splits, cfg, {k: [where[i] for i in v] for k, v in idx.items()}, vocabs)
 
 
 def tiny_spa_eng(root: Path) -> None:
@@ -200,7 +200,7 @@ spa_eng.__name__ = "spa-eng"  # the name the Keras example and Anki use
 DATASETS.register(spa_eng, layout="spa-eng/spa.txt", tiny_copy=tiny_spa_eng, sentence_pairs=True)
 
 
-def parallel_files(folder: Path, cfg: Any) -> Pairs:
+def parallel_files(folder: Path, cfg: Any, vocabs: Optional[tuple] = None) -> Pairs:
     """A Multi30k/WMT folder: train.SRC + train.TGT, val.SRC + val.TGT, test*.SRC + test*.TGT (the first test
     file in name order), line i of one translating line i of the other."""
     src, tgt = cfg.source_lang, cfg.target_lang
@@ -226,7 +226,7 @@ def parallel_files(folder: Path, cfg: Any) -> Pairs:
         names["val"] = [names["train"][i] for i in idx["val"]]
         splits["train"] = ([sources[i] for i in idx["train"]], [targets[i] for i in idx["train"]])
         names["train"] = [names["train"][i] for i in idx["train"]]
-    return make_pairs_dataset(str(folder), splits, cfg, names)
+    return make_pairs_dataset(str(folder), splits, cfg, names, vocabs)
 
 
 def read_parallel(a: Path, b: Path) -> tuple:
@@ -247,7 +247,7 @@ def read_parallel(a: Path, b: Path) -> tuple:
     return ([s.strip() for s in left], [t.strip() for t in right]), [f"{a.name}:{i}" for i in range(1, len(left) + 1)]
 
 
-def csv_pairs(path: Path, cfg: Any) -> Pairs:
+def csv_pairs(path: Path, cfg: Any, vocabs: Optional[tuple] = None) -> Pairs:
     """A CSV with a source and a target text column: data.text_column and data.target, else its only two."""
     from bigml_cli.data.table import read_table
 
@@ -275,11 +275,13 @@ def csv_pairs(path: Path, cfg: Any) -> Pairs:
         where.append(f"{path.name}:{line}")
     if cfg.reverse:
         sources, targets = targets, sources
-    return from_rows(str(path), sources, targets, cfg, where)
+    return from_rows(str(path), sources, targets, cfg, where, vocabs)
 
 
-def load_pairs(cfg: Any, root: Any) -> Pairs:
-    """The sentence pairs a DataConfig names: spa-eng, a pairs file, a CSV, or a folder of parallel files."""
+def load_pairs(cfg: Any, root: Any, vocabs: Optional[tuple] = None) -> Pairs:
+    """The sentence pairs a DataConfig names: spa-eng, a pairs file, a CSV, or a folder of parallel files;
+    encoded with `vocabs` (an earlier run's source and target vocabularies) when given, else with vocabularies
+    learned from its training split."""
     from bigml_cli.data.base import data_dir
 
     name = cfg.name
@@ -294,11 +296,11 @@ def load_pairs(cfg: Any, root: Any) -> Pairs:
         raise UserError(f"dataset {name} does not exist; give spa-eng, a pairs file (.tsv or .txt of "
                         "'source<TAB>target' lines), a .csv of two text columns, or a folder of parallel files")
     if path.is_dir():
-        return parallel_files(path, cfg)
+        return parallel_files(path, cfg, vocabs)
     if path.suffix.lower() in PAIR_SUFFIXES:
         sources, targets, lines = read_pairs_file(path, cfg.reverse)
-        return from_rows(str(path), sources, targets, cfg, [f"{path.name}:{n}" for n in lines])
+        return from_rows(str(path), sources, targets, cfg, [f"{path.name}:{n}" for n in lines], vocabs)
     if path.suffix.lower() == ".csv":
-        return csv_pairs(path, cfg)
+        return csv_pairs(path, cfg, vocabs)
     raise UserError(f"{name} is not a pairs file; give a .tsv or .txt of 'source<TAB>target' lines, a .csv of two "
                     "text columns, or a folder of parallel files")

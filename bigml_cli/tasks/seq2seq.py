@@ -139,18 +139,18 @@ class Translation(Task):
         of them scored."""
         from dataclasses import replace
 
-        from bigml_cli.data.pairs import load_pairs, make_pairs_dataset
+        from bigml_cli.data.pairs import load_pairs
         from bigml_cli.evaluate import load_model
 
         if not path.exists():
             raise UserError(f"--dataset {path} does not exist")
         info, cfg = run.info.input, run.config.data
-        read = load_pairs(replace(cfg, name=str(path), test_fraction=0.0, val_fraction=0.0), None) if not \
-            path.is_dir() else load_pairs(replace(cfg, name=str(path)), None)
-        split = "train" if not path.is_dir() else "test"
-        ds = make_pairs_dataset(str(path), {"test": read.arrays(split), "val": ([], []), "train": ([], [])},
-                                cfg, vocabs=(info["source_vocab"], info["target_vocab"]))
-        return self.score(load_model(run), ds, "test", run.eval_dir(name), info, decoding or None,
+        whole = not path.is_dir()  # a file's pairs all score; a folder's test files
+        held_out = {"test_fraction": 0.0, "val_fraction": 0.0} if whole else {}
+        read = load_pairs(replace(cfg, name=str(path), **held_out), None,
+                          vocabs=(info["source_vocab"], info["target_vocab"]))
+        split = "train" if whole else "test"
+        return self.score(load_model(run), read, split, run.eval_dir(name), info, decoding or None,
                           read.names.get(split))
 
     # --- predict and export -----------------------------------------------------------------------------------
