@@ -310,7 +310,7 @@ def show_translation_report(report: dict, run: str) -> None:
     out.print(table)
     for note in report.get("notes", []):
         out.print(note, markup=False, highlight=False, soft_wrap=True)
-    out.print(f"report and predictions.csv (source, reference, output) saved in {run}/eval/{report['split']}/",
+    out.print(f"report and predictions.csv (source, reference, output) saved in {report['saved_in']}/",
               markup=False, highlight=False, soft_wrap=True)
 
 

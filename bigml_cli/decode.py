@@ -32,12 +32,22 @@ def any_rows(x: tf.Tensor) -> tf.TensorShape:
     return shape if shape.rank == 0 else tf.TensorShape([None, *shape[1:]])
 
 
+def reorder(cache: Any, parent: tf.Tensor, per_beam: Any) -> Any:
+    """The cache's rows taken from each new beam's parent, for the entries that differ between beams."""
+    if per_beam is None:
+        return tf.nest.map_structure(lambda c: tf.gather(c, parent), cache)
+    return tuple(tf.gather(c, parent) if i in per_beam else c for i, c in enumerate(cache))
+
+
 def beam_search(next: Callable, prompt: tf.Tensor, cache: Any, index: int, end_id: int, beams: int = 4,
-                alpha: float = 0.6) -> tf.Tensor:
+                alpha: float = 0.6, per_beam: Any = None) -> tf.Tensor:
     """The `beams` likeliest continuations of each prompt kept at every step; a beam that has written `end_id`
     stays as it is (padding after it, at no cost). The answer is the beam with the highest log-probability
     divided by GNMT's length penalty ((5 + length) / 6) ** alpha (alpha 0: the likeliest outright; larger:
-    longer outputs). Returns (batch, length) tokens."""
+    longer outputs). `per_beam`: the positions in the `cache` tuple that differ from beam to beam (a decoder's
+    own keys and values), reordered as beams are; the others (the encoder's outputs and their keys and values)
+    are alike for every beam of a row and are not copied (None: every one is reordered). Returns (batch,
+    length) tokens."""
     batch, length = tf.shape(prompt)[0], prompt.shape[1]
     expand = lambda x: tf.repeat(x, beams, axis=0)  # noqa: E731  (batch * beams, ...): beam b of row r at r * beams + b
     prompt, cache = expand(prompt), tf.nest.map_structure(expand, cache)
@@ -55,7 +65,7 @@ def beam_search(next: Callable, prompt: tf.Tensor, cache: Any, index: int, end_i
         parent = tf.reshape(flat // vocab + tf.range(batch)[:, None] * beams, [-1])
         token = tf.cast(tf.reshape(flat % vocab, [-1]), prompt.dtype)
         prompt, done = tf.gather(prompt, parent), tf.gather(done, parent)
-        cache = tf.nest.map_structure(lambda c: tf.gather(c, parent), cache)
+        cache = reorder(cache, parent, per_beam)
         column = tf.one_hot(i, length, on_value=True, off_value=False, dtype=tf.bool)[None, :]
         prompt = tf.where(column, token[:, None], prompt)
         done = tf.logical_or(done, tf.equal(token, end_id))

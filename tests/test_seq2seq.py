@@ -78,7 +78,7 @@ def write_parallel(folder, lines, lang_a="en", lang_b="es"):
         (folder / f"{split}.{lang_b}").write_text("".join(t + "\n" for _, t in rows), encoding="utf-8")
 
 
-def test_a_folder_of_parallel_files_gives_its_own_train_val_and_test_splits(tmp_path):
+def test_a_folder_of_parallel_files_gives_its_own_train_val_and_test_splits(tmp_path, cli):
     from bigml_cli.config import load
     from bigml_cli.data.pairs import load_pairs
 
@@ -93,6 +93,21 @@ def test_a_folder_of_parallel_files_gives_its_own_train_val_and_test_splits(tmp_
     reverse = load_pairs(load("seq2seq", str(folder), None, ["data.source_lang=es", "data.target_lang=en"]).data,
                          None)
     assert reverse.source["train"][0] == pairs[0][1]
+    result = cli("train", "seq2seq", "--dataset", folder, "data.source_lang=en", "data.target_lang=es",
+                 "--run-dir", tmp_path / "run", "train.epochs=1", "--json", *SMALL)
+    assert result.exit_code == 0, result.text
+    assert json.loads(result.stdout)["examples"] == len(pairs) - 60  # scored on its own test file
+
+
+def test_a_csv_of_two_text_columns_gives_pairs(tmp_path):
+    from bigml_cli.config import load
+    from bigml_cli.data.pairs import load_pairs
+
+    data = tmp_path / "pairs.csv"
+    data.write_text("english,spanish\n" + "".join(f'"{s}","{t}"\n' for s, t in sentences()), encoding="utf-8")
+    ds = load_pairs(load("seq2seq", str(data), None, ["data.reverse=true"]).data, None)
+    assert sum(len(ds.source[s]) for s in ("train", "val", "test")) == len(list(sentences()))
+    assert set(ds.source["train"]) <= {t for _, t in sentences()}  # reversed: Spanish to English
 
 
 def test_parallel_files_whose_line_counts_differ_are_refused(cli, tmp_path):

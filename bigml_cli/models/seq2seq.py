@@ -132,7 +132,8 @@ class Translator(tf.Module):
         prompt, cache = self.start(source_ids)
         end = SPECIALS.index(END)
         if method == "beam":
-            return beam_search(self.next, prompt, cache, 1, end, beams, alpha)
+            return beam_search(self.next, prompt, cache, 1, end, beams, alpha, per_beam=(0,))  # the self-attention
+            # cache alone: the encoder's outputs, keys and values are the same for every beam of a sentence
         chosen = chosen or sampler(method, temperature, top_k, seed)
         out = chosen(self.next, prompt, cache, index=1, stop_token_ids=[end])
         return self.after_end_padded(out)

@@ -129,10 +129,10 @@ class Translation(Task):
         from bigml_cli.evaluate import changed_split_notes
 
         split = asked or "test"
-        report = self.score(model, ds, split, run.eval_dir(split), run.info.input, decoding or None,
-                             ds.names.get(split))
+        folder = run.eval_dir(split + decoded_as(decoding))
+        report = self.score(model, ds, split, folder, run.info.input, decoding or None, ds.names.get(split))
         report["notes"] += changed_split_notes(run, ds, split)
-        return {"run": str(run.path), "split": split, **report}
+        return {"run": str(run.path), "split": split, "saved_in": str(folder), **report}
 
     def evaluate_own(self, run: Any, path: Path, name: str, **decoding: Any) -> dict:
         """The user's own pairs (a pairs file, a CSV of two text columns, a folder of parallel files), all
@@ -149,9 +149,9 @@ class Translation(Task):
         held_out = {"test_fraction": 0.0, "val_fraction": 0.0} if whole else {}
         read = load_pairs(replace(cfg, name=str(path), **held_out), None,
                           vocabs=(info["source_vocab"], info["target_vocab"]))
-        split = "train" if whole else "test"
-        return self.score(load_model(run), read, split, run.eval_dir(name), info, decoding or None,
-                          read.names.get(split))
+        split, folder = "train" if whole else "test", run.eval_dir(name + decoded_as(decoding))
+        return {"saved_in": str(folder), **self.score(load_model(run), read, split, folder, info, decoding or None,
+                                                      read.names.get(split))}
 
     # --- predict and export -----------------------------------------------------------------------------------
 
@@ -236,3 +236,10 @@ class Translation(Task):
 
     def sample_writer(self, ds: Any) -> Callable:
         raise UserError(f"dataset {ds.name} holds sentence pairs; samples are written for image and text datasets")
+
+
+def decoded_as(decoding: dict) -> str:
+    """The suffix of the eval folder of a decoding other than greedy ("-beam4", "-sample"), so that the test
+    report written at the end of training (greedy) stays."""
+    method = (decoding or {}).get("method", "greedy")
+    return "" if method == "greedy" else f"-beam{decoding['beams']}" if method == "beam" else "-sample"
