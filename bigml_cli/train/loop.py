@@ -138,7 +138,8 @@ class Training:
             self.lora = t.lora_rank and enable_lora(model, t.lora_rank)  # before the optimizer sees the weights
             steps = t.steps_per_epoch or streams.steps  # no throw-away pipeline (it would copy the data)
             if self.resume:  # the steps its schedule was built with
-                steps = self.run_.info.steps_per_epoch or task.legacy_steps(self.ds, t, steps)
+                info = runs.Run(Path(self.run_dir)).info  # (another worker reads the chief's run directory)
+                steps = info.steps_per_epoch or task.legacy_steps(self.ds, t, steps)
             self.steps = steps
             model.compile(
                 optimizer=make_optimizer(t, steps),
