@@ -16,13 +16,18 @@ TABLE_INFO = {"kind": "table", "columns": [
 TEXT_INFO = {"kind": "text", "vocab": ["the", "movie", "good", "bad"], "sequence_length": 8, "tokens": "words"}
 SMALL = {"mlp": {"hidden_units": [8]}, "cnn": {"widths": [4, 8], "stem_width": 4}, "rnn": {"units": 4},
          "transformer": {"dim": 8, "heads": 2, "mlp_dim": 8, "num_layers": 1},
-         "gpt": {"dim": 8, "heads": 2, "mlp_dim": 8, "num_layers": 1}}
+         "gpt": {"dim": 8, "heads": 2, "mlp_dim": 8, "num_layers": 1},
+         "seq2seq": {"dim": 8, "heads": 2, "mlp_dim": 8, "num_layers": 1}}
 INPUTS = {
     "image": (IMAGE_INFO, np.random.default_rng(0).integers(0, 256, (4, 12, 12, 3)).astype(np.uint8)),
     "table": (TABLE_INFO, {"a": np.array([1.0, np.nan, 3.0, 4.0], np.float32), "b": np.array(["x", "zzz", "y", ""])}),
     "text": (TEXT_INFO, np.array(["the good movie", "bad", "", "unknown words only"])),
     "corpus": ({"kind": "lm", "vocab": list("abcde"), "sequence_length": 8, "tokens": "characters"},
                np.random.default_rng(0).integers(0, 5, (4, 8)).astype(np.int32)),
+    "pairs": ({"kind": "pairs", "tokens": "words", "source_vocab": list("abcdef"), "target_vocab": list("abcde"),
+               "source_length": 8, "target_length": 8},
+              {"source": np.random.default_rng(0).integers(0, 6, (4, 8)).astype(np.int32),
+               "target": np.random.default_rng(1).integers(0, 5, (4, 8)).astype(np.int32)}),
 }
 
 
@@ -37,7 +42,7 @@ def test_every_model_builds_on_its_inputs_and_refuses_others(name):
             assert f"'{name}' needs" in str(e)
             continue
         out = np.asarray(model(x, training=False))
-        if kind == "corpus":  # language models: next-token logits at every position
+        if kind in ("corpus", "pairs"):  # language models, translation: next-token logits at every position
             assert out.shape == (4, 8, 5) and np.isfinite(out).all()
             supported.append(kind)
             continue

@@ -184,6 +184,8 @@ def vocabulary_size(ids: Any) -> int:
 
 def require(x: Any, model: Any, needs: str, instead: str) -> None:
     """A user error when a model gets inputs of the wrong kind (text to a CNN, images to an RNN)."""
+    if isinstance(x, dict) and "source" in x:  # sentence pairs: seq2seq's alone
+        raise UserError(f"model '{model}' needs {needs} data, not sentence pairs; use seq2seq for those")
     is_ids = len(x.shape) == 2 and "int" in str(x.dtype)
     is_corpus = is_ids and isinstance(x._keras_history[0], TokenIds)
     ok = {"image": len(x.shape) == 4, "text": is_ids and not is_corpus, "corpus": is_corpus,
