@@ -40,22 +40,32 @@ LEARN_FROM = 40000  # WordPiece: sentences the vocabulary is learned from (a see
 
 def learn_vocabulary(texts: list, tokens: str, size: int) -> list:
     """The vocabulary of the training texts, special tokens first: the `size` most frequent words, or a
-    WordPiece vocabulary of about `size` pieces, learned from at most LEARN_FROM of them (tensorflow-text's
-    learner counts words in Python: a minute for spa-eng's 110,000 sentences per language, and a sample's
-    pieces are nearly the same)."""
-    if tokens == "subwords" and len(texts) > LEARN_FROM:
-        keep = np.sort(np.random.default_rng(0).choice(len(texts), LEARN_FROM, replace=False))
-        texts = [texts[i] for i in keep]
+    WordPiece vocabulary of at most `size` pieces learned by tensorflow-text's learner from at most LEARN_FROM
+    of them (it counts words in Python: a minute for spa-eng's 110,000 sentences per language). A piece needs
+    10 uses in the whole set (the learner's default floor), so a sample needs proportionally fewer: learning
+    from the sample then keeps about the pieces the whole set would give."""
     if tokens == "subwords":
-        import keras_hub
-
-        data = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str)).batch(1024)
-        vocab = keras_hub.tokenizers.compute_word_piece_vocabulary(
-            data, size, lowercase=False, strip_accents=False, reserved_tokens=SPECIALS)
-        return list(vocab)
+        return word_pieces(texts, size)
     layer = words_layer(size=max(size - 2, 1))  # [START] and [END] take two of the places
     layer.adapt(tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str)).batch(1024))
     return SPECIALS + [w for w in layer.get_vocabulary()[2:]]
+
+
+def word_pieces(texts: list, size: int, floor: int = 10) -> list:
+    """keras-hub's `compute_word_piece_vocabulary` (its BERT pre-tokenization, case and accents kept), with the
+    learner's count floor scaled to the sample taken."""
+    from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
+    from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as learner
+
+    share = min(1.0, LEARN_FROM / max(len(texts), 1))
+    if len(texts) > LEARN_FROM:
+        keep = np.sort(np.random.default_rng(0).choice(len(texts), LEARN_FROM, replace=False))
+        texts = [texts[i] for i in keep]
+    data = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str)).batch(1024)
+    counts = learner.count_words(data.map(lambda text: pretokenize(text, False, False, True, True)))
+    vocab = learner.learn(counts, vocab_size=size, reserved_tokens=SPECIALS, lower_thresh=max(2, round(floor * share)),
+                          include_joiner_token=True, joiner="##")
+    return list(vocab)[:size]
 
 
 class Codec(tf.Module):
