@@ -158,6 +158,10 @@ def placement(name: str = "auto") -> Placement:
     picked = auto_choice() if name == "auto" else name
     if picked == "multi-worker":  # before anything lists logical devices: that starts the runtime
         return multi_worker()
+    if name != "auto" and os.environ.get("TF_CONFIG", "").strip():
+        raise UserError(f"train.strategy is {name}, but --workers (TF_CONFIG) asks for several workers; train on "
+                        "them with train.strategy auto or multi-worker, or drop --workers (unset TF_CONFIG) to "
+                        "train in this process alone")
     gpus = tf.config.list_logical_devices("GPU")
     if picked == "cpu":
         if name == "auto":  # the default strategy: no distribution machinery on the common path

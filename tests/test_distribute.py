@@ -133,6 +133,15 @@ def test_bad_tf_config(cli, tmp_path, monkeypatch, tf_config, message):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_worker_list_with_a_one_process_strategy_is_refused(cli, tmp_path, monkeypatch):
+    # the list was ignored: each "worker" trained alone
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, '
+                                    '"task": {"type": "worker", "index": 0}}')
+    assert_user_error(cli("train", "mlp", "--dataset", "digits", "--strategy", "cpu", "--run-dir", tmp_path / "r"),
+                      "train.strategy is cpu, but --workers (TF_CONFIG) asks for several workers")
+    assert not (tmp_path / "r").exists()
+
+
 def test_multi_worker_without_a_worker_list_says_how_to_give_one(cli, tmp_path, monkeypatch):
     # a multi-worker run resumed without --workers said "TF_CONFIG is malformed" of a TF_CONFIG never set
     monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -470,3 +479,39 @@ def test_a_lost_worker_then_a_sigterm_stop_every_worker_and_both_resume_exactly(
     for name in want:
         assert np.array_equal(want[name], got[name]), name
     assert not (tmp_path / "run1").exists()  # the chief alone writes
+
+
+def test_a_resume_on_another_worker_count_global_batch_or_data_is_refused_by_every_worker(tmp_path, table_csv):
+    """Each worker checks the run it resumes as the chief does (config.yaml, replicas, data), so none is left
+    waiting for a chief that refused: one line each, exit 2, nothing of the run changed."""
+    bigml = str(__import__("pathlib").Path(sys.executable).with_name("bigml"))
+    run = tmp_path / "run"
+    base = ["mlp", "--dataset", str(table_csv), "--target", "label", "train.batch_size=16", "train.epochs=200",
+            "train.checkpoint_every=5"]
+    procs = _two_workers([*base, "--run-dir", run], [*base, "--run-dir", tmp_path / "run1"])
+    wait_for_checkpoint(procs, run, 5)
+    for p in procs:
+        p.kill()
+        p.communicate()
+    saved = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.lock"}
+
+    one = subprocess.run([bigml, "train", "--resume", str(run), "--workers", f"localhost:{free_local_ports(1)[0]}",
+                          "--worker-index", "0"], capture_output=True, text=True, timeout=300)
+    assert one.returncode == 2 and "trained on 2 replica(s)" in one.stderr, one.stderr[-2000:]
+
+    config = run / "config.yaml"
+    original = config.read_text()
+    config.write_text(original.replace("batch_size: 16", "batch_size: 32"))
+    procs = _two_workers(["--resume", run], ["--resume", run])
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert all(e.startswith(f"error: {config} changed since the run started") for e in errs), errs
+    config.write_text(original)
+
+    table_csv.write_text(table_csv.read_text() + "41.0,red,70.00,no\n")
+    procs = _two_workers(["--resume", run], ["--resume", run])
+    errs = _finish(procs)
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert all(e.startswith("error: the dataset") and "changed since run" in e for e in errs), errs
+    assert all("Traceback" not in e for e in errs)
+    assert saved == {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.lock"}

@@ -27,7 +27,8 @@ from bigml_cli.train.callbacks import (BestCheckpoint, FreezeAfter, HistoryLogge
                                        SaveWeights, StepCheckpoints, StepTimer)
 from bigml_cli.train.multiworker import (LOST, build_model_on, lost_worker, check_same_config, check_workers_same_data, custom_loop,
                                          scratch_state_dir, sync_from_chief)
-from bigml_cli.train.resume import check_same_data, config_hash, open_for_resume, save_state
+from bigml_cli.train.resume import (check_config_unchanged, check_same_data, config_hash, open_for_resume,
+                                   save_state)
 
 
 def run(cfg: Any, run_dir: Optional[Union[str, Path]] = None, data_root: Optional[Union[str, Path]] = None, overwrite: bool = False, console: Optional[Console] = None,
@@ -85,15 +86,18 @@ class Training:
         """Devices and precision first (device set-up must precede any TensorFlow op), then the seeds. A resumed
         multi-worker run: the chief opens the run directory; another worker reads its config (the chief's state
         reaches it through the collectives)."""
+        self.resumed = None  # the run being resumed, as every worker reads it (the chief alone locks and writes it)
         if self.resume and distribute.tf_config_index() > 0:
-            self.run_, self.cfg = None, worker_config(self.run_dir)
+            self.resumed = worker_run(self.run_dir)
+            self.run_, self.cfg = None, self.resumed.config
         elif self.resume:
             self.run_, self.cfg = open_for_resume(self.run_dir, self.lock)
+            self.resumed = self.run_
         t = self.cfg.train
         absolute_dataset(self.cfg)
         self.place_ = distribute.placement(t.strategy)
-        if self.resume and self.run_:
-            check_same_replicas(self.run_, self.place_)
+        if self.resumed:  # every worker refuses alike: none is left waiting for a chief that stopped
+            check_same_replicas(self.resumed, self.place_)
         self.precision = distribute.pick_precision(t.precision, self.place_.name)
         if t.batch_size % self.place_.replicas:
             raise UserError(f"train.batch_size {t.batch_size} is global and must divide evenly over "
@@ -122,8 +126,8 @@ class Training:
                             "but this run holds out no validation split (data.val_fraction is 0); set "
                             "data.val_fraction=0.1, or train.patience=0")
         self.data = fingerprint(ds)  # recorded in run.json; a resume and the workers compare it
-        if self.resume and self.run_:
-            check_same_data(self.run_, cfg, self.data)
+        if self.resumed:
+            check_same_data(self.resumed, cfg, self.data)
         self.augment = ds.augment if cfg.data.augment == "auto" else cfg.data.augment
         self.task.check(ds, cfg)
         self.streams = self.task.streams(ds, cfg)
@@ -359,15 +363,16 @@ class Training:
         return metrics
 
 
-def worker_config(run_dir: Any) -> Any:
-    """The config of the run a worker other than the chief resumes: read from the run directory (shared
-    storage), never locked or written (the chief does that)."""
+def worker_run(run_dir: Any) -> runs.Run:
+    """The run a worker other than the chief resumes, read from the run directory (shared storage), never
+    locked or written (the chief does that); its config checked as the chief checks it."""
     run_ = runs.Run(Path(run_dir))
-    if not run_.config_file.exists():
+    if not run_.config_file.exists() or not run_.info_file.exists():
         raise UserError(f"this worker resumes run {run_dir}, whose config.yaml is not on this machine: give the "
                         "workers shared storage for the run directory, or run this worker's original `bigml train` "
                         "command again (the chief's checkpoint reaches every worker)")
-    return run_.config
+    check_config_unchanged(run_)
+    return run_
 
 
 def check_same_replicas(run_: Any, place: Any) -> None:

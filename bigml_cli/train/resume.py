@@ -43,14 +43,20 @@ def open_for_resume(run_dir: Union[str, Path], lock: Any) -> tuple:
     if run_.metrics_file.exists():
         raise UserError(f"run {run_dir} already finished; score it with `bigml eval {run_dir}`, or train a new run "
                         f"with its settings, changed as you like: `bigml train --recipe {run_dir} train.epochs=N`")
-    cfg = run_.config
-    if config_hash(run_.config_file.read_text()) != run_.info.config_sha256:
-        raise UserError(f"{run_.config_file} changed since the run started; restore it, or start a new run "
-                        "with the new config")
+    cfg = check_config_unchanged(run_)
     if tf.train.latest_checkpoint(run_.state) is None:
         raise UserError(f"run {run_dir} has no checkpoint yet; start it again with --overwrite")
     return run_, cfg
 
+
+
+def check_config_unchanged(run_: Any) -> Any:
+    """The run's config, refused when config.yaml changed since the run started (another global batch, epochs,
+    model: a resume must continue the run it checkpointed)."""
+    if config_hash(run_.config_file.read_text()) != run_.info.config_sha256:
+        raise UserError(f"{run_.config_file} changed since the run started; restore it, or start a new run "
+                        "with the new config")
+    return run_.config
 
 
 def check_same_data(run_: Any, cfg: Any, now: Any) -> None:
