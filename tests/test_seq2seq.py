@@ -118,6 +118,9 @@ def test_parallel_files_whose_line_counts_differ_are_refused(cli, tmp_path):
     assert_user_error(result, "train.en has 20 lines", "train.es 19", "line counts")
     result = cli("train", "seq2seq", "--dataset", folder, *SMALL)
     assert_user_error(result, "data.source_lang", "en, es")
+    (folder / "train.es").write_bytes("una ni\u00f1a\n".encode("latin-1") * 20)
+    result = cli("train", "seq2seq", "--dataset", folder, "data.source_lang=en", "data.target_lang=es", *SMALL)
+    assert_user_error(result, "train.es is not UTF-8 text")
 
 
 @pytest.mark.parametrize("tokens", ["words", "subwords"])

@@ -57,17 +57,21 @@ class Pairs:
                             "give more pairs")
 
 
+def text_lines(path: Path) -> list:
+    """The lines of a UTF-8 text file, without the blank lines at its end (no sentences, nor mistakes)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; convert it to UTF-8") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
 def read_pairs_file(path: Path, reverse: bool = False) -> tuple:
     """(sources, targets, line numbers) of a `source<TAB>target` file; extra columns are ignored."""
     sources, targets, lines = [], [], []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; convert it to UTF-8") from None
-    lines_of_file = text.splitlines()
-    while lines_of_file and not lines_of_file[-1].strip():  # blank lines at the end are no pairs, nor mistakes
-        lines_of_file.pop()
-    for number, line in enumerate(lines_of_file, 1):
+    for number, line in enumerate(text_lines(path), 1):
         if not line.strip():
             raise UserError(f"{path}:{number} is empty; each line must be 'source<TAB>target': remove the empty "
                             "line")
@@ -233,10 +237,7 @@ def read_parallel(a: Path, b: Path) -> tuple:
     """((sources, targets), names) of two line-aligned files."""
     if not b.exists():
         raise UserError(f"{a} has no parallel file {b.name} beside it; give both languages' files")
-    left = a.read_text(encoding="utf-8").splitlines()
-    right = b.read_text(encoding="utf-8").splitlines()
-    while left and right and not left[-1].strip() and not right[-1].strip():
-        left, right = left[:-1], right[:-1]
+    left, right = text_lines(a), text_lines(b)
     if len(left) != len(right):
         raise UserError(f"{a} has {len(left):,} lines and {b} {len(right):,}: parallel files must translate line "
                         "by line; fix the files so that their line counts agree")

@@ -60,6 +60,11 @@ def load_for(cfg: Any, data_root: Any = None) -> Any:
 CORPUS_READERS = {"corpus": "lm", "masked corpus": "mlm"}  # what a builder reads -> the task that trains it
 
 
+def token_hits(outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Whether each predicted token (the argmax of `outputs`) equals its integer target in `y`."""
+    return tf.argmax(outputs, -1) == tf.cast(y, tf.int64)
+
+
 @dataclass
 class Streams:
     """What training needs from the task: the loss, the metric and the score that selects the model, the steps

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from bigml_cli.data.pipeline import lm_eval_dataset, lm_steps_per_epoch, lm_train_dataset, steps_per_epoch
 from bigml_cli.errors import UserError
-from bigml_cli.tasks.base import Streams, Task, register
+from bigml_cli.tasks.base import Streams, Task, register, token_hits
 
 
 @register
@@ -77,7 +77,7 @@ class LanguageModel(Task):
         return loss, ds.input_info["sequence_length"]
 
     def hits(self, outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        return tf.argmax(outputs, -1) == tf.cast(y, tf.int64)
+        return token_hits(outputs, y)
 
     def validate(self, model: keras.Model, ds: Any, forward: Callable, streams: Streams) -> dict:
         return self.report(model, ds.val_ids, ds.val_starts, ds.input_info, forward)

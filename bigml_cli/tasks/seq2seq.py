@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from bigml_cli.data.pipeline import pairs_eval_dataset, pairs_train_dataset, steps_per_epoch
 from bigml_cli.errors import UserError
-from bigml_cli.tasks.base import Streams, Task, register
+from bigml_cli.tasks.base import Streams, Task, register, token_hits
 
 
 @keras.saving.register_keras_serializable(package="bigml")
@@ -94,7 +94,7 @@ class Translation(Task):
         return SmoothedSparseCrossentropy(t.label_smoothing, reduction=None), "weights"
 
     def hits(self, outputs: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        return tf.argmax(outputs, -1) == tf.cast(y, tf.int64)
+        return token_hits(outputs, y)
 
     def validate(self, model: keras.Model, ds: Any, forward: Callable, streams: Streams) -> dict:
         """The multi-worker loop's validation: teacher-forced loss (without smoothing) and token accuracy."""
