@@ -3,12 +3,13 @@
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
@@ -25,11 +26,12 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
     Every worker reads the same seeded index stream and keeps every k-th index (k = workers), so a
     step's batches across workers together are exactly the single-process global batch.
 
-    A SIGINT or SIGTERM on any worker (`signals.signal`) travels with the step's all-reduce, so every
-    worker stops after the same step (a worker leaving alone would leave the others waiting for it).
-    `save(step)`, on every worker at the same steps (every train.checkpoint_every, each epoch's end, and
-    a stop), writes the training state. `validate`: whether this worker validates (the chief). Returns
-    (signal number, step) when stopped, else None.
+    A SIGTERM on any worker (`signals.signal`: what a preempted machine gets) reaches every worker through
+    TensorFlow's PreemptionCheckpointHandler (`Preemption`); a SIGINT (Ctrl-C) travels with the step's
+    all-reduce. Either way every worker saves and stops after the same step (a worker leaving alone would leave
+    the others waiting for it). `save(step)`, on every worker at the same steps (every train.checkpoint_every,
+    each epoch's end, and a stop), writes the training state. `validate`: whether this worker validates (the
+    chief). Returns (signal number, step) when stopped, else None.
     """
     def per_worker(ctx):
         local_batch = ctx.get_per_replica_batch_size(t.batch_size)
@@ -44,36 +46,93 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
     forward = inference(model)
     first_epoch, offset = divmod(start_step, steps)  # a resumed run first finishes its interrupted epoch
     save = save or (lambda step: None)
-    logs = {}
-    for epoch in range(first_epoch, t.epochs):
-        callbacks[0].steps = steps - offset  # the progress bar's length
-        hooks.on_epoch_begin(epoch)
-        total_loss = total_correct = total_counted = 0.0
-        for n, i in enumerate(range(offset, steps), start=1):
-            hooks.on_train_batch_begin(n - 1)
-            stop = [signals.signal == signal.SIGINT, signals.signal == signal.SIGTERM]
-            loss, correct, counted, stop = train_step(iterator, tf.constant(stop, tf.float32))
-            step = epoch * steps + i + 1
-            if stop.numpy().any():  # the same step on every worker; SIGTERM wins over SIGINT
-                save(step)
-                return (signal.SIGTERM if stop[1] else signal.SIGINT), step
-            if t.checkpoint_every and step % t.checkpoint_every == 0 and i + 1 < steps:
-                save(step)
-            total_loss += float(loss)
-            total_correct += float(correct)
-            total_counted += float(counted)
-            logs = {"loss": total_loss / n, "accuracy": total_correct / max(total_counted, 1.0)}
-            hooks.on_train_batch_end(n - 1, logs)
-        offset = 0
-        if validate:  # the chief alone: workers wait at the next step's all-reduce
-            report = task.validate(model, ds, forward, streams)
-            logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
-        hooks.on_epoch_end(epoch, logs)
-        save((epoch + 1) * steps)  # after the callbacks: with the lookahead's average, as fit's runs save
-        if t.patience and epoch + 1 < t.epochs and chief_says(place, model.stop_training):
-            break  # the chief's early stop (only it validates), on every worker after the same epoch
-    hooks.on_train_end(logs)
-    return None
+    with Preemption(place, signals, save) as preemption:
+        logs = {}
+        for epoch in range(first_epoch, t.epochs):
+            callbacks[0].steps = steps - offset  # the progress bar's length
+            hooks.on_epoch_begin(epoch)
+            total_loss = total_correct = total_counted = 0.0
+            for n, i in enumerate(range(offset, steps), start=1):
+                hooks.on_train_batch_begin(n - 1)
+                stop = [signals.signal == signal.SIGINT, signals.signal == signal.SIGTERM and not preemption.active]
+                loss, correct, counted, stop = train_step(iterator, tf.constant(stop, tf.float32))
+                step = epoch * steps + i + 1
+                if stop.numpy().any():  # the same step on every worker; SIGTERM wins over SIGINT
+                    save(step)
+                    return (signal.SIGTERM if stop[1] else signal.SIGINT), step
+                if preemption.saved_at(step):
+                    return signal.SIGTERM, step
+                if t.checkpoint_every and step % t.checkpoint_every == 0 and i + 1 < steps:
+                    save(step)
+                total_loss += float(loss)
+                total_correct += float(correct)
+                total_counted += float(counted)
+                logs = {"loss": total_loss / n, "accuracy": total_correct / max(total_counted, 1.0)}
+                hooks.on_train_batch_end(n - 1, logs)
+            offset = 0
+            if validate:  # the chief alone: workers wait at the next step's all-reduce
+                report = task.validate(model, ds, forward, streams)
+                logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
+            hooks.on_epoch_end(epoch, logs)
+            save((epoch + 1) * steps)  # after the callbacks: with the lookahead's average, as fit's runs save
+            if t.patience and epoch + 1 < t.epochs and chief_says(place, model.stop_training):
+                break  # the chief's early stop (only it validates), on every worker after the same epoch
+        hooks.on_train_end(logs)
+        return None
+
+
+class Preemption:
+    """TensorFlow's PreemptionCheckpointHandler, for a SIGTERM on any worker: the worker that got it (its
+    `signals.signal`, polled each second) tells the others through the coordination service which step to
+    save; each worker then saves that step with `save` and leaves the loop. bigml's own checkpoints carry the
+    state (`save_fn`); the handler's manager, in a scratch folder, only counts the steps of this launch.
+
+    `active` is False where TensorFlow's handler does nothing (a CPU or TPU machine on Google Cloud: it says
+    so in a warning); there the SIGTERM travels with the step's all-reduce instead."""
+
+    class Exit(Exception):
+        pass
+
+    def __init__(self, place: Any, signals: Any, save: Callable):
+        from tensorflow.python.distribute.failure_handling import failure_handling_util as util
+
+        self.scratch = tempfile.mkdtemp(prefix="bigml-preemption-")
+        self.step = None
+
+        def save_fn(step):
+            save(step)
+            self.step = step
+
+        def exit_fn():
+            raise self.Exit()
+
+        config = tf.distribute.experimental.TerminationConfig(
+            termination_watcher_fn=lambda: signals.signal == signal.SIGTERM, exit_fn=exit_fn, save_fn=save_fn,
+            grace_period=0)
+        counter = tf.train.CheckpointManager(tf.train.Checkpoint(), self.scratch, max_to_keep=1)
+        self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+            place.strategy.cluster_resolver, counter, termination_config=config)
+        self.active = getattr(self.handler, "_platform_device", None) not in (
+            util.PlatformDevice.GCE_CPU, util.PlatformDevice.GCE_TPU)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handler = None  # its watcher threads stop when it is collected
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def saved_at(self, step: int) -> bool:
+        """After each step: whether every worker saved `step` for a preemption (then training stops)."""
+        logger = logging.getLogger("tensorflow")
+        level, _ = logger.level, logger.setLevel(logging.ERROR)  # the handler warns of its own deprecated calls
+        try:
+            self.handler.save_checkpoint_if_preempted(step)
+        except self.Exit:
+            return True
+        finally:
+            logger.setLevel(level)
+        return False
 
 
 LOST = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.InternalError,
