@@ -231,54 +231,6 @@ def _finish(procs, timeout=120):
             p.kill()
 
 
-def test_ctrl_c_on_one_worker_stops_every_worker_at_the_same_step_and_resume_is_exact(tmp_path):
-    """A worker leaving alone would leave the others blocked in the next all-reduce: the stop travels with
-    it. Every worker saves the state there; the chief resumes with --resume, the others with their own
-    command, and the weights are those of a run never stopped, to the bit."""
-    import signal
-    import time
-    import h5py
-
-    tiny = ["mlp", "--dataset", "digits", "train.epochs=3", "train.batch_size=32", "model.hidden_units=[32]",
-            "model.dropout=0.2", "train.deterministic=true", "train.checkpoint_every=1"]
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    errs = _finish(_two_workers([*tiny, "--run-dir", ref], [*tiny, "--run-dir", tmp_path / "ref1"]))
-    assert (ref / "metrics.json").exists(), errs[0][-2000:]
-    procs = _two_workers([*tiny, "--run-dir", run], [*tiny, "--run-dir", tmp_path / "run1"])
-    state, deadline = run / "checkpoints" / "state" / "checkpoint", time.time() + 120
-    while not (state.exists() and int(re.search(r'"ckpt-(\d+)"', state.read_text()).group(1)) >= 50):
-        if not all(p.poll() is None for p in procs) or time.time() > deadline:  # 120 steps in all: stop at 50+
-            pytest.fail(_finish(procs)[0][-2000:])
-        time.sleep(0.02)
-    procs[1].send_signal(signal.SIGINT)
-    errs = _finish(procs, 60)
-    assert [p.returncode for p in procs] == [130, 130], errs
-    steps = [re.search(r"stopped by SIGINT \(signal 2\) at step (\d+)", e).group(1) for e in errs]
-    assert steps[0] == steps[1] and int(steps[0]) < 120, errs
-    assert "another worker got it" in errs[0] and f"bigml train --resume {run}" in errs[0], errs[0]
-    assert "every worker stopped there" in errs[1] and "Traceback" not in errs[0] + errs[1]
-    assert f'"ckpt-{steps[0]}"' in state.read_text()  # saved at the very step
-    from bigml_cli.runs import list_runs
-    status = {r["run"]: r["status"] for r in list_runs(tmp_path)}[str(run)]
-    assert re.match(rf"[12]/3 epochs: bigml train --resume {run} --workers \.\.\. --worker-index 0", status), status
-    procs = _two_workers(["--resume", run], [*tiny, "--run-dir", tmp_path / "run1"])
-    errs = _finish(procs)
-    assert [p.returncode for p in procs] == [0, 0], errs
-    assert f"resuming at step {steps[0]}" in errs[0] and f"resuming at step {steps[0]}" in errs[1]
-    assert [r.split(",")[0] for r in (run / "history.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
-    assert not (tmp_path / "run1").exists() and not (tmp_path / "ref1").exists()  # the chief alone writes
-
-    def weights(path):
-        out = {}
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-        return out
-    want, got = weights(ref / "checkpoints/last.weights.h5"), weights(run / "checkpoints/last.weights.h5")
-    assert want.keys() == got.keys() and len(want) > 0
-    for name in want:
-        assert np.array_equal(want[name], got[name]), name
-
-
 @pytest.mark.parametrize("chief, other, messages, required", [
     ("train.epochs=3", "train.epochs=4", ("another worker's differ from this worker's [",
                                           "the chief's are [85002, 20, 3, 64, 0, 0], not this worker's [85002, 20, 4,"),
@@ -403,8 +355,8 @@ def test_the_precision_policy_is_restored_however_the_block_ends():
     assert keras.mixed_precision.global_policy().name == before
 
 
-FAULTS = ["mlp", "--dataset", "digits", "train.epochs=2", "train.batch_size=32", "model.hidden_units=[32]",
-          "model.dropout=0.2", "train.deterministic=true", "train.checkpoint_every=5"]  # 39 steps an epoch
+FAULTS = ["mlp", "--dataset", "digits", "train.epochs=3", "train.batch_size=32", "model.hidden_units=[32]",
+          "model.dropout=0.2", "train.deterministic=true", "train.checkpoint_every=5"]  # 39 steps an epoch, 117 in all
 
 
 def h5_weights(path):
@@ -430,11 +382,13 @@ def latest_checkpoint(run):
     return int(re.search(r'"ckpt-(\d+)"', (run / "checkpoints" / "state" / "checkpoint").read_text()).group(1))
 
 
-def test_a_lost_worker_then_a_sigterm_stop_every_worker_and_both_resume_exactly(tmp_path, cli):
+def test_a_lost_worker_a_sigterm_and_a_ctrl_c_stop_every_worker_and_the_run_resumes_exactly(tmp_path, cli):
     """Worker 1 SIGKILLed at a random step after the first step checkpoint: worker 0 does not wait for it, says
     who was lost and how to resume (exit 75). Both relaunched with --resume RUN; then SIGTERM to worker 0 (what
-    a preempted machine gets): every worker saves the same step and exits 143. Relaunched again, both end with
-    the weights of a two-worker run never stopped, to the bit."""
+    a preempted machine gets; TensorFlow's PreemptionCheckpointHandler tells the other): every worker saves the
+    same step and exits 143. Relaunched (worker 1 with its original command), Ctrl-C on worker 1 travels with
+    the step's all-reduce: both save the same step and exit 130. Relaunched again, both end with the weights of
+    a two-worker run never stopped, to the bit."""
     import random
     import signal
     import time
@@ -470,10 +424,26 @@ def test_a_lost_worker_then_a_sigterm_stop_every_worker_and_both_resume_exactly(
     assert [p.returncode for p in procs] == [143, 143], errs
     assert f"resuming at step {first}" in errs[0] and f"resuming at step {first}" in errs[1], errs
     steps = [re.search(r"stopped by SIGTERM \(signal 15\) at step (\d+)", e).group(1) for e in errs]
-    assert steps[0] == steps[1] and int(steps[0]) == latest_checkpoint(run) < 78, errs
+    assert steps[0] == steps[1] and int(steps[0]) == latest_checkpoint(run) < 117, errs
+
+    term = int(steps[0])
+
+    procs = _two_workers(["--resume", run], [*FAULTS, "--run-dir", tmp_path / "run1"])
+    wait_for_checkpoint(procs, run, term + 5)
+    procs[1].send_signal(signal.SIGINT)
+    errs = _finish(procs, 60)
+    assert [p.returncode for p in procs] == [130, 130], errs
+    steps = [re.search(r"stopped by SIGINT \(signal 2\) at step (\d+)", e).group(1) for e in errs]
+    assert steps[0] == steps[1] and int(steps[0]) == latest_checkpoint(run) < 117, errs
+    assert "another worker got it" in errs[0] and f"bigml train --resume {run}" in errs[0], errs[0]
+    assert "every worker stopped there" in errs[1] and "Traceback" not in errs[0] + errs[1]
+    from bigml_cli.runs import list_runs
+    status = {r["run"]: r["status"] for r in list_runs(tmp_path)}[str(run)]
+    assert re.match(rf"[012]/3 epochs: bigml train --resume {run} --workers \.\.\. --worker-index 0", status), status
 
     errs = _finish(_two_workers(["--resume", run], ["--resume", run]), 180)
     assert "Traceback" not in errs[0] + errs[1] and (run / "metrics.json").exists(), errs
+    assert [r.split(",")[0] for r in (run / "history.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
     want, got = h5_weights(reference / "checkpoints/last.weights.h5"), h5_weights(run / "checkpoints/last.weights.h5")
     assert want.keys() == got.keys() and len(want) > 0
     for name in want:

@@ -47,7 +47,7 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
     first_epoch, offset = divmod(start_step, steps)  # a resumed run first finishes its interrupted epoch
     save = save or (lambda step: None)
     with Preemption(place, signals, save) as preemption:
-        logs = {}
+        logs, stopped = {}, None
         for epoch in range(first_epoch, t.epochs):
             callbacks[0].steps = steps - offset  # the progress bar's length
             hooks.on_epoch_begin(epoch)
@@ -59,10 +59,12 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
                 step = epoch * steps + i + 1
                 if stop.numpy().any():  # the same step on every worker; SIGTERM wins over SIGINT
                     save(step)
-                    return (signal.SIGTERM if stop[1] else signal.SIGINT), step
-                if preemption.saved_at(step):
-                    return signal.SIGTERM, step
-                if t.checkpoint_every and step % t.checkpoint_every == 0 and i + 1 < steps:
+                    stopped = (signal.SIGTERM if stop[1] else signal.SIGINT), step
+                elif preemption.saved_at(step):
+                    stopped = signal.SIGTERM, step
+                if stopped and i + 1 < steps:
+                    return stopped  # mid-epoch: the resumed run finishes the epoch and reports it then
+                if not stopped and t.checkpoint_every and step % t.checkpoint_every == 0 and i + 1 < steps:
                     save(step)
                 total_loss += float(loss)
                 total_correct += float(correct)
@@ -75,6 +77,8 @@ def custom_loop(model: Any, place: Any, ds: Any, task: Any, streams: Any, t: Any
                 logs = {**logs, "val_loss": report["loss"], "val_accuracy": report["accuracy"]}
             hooks.on_epoch_end(epoch, logs)
             save((epoch + 1) * steps)  # after the callbacks: with the lookahead's average, as fit's runs save
+            if stopped:  # at an epoch's last step: the epoch ended as usual (validation, history), then the stop
+                return stopped
             if t.patience and epoch + 1 < t.epochs and chief_says(place, model.stop_training):
                 break  # the chief's early stop (only it validates), on every worker after the same epoch
         hooks.on_train_end(logs)
