@@ -101,17 +101,12 @@ class Preemption:
         from tensorflow.python.distribute.failure_handling import failure_handling_util as util
 
         self.scratch = tempfile.mkdtemp(prefix="bigml-preemption-")
-        self.step = None
-
-        def save_fn(step):
-            save(step)
-            self.step = step
 
         def exit_fn():
             raise self.Exit()
 
         config = tf.distribute.experimental.TerminationConfig(
-            termination_watcher_fn=lambda: signals.signal == signal.SIGTERM, exit_fn=exit_fn, save_fn=save_fn,
+            termination_watcher_fn=lambda: signals.signal == signal.SIGTERM, exit_fn=exit_fn, save_fn=save,
             grace_period=0)
         counter = tf.train.CheckpointManager(tf.train.Checkpoint(), self.scratch, max_to_keep=1)
         self.handler = tf.distribute.experimental.PreemptionCheckpointHandler(
@@ -129,7 +124,8 @@ class Preemption:
     def saved_at(self, step: int) -> bool:
         """After each step: whether every worker saved `step` for a preemption (then training stops)."""
         logger = logging.getLogger("tensorflow")
-        level, _ = logger.level, logger.setLevel(logging.ERROR)  # the handler warns of its own deprecated calls
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # the handler warns of its own deprecated calls
         try:
             self.handler.save_checkpoint_if_preempted(step)
         except self.Exit:
