@@ -382,7 +382,16 @@ def latest_checkpoint(run):
     return int(re.search(r'"ckpt-(\d+)"', (run / "checkpoints" / "state" / "checkpoint").read_text()).group(1))
 
 
-def test_a_lost_worker_a_sigterm_and_a_ctrl_c_stop_every_worker_and_the_run_resumes_exactly(tmp_path, cli):
+# (arguments, train.checkpoint_every): digits in the default suite; the issue's mnist case under `make test-data`
+FAULT_CASES = [pytest.param((FAULTS, 5), id="digits"),
+               pytest.param((["mlp", "--dataset", "mnist", "train.epochs=2", "train.batch_size=256",
+                              "model.hidden_units=[64]", "model.dropout=0.2", "train.deterministic=true",
+                              "train.checkpoint_every=10"], 10), id="mnist", marks=pytest.mark.data)]
+
+
+@pytest.mark.parametrize("case", FAULT_CASES)
+def test_a_lost_worker_a_sigterm_and_a_ctrl_c_stop_every_worker_and_the_run_resumes_exactly(tmp_path, cli, case,
+                                                                                          request, monkeypatch):
     """Worker 1 SIGKILLed at a random step after the first step checkpoint: worker 0 does not wait for it, says
     who was lost and how to resume (exit 75). Both relaunched with --resume RUN; then SIGTERM to worker 0 (what
     a preempted machine gets; TensorFlow's PreemptionCheckpointHandler tells the other): every worker saves the
@@ -393,11 +402,16 @@ def test_a_lost_worker_a_sigterm_and_a_ctrl_c_stop_every_worker_and_the_run_resu
     import signal
     import time
 
+    faults, every = case
+    epochs = int(next(a for a in faults if a.startswith("train.epochs=")).split("=")[1])
+    if "mnist" in faults:
+        monkeypatch.setenv("BIGML_DATA_DIR", str(request.getfixturevalue("real_data_dir")))
     reference, run = tmp_path / "ref", tmp_path / "run"
-    errs = _finish(_two_workers([*FAULTS, "--run-dir", reference], [*FAULTS, "--run-dir", tmp_path / "ref1"]))
+    errs = _finish(_two_workers([*faults, "--run-dir", reference], [*faults, "--run-dir", tmp_path / "ref1"]), 900)
     assert (reference / "metrics.json").exists(), errs[0][-2000:]
-    procs = _two_workers([*FAULTS, "--run-dir", run], [*FAULTS, "--run-dir", tmp_path / "run1"])
-    wait_for_checkpoint(procs, run, 5)
+    total = epochs * json.loads((reference / "run.json").read_text())["steps_per_epoch"]
+    procs = _two_workers([*faults, "--run-dir", run], [*faults, "--run-dir", tmp_path / "run1"])
+    wait_for_checkpoint(procs, run, every)
     time.sleep(random.Random().uniform(0, 0.3))
     procs[1].send_signal(signal.SIGKILL)
     killed = time.time()
@@ -418,32 +432,32 @@ def test_a_lost_worker_a_sigterm_and_a_ctrl_c_stop_every_worker_and_the_run_resu
 
     first = latest_checkpoint(run)
     procs = _two_workers(["--resume", run], ["--resume", run])
-    wait_for_checkpoint(procs, run, first + 10)
+    wait_for_checkpoint(procs, run, first + 2 * every)
     procs[0].send_signal(signal.SIGTERM)
     errs = _finish(procs, 60)
     assert [p.returncode for p in procs] == [143, 143], errs
     assert f"resuming at step {first}" in errs[0] and f"resuming at step {first}" in errs[1], errs
     steps = [re.search(r"stopped by SIGTERM \(signal 15\) at step (\d+)", e).group(1) for e in errs]
-    assert steps[0] == steps[1] and int(steps[0]) == latest_checkpoint(run) < 117, errs
-
+    assert steps[0] == steps[1] and int(steps[0]) == latest_checkpoint(run) < total, errs
     term = int(steps[0])
 
-    procs = _two_workers(["--resume", run], [*FAULTS, "--run-dir", tmp_path / "run1"])
-    wait_for_checkpoint(procs, run, term + 5)
+    procs = _two_workers(["--resume", run], [*faults, "--run-dir", tmp_path / "run1"])
+    wait_for_checkpoint(procs, run, term + every)
     procs[1].send_signal(signal.SIGINT)
     errs = _finish(procs, 60)
     assert [p.returncode for p in procs] == [130, 130], errs
     steps = [re.search(r"stopped by SIGINT \(signal 2\) at step (\d+)", e).group(1) for e in errs]
-    assert steps[0] == steps[1] and int(steps[0]) == latest_checkpoint(run) < 117, errs
+    assert steps[0] == steps[1] and int(steps[0]) == latest_checkpoint(run) < total, errs
     assert "another worker got it" in errs[0] and f"bigml train --resume {run}" in errs[0], errs[0]
     assert "every worker stopped there" in errs[1] and "Traceback" not in errs[0] + errs[1]
     from bigml_cli.runs import list_runs
     status = {r["run"]: r["status"] for r in list_runs(tmp_path)}[str(run)]
-    assert re.match(rf"[012]/3 epochs: bigml train --resume {run} --workers \.\.\. --worker-index 0", status), status
+    assert re.match(rf"\d/{epochs} epochs: bigml train --resume {run} --workers \.\.\. --worker-index 0", status)
 
-    errs = _finish(_two_workers(["--resume", run], ["--resume", run]), 180)
+    errs = _finish(_two_workers(["--resume", run], ["--resume", run]), 900)
     assert "Traceback" not in errs[0] + errs[1] and (run / "metrics.json").exists(), errs
-    assert [r.split(",")[0] for r in (run / "history.csv").read_text().splitlines()[1:]] == ["0", "1", "2"]
+    history = (run / "history.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in history] == [str(e) for e in range(epochs)]
     want, got = h5_weights(reference / "checkpoints/last.weights.h5"), h5_weights(run / "checkpoints/last.weights.h5")
     assert want.keys() == got.keys() and len(want) > 0
     for name in want:
