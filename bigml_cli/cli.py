@@ -66,6 +66,8 @@ def handle_errors(fn: Any) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            if needs_tensorflow(sys.argv[1:]):
+                _quiet_tensorflow_import()  # seconds: once the arguments parsed, so a usage error answers at once
             return fn(*args, **kwargs)
         except UserError as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
@@ -585,12 +587,6 @@ def needs_tensorflow(argv: list) -> bool:
 
 
 def main() -> None:
-    try:
-        if needs_tensorflow(sys.argv[1:]):
-            _quiet_tensorflow_import()  # seconds, before any command's own Ctrl-C handling
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
     usage_error, no_args = _usage_errors()
     try:
         code = app(standalone_mode=False)
