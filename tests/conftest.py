@@ -24,6 +24,7 @@ REAL_DATA_DIR = os.environ.get("BIGML_DATA_DIR")
 def _offline(monkeypatch, tmp_path):
     monkeypatch.setenv("BIGML_OFFLINE", "1")
     monkeypatch.setenv("BIGML_DATA_DIR", str(tmp_path / "empty-data-dir"))
+    monkeypatch.chdir(tmp_path)  # a default run directory (runs/...) lands in the test's own folder
 
 
 @pytest.fixture

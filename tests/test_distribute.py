@@ -499,3 +499,36 @@ def test_a_resume_on_another_worker_count_global_batch_or_data_is_refused_by_eve
     assert all(e.startswith("error: the dataset") and "changed since run" in e for e in errs), errs
     assert all("Traceback" not in e for e in errs)
     assert saved == {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.lock"}
+
+
+EPOCH_END_STOP = """
+import os, signal, sys
+import keras
+from bigml_cli import config, train
+from bigml_cli.distribute import free_local_ports, workers_tf_config
+from bigml_cli.errors import Interrupted
+
+os.environ["TF_CONFIG"] = workers_tf_config(f"localhost:{free_local_ports(1)[0]}", 0)
+
+class CtrlCBeforeTheLastStep(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.params["steps"] - 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+cfg = config.load("mlp", "digits", overrides=["train.epochs=2", "train.batch_size=64", "model.hidden_units=[8]"])
+try:
+    train.run(cfg, run_dir=sys.argv[1], extra_callbacks=[CtrlCBeforeTheLastStep()])
+except Interrupted as e:
+    print(e)
+"""
+
+
+def test_a_multi_worker_stop_at_an_epochs_last_step_ends_that_epoch_first(tmp_path):
+    """A stop after an epoch's last step still validates the epoch and writes its history row (a resumed run
+    starts at the next epoch and would never write it), as one process does."""
+    proc = subprocess.run([sys.executable, "-c", EPOCH_END_STOP, str(tmp_path / "run")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"stopped by SIGINT \(signal 2\) at step \d+ \(after epoch 1/2\)", proc.stdout), proc.stdout
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 2 and history[1].startswith("0,") and "val_loss" in history[0]

@@ -106,7 +106,7 @@ def test_text_bad_inputs(cli, text_folder, tmp_path, digits_image_run):
 
 @pytest.fixture
 def digits_image_run(cli, tmp_path):
-    run_dir = tmp_path / "digits"
+    run_dir = tmp_path / "digits-run"  # not "digits": the tests run in tmp_path, where that name is a folder
     assert cli("train", "mlp", "--dataset", "digits", "--run-dir", run_dir, "train.epochs=1").exit_code == 0
     return run_dir
 
