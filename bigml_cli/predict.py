@@ -7,7 +7,6 @@ import numpy as np
 
 from bigml_cli import files, runs
 
-files_module = files  # `predict` takes a list named files
 from bigml_cli.data.base import files_in
 from bigml_cli.errors import UserError
 from bigml_cli.evaluate import load_model, predict_probs
@@ -92,6 +91,12 @@ def write_predictions(out: Path, names: list, probs: np.ndarray, classes: list) 
     files.write_csv(out, [["input", "predicted", "probability", *[f"p_{c}" for c in classes]], *rows])
 
 
+def write_translations(out: Path, translations: list) -> None:
+    """One row per input: its name, the source sentence read, its translation (written whole or not at all)."""
+    files.write_csv(out, [["input", "source", "translation"],
+                          *([t["input"], t["source"], t["translation"]] for t in translations)])
+
+
 def check_decoding(task: Any, decoding: Optional[dict]) -> None:
     """--beam and --sample decode text: refused for a run that does not write any."""
     if decoding and decoding.get("method", "greedy") != "greedy" and not task.decodes:
@@ -99,17 +104,17 @@ def check_decoding(task: Any, decoding: Optional[dict]) -> None:
                         f"{task.described}: leave them out")
 
 
-def predict(run_path: Union[str, Path], files: list, top_k: int = 5, from_files: bool = False, out: Optional[Union[str, Path]] = None,
+def predict(run_path: Union[str, Path], inputs: list, top_k: int = 5, from_files: bool = False, out: Optional[Union[str, Path]] = None,
             overwrite: bool = False, decoding: Optional[dict] = None) -> dict:
     """`bigml predict`: {"predictions": the top-k classes and probabilities of each input, "notes": what was
     left out}; with `out`, also every class's probability in a CSV file. A run that writes text (a translation)
     answers {"translations": ..., "notes": ...}, decoded as `decoding` says (greedy by default)."""
-    if not files:
+    if not inputs:
         raise UserError("give at least one input file to predict on")
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     if out is not None:
-        out = check_out(out, files, overwrite)
+        out = check_out(out, inputs, overwrite)
     from bigml_cli.tasks import task_for
 
     run = runs.open_run(run_path)
@@ -121,12 +126,11 @@ def predict(run_path: Union[str, Path], files: list, top_k: int = 5, from_files:
     if task.decodes:
         from bigml_cli.translate import decoding as default_decoding
 
-        answer = task.predict(run, files, from_files, decoding or default_decoding())
+        answer = task.predict(run, inputs, from_files, decoding or default_decoding())
         if out is not None:
-            files_module.write_csv(out, [["input", "source", "translation"], *(
-                [t["input"], t["source"], t["translation"]] for t in answer["translations"])])
+            write_translations(out, answer["translations"])
         return answer
-    names, x, notes = task.read_inputs(files, info.input, from_files)
+    names, x, notes = task.read_inputs(inputs, info.input, from_files)
     probs = predict_probs(load_model(run), x, progress="predicting")
     classes = info.class_names
     k = min(top_k, len(classes))

@@ -1,5 +1,6 @@
 """Sequence to sequence (translation): sentence-pair data, tokenizers, decoding, the seq2seq model end to end."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -172,6 +173,17 @@ def test_seeded_sampling_repeats_itself_and_another_seed_differs(run, cli):
     assert first.exit_code == 0, first.text
     texts = [[t["translation"] for t in json.loads(r.stdout)["translations"]] for r in (first, again, other)]
     assert texts[0] == texts[1] and texts[0] != texts[2]
+
+
+def test_predict_out_writes_each_source_and_its_translation(run, cli, tmp_path):
+    out = tmp_path / "translations.csv"
+    result = cli("predict", run, "I see the big dog.", "You see the cat.", "--out", out, "--json")
+    assert result.exit_code == 0, result.text
+    printed = [t["translation"] for t in json.loads(result.stdout)["translations"]]
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["source"] for r in rows] == ["I see the big dog.", "You see the cat."]
+    assert [r["translation"] for r in rows] == printed and all(printed)
 
 
 # --- the model end to end ----------------------------------------------------------------------------------------
