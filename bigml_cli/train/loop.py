@@ -119,8 +119,7 @@ class Training:
             self.init_sizes = self.source.model_sizes()  # its architecture; config.yaml records it
             cfg.model.update(self.init_sizes)
         elif t.init:  # resumed: the vocabulary the run started with, not one built again from this data
-            info = runs.Run(Path(self.run_dir)).info  # (another worker reads the chief's run directory too)
-            self.ds = ds = self.task.adopt_vocabulary(ds, info.input, cfg)
+            self.ds = ds = self.task.adopt_vocabulary(ds, self.resumed.info.input, cfg)
         if t.patience and not ds.has_validation:
             raise UserError(f"train.patience={t.patience} stops training when the validation score stops improving, "
                             "but this run holds out no validation split (data.val_fraction is 0); set "
@@ -142,8 +141,7 @@ class Training:
             self.lora = t.lora_rank and enable_lora(model, t.lora_rank)  # before the optimizer sees the weights
             steps = t.steps_per_epoch or streams.steps  # no throw-away pipeline (it would copy the data)
             if self.resume:  # the steps its schedule was built with
-                info = runs.Run(Path(self.run_dir)).info  # (another worker reads the chief's run directory)
-                steps = info.steps_per_epoch or task.legacy_steps(self.ds, t, steps)
+                steps = self.resumed.info.steps_per_epoch or task.legacy_steps(self.ds, t, steps)
             self.steps = steps
             model.compile(
                 optimizer=make_optimizer(t, steps),
@@ -178,8 +176,7 @@ class Training:
     def open_run_dir(self) -> None:
         """A new run directory with config.yaml and run.json (the chief alone writes one), or the resumed one."""
         cfg, t, place, ds = self.cfg, self.cfg.train, self.place_, self.ds
-        if self.resume:
-            self.run_ = runs.Run(Path(self.run_dir)) if place.is_chief else None
+        if self.resume:  # place() opened it (the chief) or read it (another worker)
             return
         if not place.is_chief:
             return
